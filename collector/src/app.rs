@@ -1,0 +1,285 @@
+//! Builds the collector from its configuration, runs it, and shuts it down without losing acknowledged events.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{ApiKeys, KeyConfigError};
+use crate::config::{DatabaseArgs, ServeConfig};
+use crate::db::embedded_pg::{Durability, EmbeddedPg, EmbeddedPgError};
+use crate::db::{self, migrate, partitions, DbError};
+use crate::event::Limits;
+use crate::http::{self, AppState};
+use crate::pipeline::batch::BuildLimits;
+use crate::pipeline::queue::Queue;
+use crate::pipeline::writer::{self, WriterConfig};
+use crate::telemetry::Stats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("private PostgreSQL: {0}")]
+    EmbeddedPg(#[from] EmbeddedPgError),
+    #[error("COLLECTOR_API_KEYS: {0}")]
+    Keys(#[from] KeyConfigError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{0} queued events could not be written to PostgreSQL before the shutdown timeout")]
+    Undrained(usize),
+}
+
+/// The database the collector uses: an external URL, or a private server it owns and stops on exit.
+pub struct Database {
+    pub url: String,
+    pub embedded: Option<EmbeddedPg>,
+}
+
+impl Database {
+    /// `DATABASE_URL` when set; otherwise starts the private server in the data directory and creates the
+    /// `collector` database in it.
+    pub async fn open(args: &DatabaseArgs) -> Result<Database, AppError> {
+        if let Some(url) = &args.database_url {
+            return Ok(Database {
+                url: url.clone(),
+                embedded: None,
+            });
+        }
+        let dir = args.data_dir.clone();
+        tracing::info!(data_dir = %dir.display(), "Starting private PostgreSQL");
+        let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&dir, Durability::Durable))
+            .await
+            .map_err(|e| AppError::Io {
+                what: "starting PostgreSQL".into(),
+                source: io::Error::other(e),
+            })??;
+        create_database(&pg.connection_string("postgres"), "collector").await?;
+        Ok(Database {
+            url: pg.connection_string("collector"),
+            embedded: Some(pg),
+        })
+    }
+
+    pub async fn close(mut self) {
+        if let Some(mut pg) = self.embedded.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = pg.stop() {
+                    tracing::warn!(error = %e, "Stopping the private PostgreSQL failed");
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// Creates `name` on the server behind `admin_url` unless it exists.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<(), DbError> {
+    let pool = db::pool(admin_url, 1)?;
+    let client = pool.get().await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        // Identifiers cannot be bound as parameters; `name` is ours, not user input.
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
+    }
+    Ok(())
+}
+
+/// `collector serve`: open the database, migrate, listen, and run until `shutdown`.
+pub async fn serve(cfg: ServeConfig, shutdown: CancellationToken) -> Result<(), AppError> {
+    let keys = match &cfg.api_keys {
+        Some(spec) => ApiKeys::parse(spec)?,
+        None => {
+            let path = dev_key_path(&cfg.database.data_dir);
+            let key = dev_key(&path)?;
+            println!(
+                "Development API key (producer \"dev\"): {key}   (saved in {})",
+                path.display()
+            );
+            ApiKeys::parse(&format!("dev:{key}"))?
+        }
+    };
+    let database = Database::open(&cfg.database).await?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| AppError::Io {
+            what: format!("listening on {}", cfg.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| AppError::Io {
+        what: "local address".into(),
+        source,
+    })?;
+    println!("Collector listening on http://{addr}  (POST /ingest, GET /healthz, GET /readyz)");
+    let result = run(&cfg, &database.url, keys, listener, shutdown).await;
+    database.close().await;
+    result
+}
+
+/// Runs the collector on `listener` against `database_url` until `shutdown` is cancelled, then drains.
+pub async fn run(
+    cfg: &ServeConfig,
+    database_url: &str,
+    keys: ApiKeys,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    // Writers hold one connection each; the rest serve readiness checks and maintenance.
+    let pool = db::pool(database_url, cfg.writers + 4)?;
+    let ran = migrate::run(&pool).await?;
+    if ran > 0 {
+        tracing::info!(migrations = ran, "Database migrated");
+    }
+    partitions::ensure(&pool, cfg.partition_days_ahead).await?;
+
+    let stats = Arc::new(Stats::default());
+    let (queue, rx) = Queue::new(cfg.queue_capacity);
+    let writer_cfg = WriterConfig {
+        flush_rows: cfg.flush_rows,
+        flush_age: cfg.flush_interval(),
+        max_backoff: Duration::from_millis(cfg.retry_max_backoff_ms),
+        dead_letter_max_bytes: cfg.dead_letter_max_bytes,
+    };
+    let writers: Vec<_> = (0..cfg.writers.max(1))
+        .map(|_| {
+            tokio::spawn(writer::run(
+                pool.clone(),
+                rx.clone(),
+                writer_cfg,
+                stats.clone(),
+            ))
+        })
+        .collect();
+    drop(rx);
+    let maintenance_stop = CancellationToken::new();
+    let maintenance = tokio::spawn(partitions::maintain(
+        pool.clone(),
+        cfg.partition_days_ahead,
+        Duration::from_secs(3600),
+        maintenance_stop.clone(),
+    ));
+
+    let state = AppState {
+        pool: pool.clone(),
+        queue: queue.clone(),
+        keys,
+        limits: build_limits(cfg),
+        max_body_bytes: cfg.max_body_bytes,
+        max_decompressed_bytes: cfg.max_decompressed_bytes,
+        queue_high_water: cfg.queue_capacity * usize::from(cfg.queue_high_water_pct.min(100)) / 100,
+        stats: stats.clone(),
+    };
+    let rate =
+        (cfg.rate_limit_per_sec > 0).then_some((cfg.rate_limit_per_sec, cfg.rate_limit_burst));
+    let app = http::router(state, rate);
+    tracing::info!(
+        writers = writers.len(),
+        queue_capacity = cfg.queue_capacity,
+        "Collector ready"
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+
+    // Stop accepting, then let the writers drain what was acknowledged.
+    queue.close();
+    tracing::info!(
+        queued = queue.depth(),
+        "Shutting down: draining the ingest queue"
+    );
+    let drain = async {
+        for w in writers {
+            let _ = w.await;
+        }
+    };
+    let drained = tokio::time::timeout(Duration::from_secs(cfg.shutdown_timeout_secs), drain)
+        .await
+        .is_ok();
+    maintenance_stop.cancel();
+    let _ = maintenance.await;
+    served.map_err(|source| AppError::Io {
+        what: "serving HTTP".into(),
+        source,
+    })?;
+    if !drained {
+        let left = queue.depth();
+        tracing::error!(
+            events = left,
+            "Queued events were not written before the shutdown timeout"
+        );
+        return Err(AppError::Undrained(left));
+    }
+    tracing::info!(rows_written = stats.rows_written.get(), "Shut down cleanly");
+    Ok(())
+}
+
+pub fn build_limits(cfg: &ServeConfig) -> BuildLimits {
+    BuildLimits {
+        fields: Limits {
+            max_short_bytes: cfg.max_short_field_bytes,
+            max_message_bytes: cfg.max_message_bytes,
+            max_tags_bytes: cfg.max_tags_bytes,
+        },
+        max_errors: cfg.max_errors_reported,
+        dead_letter_max_bytes: cfg.dead_letter_max_bytes,
+    }
+}
+
+/// `collector migrate`.
+pub async fn migrate_only(args: &DatabaseArgs) -> Result<usize, AppError> {
+    let database = Database::open(args).await?;
+    let result = async {
+        let pool = db::pool(&database.url, 1)?;
+        Ok::<_, DbError>(migrate::run(&pool).await?)
+    }
+    .await;
+    database.close().await;
+    Ok(result?)
+}
+
+pub async fn pool_for(url: &str, size: usize) -> Result<Pool, AppError> {
+    Ok(db::pool(url, size)?)
+}
+
+fn dev_key_path(data_dir: &Path) -> PathBuf {
+    data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("dev-api-key")
+}
+
+/// The development key saved at `path`, created on first use so that restarts keep it.
+fn dev_key(path: &Path) -> Result<String, AppError> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let k = existing.trim();
+        if k.len() >= 8 {
+            return Ok(k.to_string());
+        }
+    }
+    let key: String = (0..32)
+        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+        .collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| AppError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+    }
+    std::fs::write(path, &key).map_err(|source| AppError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(key)
+}

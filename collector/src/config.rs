@@ -1,0 +1,155 @@
+//! All configuration, in one place: every setting is a flag with a matching environment variable, and
+//! `.env.example` lists each with its default (a test keeps the two in sync).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "collector",
+    version,
+    about = "Server Logger: network-communications log collector"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector: migrate, then accept batches on POST /ingest.
+    Serve(Box<ServeConfig>),
+    /// Apply database migrations to DATABASE_URL (or the private server in --data-dir) and exit.
+    Migrate(DatabaseArgs),
+    /// Measure raw COPY and end-to-end ingest on this machine and write BENCHMARKS.md.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. When unset, a private PostgreSQL is started from the system's binaries in --data-dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Data directory of the private PostgreSQL (used only without DATABASE_URL).
+    #[arg(long, env = "COLLECTOR_DATA_DIR", default_value = "./data/pg")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "COLLECTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Comma-separated `name:key` pairs; the name is stored with each event as its producer. When unset, a
+    /// development key is generated, saved beside the data directory, and printed.
+    #[arg(long, env = "COLLECTOR_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+
+    /// Requests per second allowed per API key (token bucket); 0 disables the limit.
+    #[arg(long, env = "COLLECTOR_RATE_LIMIT_PER_SEC", default_value_t = 1000)]
+    pub rate_limit_per_sec: u32,
+
+    /// Requests one key may send in a burst above the steady rate.
+    #[arg(long, env = "COLLECTOR_RATE_LIMIT_BURST", default_value_t = 2000)]
+    pub rate_limit_burst: u32,
+
+    /// Largest request body as received (compressed), in bytes. Above Vector's 10 MB default batch.
+    #[arg(long, env = "COLLECTOR_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Largest body after decompression, in bytes; a decompression bomb stops here with 413.
+    #[arg(long, env = "COLLECTOR_MAX_DECOMPRESSED_BYTES", default_value_t = 256 << 20)]
+    pub max_decompressed_bytes: usize,
+
+    /// Events held between acknowledgement and commit. When full, POST /ingest answers 503 + Retry-After.
+    #[arg(long, env = "COLLECTOR_QUEUE_CAPACITY", default_value_t = 500_000)]
+    pub queue_capacity: usize,
+
+    /// /readyz reports not ready once the queue holds more than this percentage of its capacity.
+    #[arg(long, env = "COLLECTOR_QUEUE_HIGH_WATER_PCT", default_value_t = 80)]
+    pub queue_high_water_pct: u8,
+
+    /// Writer tasks, each with its own connection doing COPY.
+    #[arg(long, env = "COLLECTOR_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+
+    /// Rows that trigger a flush (one COPY transaction).
+    #[arg(long, env = "COLLECTOR_FLUSH_ROWS", default_value_t = 20_000)]
+    pub flush_rows: usize,
+
+    /// Longest a batch waits for others to join its flush, in milliseconds.
+    #[arg(long, env = "COLLECTOR_FLUSH_INTERVAL_MS", default_value_t = 200)]
+    pub flush_interval_ms: u64,
+
+    /// Cap of the writers' retry backoff, in milliseconds.
+    #[arg(long, env = "COLLECTOR_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]
+    pub retry_max_backoff_ms: u64,
+
+    /// Longest `message`, in bytes.
+    #[arg(long, env = "COLLECTOR_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    pub max_message_bytes: usize,
+
+    /// Longest `tags` object (with unknown fields), in bytes.
+    #[arg(long, env = "COLLECTOR_MAX_TAGS_BYTES", default_value_t = 65_536)]
+    pub max_tags_bytes: usize,
+
+    /// Longest `protocol`, `service` and `host`, in bytes.
+    #[arg(long, env = "COLLECTOR_MAX_SHORT_FIELD_BYTES", default_value_t = 256)]
+    pub max_short_field_bytes: usize,
+
+    /// Raw bytes kept per dead letter in ingest_rejects.
+    #[arg(long, env = "COLLECTOR_DEAD_LETTER_MAX_BYTES", default_value_t = 1 << 20)]
+    pub dead_letter_max_bytes: usize,
+
+    /// Most per-event errors listed in one answer (all rejected events are dead-lettered regardless).
+    #[arg(long, env = "COLLECTOR_MAX_ERRORS_REPORTED", default_value_t = 100)]
+    pub max_errors_reported: usize,
+
+    /// Daily partitions created ahead of today.
+    #[arg(long, env = "COLLECTOR_PARTITION_DAYS_AHEAD", default_value_t = 3)]
+    pub partition_days_ahead: u32,
+
+    /// Longest wait, at shutdown, for queued events to reach PostgreSQL, in seconds.
+    #[arg(long, env = "COLLECTOR_SHUTDOWN_TIMEOUT_SECS", default_value_t = 60)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "COLLECTOR_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// Defaults, as for `collector serve` with no flags: for tests and the benchmark.
+    pub fn defaults() -> ServeConfig {
+        match Cli::try_parse_from(["collector", "serve"]) {
+            Ok(Cli {
+                command: Command::Serve(cfg),
+            }) => *cfg,
+            _ => unreachable!("`collector serve` with no flags always parses"),
+        }
+    }
+}

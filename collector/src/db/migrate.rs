@@ -1,0 +1,57 @@
+//! Versioned, idempotent migrations from `db/migrations/`, embedded in the binary.
+
+use deadpool_postgres::Pool;
+
+use super::DbError;
+
+/// (version, name, SQL). Append only: an applied migration is never edited.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "core",
+    include_str!("../../../db/migrations/0001_core.sql"),
+)];
+
+/// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers
+/// serialise on an advisory lock, so two collectors starting at once are safe.
+pub async fn run(pool: &Pool) -> Result<usize, DbError> {
+    let mut client = pool.get().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7261001)", &[])
+        .await?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut ran = 0;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|source| DbError::Migration {
+                version: *version,
+                name,
+                source,
+            })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tracing::info!(version, name, "Applied migration");
+        ran += 1;
+    }
+    tx.commit().await?;
+    Ok(ran)
+}

@@ -1,0 +1,58 @@
+//! Everything that talks to PostgreSQL: the private server, the pool, migrations, partitions, and the one
+//! module holding the queries.
+
+pub mod embedded_pg;
+pub mod migrate;
+pub mod partitions;
+pub mod queries;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// Errors at the database boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database URL: {0}")]
+    Config(#[source] tokio_postgres::Error),
+    #[error("building the connection pool: {0}")]
+    Build(String),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+}
+
+impl DbError {
+    /// Errors where the data itself is refused (SQLSTATE classes 22 "data exception" and 23 "integrity"):
+    /// retrying the same rows cannot help.
+    pub fn is_data_error(&self) -> bool {
+        let code = match self {
+            DbError::Postgres(e) => e.code(),
+            DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            _ => None,
+        };
+        code.is_some_and(|c| matches!(&c.code()[..2], "22" | "23"))
+    }
+}
+
+/// A pool of `size` connections to `url` (a URL or a libpq key=value string).
+pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
+    let pg_config: tokio_postgres::Config = url.parse().map_err(DbError::Config)?;
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| DbError::Build(e.to_string()))
+}

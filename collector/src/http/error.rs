@@ -1,0 +1,104 @@
+//! The HTTP boundary's one error type: every failure becomes `{"code": "...", "detail": "..."}` with its status.
+//! Client errors say what and where; server errors are opaque to the client and logged once here.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::decode::DecodeError;
+use crate::pipeline::queue::SubmitError;
+
+/// Seconds an overloaded client is asked to wait. Agents mostly ignore it (see README), but it is correct HTTP.
+const RETRY_AFTER_SECS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid API key: send X-API-KEY: <key> or Authorization: Bearer <key>")]
+    Unauthorized,
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    BodyTooLarge(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Queue(#[from] SubmitError),
+    #[error("too many requests for this API key")]
+    RateLimited {
+        wait_secs: u64,
+        headers: Option<axum::http::HeaderMap>,
+    },
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    detail: String,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Decode(
+                DecodeError::TooLarge { .. } | DecodeError::DecompressedTooLarge { .. },
+            ) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::Decode(DecodeError::UnsupportedEncoding(_)) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
+            }
+            ApiError::Decode(_) => (StatusCode::BAD_REQUEST, "undecodable_body"),
+            ApiError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Queue(SubmitError::TooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
+            }
+            ApiError::Queue(SubmitError::Full { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "queue_full")
+            }
+            ApiError::Queue(SubmitError::Closed) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let detail = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "Request failed");
+                "internal error; see the collector's log".to_string()
+            }
+            ApiError::RateLimited { wait_secs, .. } => {
+                format!("too many requests for this API key; retry in {wait_secs}s")
+            }
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(Body { code, detail })).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::RateLimited {
+                headers: Some(extra),
+                ..
+            } => headers.extend(extra),
+            ApiError::Queue(SubmitError::Full { .. } | SubmitError::Closed)
+            | ApiError::NotReady(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            _ => {}
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS && !headers.contains_key(header::RETRY_AFTER) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}

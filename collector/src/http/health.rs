@@ -1,0 +1,41 @@
+//! `GET /healthz`: the process is alive. `GET /readyz`: the database answers and the queue is below its
+//! high-water mark, so a load balancer stops sending before producers see 503s.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{error::ApiError, AppState};
+use crate::db::queries;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
+    queries::ping(&client)
+        .await
+        .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
+    let depth = state.queue.depth();
+    if depth > state.queue_high_water {
+        return Err(ApiError::NotReady(format!(
+            "ingest queue holds {depth} events, above its high-water mark of {}",
+            state.queue_high_water
+        )));
+    }
+    Ok(Json(
+        json!({"status": "ready", "queue_depth": depth, "queue_capacity": state.queue.capacity()}),
+    ))
+}

@@ -1,0 +1,103 @@
+//! `POST /ingest`: decode → validate/encode → queue, then answer at once.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+
+use super::{error::ApiError, AppState};
+use crate::auth::Producer;
+use crate::decode::{self, DecodeError, Encoding, Format};
+use crate::pipeline::batch::{Batch, Receipt, Reject};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ingest", post(ingest))
+}
+
+#[tracing::instrument(name = "ingest", skip_all, fields(producer = %producer.0))]
+async fn ingest(
+    State(state): State<AppState>,
+    Extension(producer): Extension<Producer>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+    let received_at_us = chrono::Utc::now().timestamp_micros();
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge(format!(
+            "body is over the limit of {} bytes (COLLECTOR_MAX_BODY_BYTES)",
+            state.max_body_bytes
+        )),
+        _ => ApiError::BadRequest(format!(
+            "could not read the body: {}",
+            rejection.body_text()
+        )),
+    })?;
+    let producer = producer.0;
+    let (batch, receipt) = match prepare(&body, &headers, &producer, received_at_us, &state) {
+        Ok(prepared) => prepared,
+        Err(e @ DecodeError::UnsupportedEncoding(_)) => return Err(e.into()),
+        Err(e) => {
+            // Undecodable: the client hears 400/413, and the raw body is kept so nothing is lost.
+            state.stats.bodies_undecodable.add(1);
+            let reject = Reject::new(
+                producer.clone(),
+                received_at_us,
+                None,
+                e.to_string(),
+                body,
+                state.limits.dead_letter_max_bytes,
+            );
+            state
+                .queue
+                .try_submit(Batch::rejects_only(producer, received_at_us, vec![reject]))?;
+            return Err(e.into());
+        }
+    };
+    let rows = batch.row_count();
+    state
+        .queue
+        .try_submit(batch)
+        .inspect_err(|_| state.stats.overload_responses.add(1))?;
+    state.stats.batches.add(1);
+    state.stats.events_accepted.add(rows as u64);
+    state.stats.events_rejected.add(receipt.rejected as u64);
+    tracing::debug!(
+        accepted = receipt.accepted,
+        rejected = receipt.rejected,
+        "Batch queued"
+    );
+    Ok((StatusCode::ACCEPTED, Json(receipt)))
+}
+
+/// Body bytes → a batch of encoded rows and dead letters, plus the receipt for the client.
+fn prepare(
+    body: &Bytes,
+    headers: &HeaderMap,
+    producer: &Arc<str>,
+    received_at_us: i64,
+    state: &AppState,
+) -> Result<(Batch, Receipt), DecodeError> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let encoding = Encoding::from_header(header(header::CONTENT_ENCODING))?;
+    let format = Format::from_content_type(header(header::CONTENT_TYPE));
+    let plain = match decode::decompress(body, encoding, state.max_decompressed_bytes)? {
+        Cow::Borrowed(_) => body.clone(),
+        Cow::Owned(v) => Bytes::from(v),
+    };
+    let text = decode::to_json(plain, format)?;
+    let s = decode::as_text(&text)?;
+    let records = decode::split(s, format)?;
+    Ok(Batch::build(
+        text.clone(),
+        s,
+        &records,
+        producer.clone(),
+        received_at_us,
+        &state.limits,
+    ))
+}

@@ -1,0 +1,96 @@
+//! The HTTP API. Each module exports `router()`; handlers are thin and call named functions.
+
+pub mod error;
+mod health;
+mod ingest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use deadpool_postgres::Pool;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
+
+use crate::auth::{ApiKeys, Producer};
+use crate::pipeline::batch::BuildLimits;
+use crate::pipeline::queue::Queue;
+use crate::telemetry::Stats;
+use error::ApiError;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub queue: Queue,
+    pub keys: ApiKeys,
+    pub limits: BuildLimits,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    /// Queue depth (events) above which /readyz says not ready.
+    pub queue_high_water: usize,
+    pub stats: Arc<Stats>,
+}
+
+/// Rate limiting is per API key, so one noisy producer cannot starve the others.
+#[derive(Clone)]
+struct ProducerKey;
+
+impl KeyExtractor for ProducerKey {
+    type Key = Producer;
+
+    fn extract<T>(&self, req: &http::Request<T>) -> Result<Producer, GovernorError> {
+        req.extensions()
+            .get::<Producer>()
+            .cloned()
+            .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+/// The whole API. `rate` is (requests per second per key, burst); `None` disables rate limiting.
+pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
+    let mut ingest = ingest::router().layer(DefaultBodyLimit::max(state.max_body_bytes));
+    if let Some((per_sec, burst)) = rate {
+        let period = Duration::from_nanos(1_000_000_000 / u64::from(per_sec.max(1)));
+        let config = GovernorConfigBuilder::default()
+            .key_extractor(ProducerKey)
+            .period(period)
+            .burst_size(burst.max(1))
+            .use_headers()
+            .finish();
+        if let Some(config) = config {
+            ingest = ingest.layer(GovernorLayer::new(config).error_handler(|e| {
+                match e {
+                    GovernorError::TooManyRequests { wait_time, headers } => {
+                        ApiError::RateLimited {
+                            wait_secs: wait_time,
+                            headers,
+                        }
+                    }
+                    other => ApiError::Internal(other.to_string()),
+                }
+                .into_response()
+            }));
+        }
+    }
+    // Authentication runs first (outermost), so the rate limiter sees the producer.
+    let ingest = ingest.layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .merge(ingest)
+        .merge(health::router())
+        .with_state(state)
+}
+
+async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match state.keys.authenticate(req.headers()) {
+        Some(producer) => {
+            req.extensions_mut().insert(producer);
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}

@@ -1,0 +1,132 @@
+//! PostgreSQL `COPY ... FROM STDIN (FORMAT BINARY)` encoding of events into `comm_logs` rows.
+//!
+//! Rows are encoded on the request path, straight from the borrowed [`Event`] into one buffer per batch, so the
+//! writer only streams finished bytes and no per-event value is allocated between decode and COPY.
+
+use std::net::IpAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::event::Event;
+
+/// Column list of every COPY into `comm_logs`; the encoder below writes exactly these, in this order.
+pub const COMM_LOGS_COLUMNS: &str =
+    "ts, received_at, producer, src_ip, src_port, dst_ip, dst_port, protocol, \
+     service, status, bytes_in, bytes_out, latency_ms, host, message, tags";
+const COLUMN_COUNT: i16 = 16;
+
+/// `COPY ... (FORMAT BINARY)` statement for `comm_logs`.
+pub fn copy_statement() -> String {
+    format!("COPY comm_logs ({COMM_LOGS_COLUMNS}) FROM STDIN (FORMAT BINARY)")
+}
+
+/// Signature, flags (no OIDs) and an empty header extension.
+pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// A field count of -1 ends the data.
+pub const TRAILER: &[u8] = &[0xff, 0xff];
+
+/// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+/// PostgreSQL's inet address families on the wire (`PGSQL_AF_INET`, `PGSQL_AF_INET6`).
+const PGSQL_AF_INET: u8 = 2;
+const PGSQL_AF_INET6: u8 = 3;
+
+/// Appends one `comm_logs` row for `event`.
+pub fn encode_row(buf: &mut BytesMut, event: &Event<'_>, received_at_us: i64, producer: &str) {
+    buf.put_i16(COLUMN_COUNT);
+    put_ts(buf, event.ts_us);
+    put_ts(buf, received_at_us);
+    put_text(buf, Some(producer));
+    put_inet(buf, event.src_ip);
+    put_i32(buf, event.src_port.map(i32::from));
+    put_inet(buf, event.dst_ip);
+    put_i32(buf, event.dst_port.map(i32::from));
+    put_text(buf, event.protocol.as_deref());
+    put_text(buf, event.service.as_deref());
+    put_i32(buf, event.status);
+    put_i64(buf, event.bytes_in);
+    put_i64(buf, event.bytes_out);
+    match event.latency_ms {
+        Some(v) => {
+            buf.put_i32(8);
+            buf.put_f64(v);
+        }
+        None => put_null(buf),
+    }
+    put_text(buf, event.host.as_deref());
+    put_text(buf, event.message.as_deref());
+    match event.tags {
+        Some(t) => {
+            // jsonb binary format: a version byte (1) then the JSON text.
+            buf.put_i32(t.len() as i32 + 1);
+            buf.put_u8(1);
+            buf.put_slice(t.as_bytes());
+        }
+        None => put_null(buf),
+    }
+}
+
+/// A complete COPY stream (header, rows, trailer) for the given row buffers.
+pub fn framed(rows: &[Bytes]) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(rows.len() + 2);
+    out.push(Bytes::from_static(HEADER));
+    out.extend(rows.iter().cloned());
+    out.push(Bytes::from_static(TRAILER));
+    out
+}
+
+fn put_null(buf: &mut BytesMut) {
+    buf.put_i32(-1);
+}
+
+fn put_ts(buf: &mut BytesMut, unix_us: i64) {
+    buf.put_i32(8);
+    buf.put_i64(unix_us - PG_EPOCH_OFFSET_US);
+}
+
+fn put_i32(buf: &mut BytesMut, v: Option<i32>) {
+    match v {
+        Some(v) => {
+            buf.put_i32(4);
+            buf.put_i32(v);
+        }
+        None => put_null(buf),
+    }
+}
+
+fn put_i64(buf: &mut BytesMut, v: Option<i64>) {
+    match v {
+        Some(v) => {
+            buf.put_i32(8);
+            buf.put_i64(v);
+        }
+        None => put_null(buf),
+    }
+}
+
+fn put_text(buf: &mut BytesMut, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            buf.put_i32(s.len() as i32);
+            buf.put_slice(s.as_bytes());
+        }
+        None => put_null(buf),
+    }
+}
+
+fn put_inet(buf: &mut BytesMut, v: Option<IpAddr>) {
+    match v {
+        Some(IpAddr::V4(a)) => {
+            buf.put_i32(8);
+            buf.put_slice(&[PGSQL_AF_INET, 32, 0, 4]);
+            buf.put_slice(&a.octets());
+        }
+        Some(IpAddr::V6(a)) => {
+            buf.put_i32(20);
+            buf.put_slice(&[PGSQL_AF_INET6, 128, 0, 16]);
+            buf.put_slice(&a.octets());
+        }
+        None => put_null(buf),
+    }
+}

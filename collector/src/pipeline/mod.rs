@@ -1,0 +1,6 @@
+//! From validated events to committed rows: batch → queue → writer → COPY.
+
+pub mod batch;
+pub mod copy;
+pub mod queue;
+pub mod writer;

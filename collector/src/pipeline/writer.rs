@@ -1,0 +1,228 @@
+//! Writer tasks: take batches off the queue, group them until the flush is big or old enough, and commit each
+//! group as one transaction: `COPY comm_logs FROM STDIN (FORMAT BINARY)`, the group's dead letters, and a row in
+//! the flush ledger.
+//!
+//! Failure handling, so that an acknowledged event is neither lost nor duplicated:
+//! - Transient failures (connection lost, server restarting, any error but a data error) are retried with
+//!   exponential backoff for as long as it takes. Before each retry the flush ledger is checked: if the lost
+//!   answer was to a COMMIT that succeeded, the flush is done and is not written twice.
+//! - A data error (PostgreSQL refusing a value despite validation) would fail every retry, so the group is
+//!   bisected until the refused rows are isolated; those go to `ingest_rejects` with the server's message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use futures_util::SinkExt;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::db::{queries, DbError};
+use crate::pipeline::batch::{Batch, Reject, SingleRow};
+use crate::pipeline::copy;
+use crate::pipeline::queue::QueueReceiver;
+use crate::telemetry::Stats;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Rows that trigger a flush.
+    pub flush_rows: usize,
+    /// Longest a batch waits for others to join its flush.
+    pub flush_age: Duration,
+    /// Cap of the retry backoff.
+    pub max_backoff: Duration,
+    /// Dead-letter raw payload cap, for rows isolated after a data error.
+    pub dead_letter_max_bytes: usize,
+}
+
+/// Runs one writer until the queue is closed and drained.
+pub async fn run(pool: Pool, rx: QueueReceiver, cfg: WriterConfig, stats: Arc<Stats>) {
+    let copy_sql = copy::copy_statement();
+    while let Ok(first) = rx.recv().await {
+        let deadline = Instant::now() + cfg.flush_age;
+        let mut rows = first.row_count();
+        let mut group = vec![first];
+        while rows < cfg.flush_rows {
+            // Take what is already waiting without sleeping; only wait when the queue is empty.
+            let next = match rx.try_recv() {
+                Ok(b) => Some(b),
+                Err(async_channel::TryRecvError::Closed) => None,
+                Err(async_channel::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Ok(b)) => Some(b),
+                        _ => None,
+                    }
+                }
+            };
+            match next {
+                Some(b) => {
+                    rows += b.row_count();
+                    group.push(b);
+                }
+                None => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        commit_group(&pool, &copy_sql, &group, &cfg, &stats).await;
+        stats.record_flush(rows, started.elapsed());
+        tracing::debug!(
+            rows,
+            batches = group.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Flushed"
+        );
+        // Dropping the group releases its queue capacity.
+    }
+}
+
+async fn commit_group(
+    pool: &Pool,
+    copy_sql: &str,
+    group: &[Batch],
+    cfg: &WriterConfig,
+    stats: &Stats,
+) {
+    let chunks: Vec<Bytes> = group
+        .iter()
+        .filter(|b| !b.rows.is_empty())
+        .map(|b| b.rows.clone())
+        .collect();
+    let rows: usize = group.iter().map(Batch::row_count).sum();
+    let rejects: Vec<&Reject> = group.iter().flat_map(|b| b.rejects.iter()).collect();
+    match write_with_retry(pool, copy_sql, &chunks, rows, &rejects, cfg, stats).await {
+        Ok(()) => {
+            stats.rows_written.add(rows as u64);
+            stats.dead_letters.add(rejects.len() as u64);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, rows, "PostgreSQL refused a value; isolating the refused rows");
+            // Dead letters first, in a transaction of their own, then the rows by bisection.
+            if write_with_retry(pool, copy_sql, &[], 0, &rejects, cfg, stats)
+                .await
+                .is_ok()
+            {
+                stats.dead_letters.add(rejects.len() as u64);
+            }
+            let singles: Vec<SingleRow> = group.iter().flat_map(Batch::single_rows).collect();
+            isolate(pool, copy_sql, singles, cfg, stats).await;
+        }
+    }
+}
+
+/// Bisects `rows` until each refused row stands alone, writing every accepted half as it goes.
+async fn isolate(
+    pool: &Pool,
+    copy_sql: &str,
+    rows: Vec<SingleRow>,
+    cfg: &WriterConfig,
+    stats: &Stats,
+) {
+    let mut stack = vec![rows];
+    while let Some(part) = stack.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        let chunks: Vec<Bytes> = part.iter().map(|r| r.row.clone()).collect();
+        match write_with_retry(pool, copy_sql, &chunks, part.len(), &[], cfg, stats).await {
+            Ok(()) => stats.rows_written.add(part.len() as u64),
+            Err(e) if part.len() == 1 => {
+                let r = &part[0];
+                let reject = Reject::new(
+                    r.producer.clone(),
+                    r.received_at_us,
+                    Some(r.event_index),
+                    format!("refused by PostgreSQL: {}", db_message(&e)),
+                    r.source.clone(),
+                    cfg.dead_letter_max_bytes,
+                );
+                tracing::error!(event_index = r.event_index, error = %e, "Row refused by PostgreSQL; dead-lettered");
+                if write_with_retry(pool, copy_sql, &[], 0, &[&reject], cfg, stats)
+                    .await
+                    .is_ok()
+                {
+                    stats.dead_letters.add(1);
+                }
+            }
+            Err(_) => {
+                let mut left = part;
+                let right = left.split_off(left.len() / 2);
+                stack.push(right);
+                stack.push(left);
+            }
+        }
+    }
+}
+
+fn db_message(e: &DbError) -> String {
+    match e {
+        DbError::Postgres(pg) => pg
+            .as_db_error()
+            .map_or_else(|| pg.to_string(), |d| d.message().to_string()),
+        other => other.to_string(),
+    }
+}
+
+/// Writes one flush, retrying transient errors forever. Returns only success or a data error.
+async fn write_with_retry(
+    pool: &Pool,
+    copy_sql: &str,
+    chunks: &[Bytes],
+    rows: usize,
+    rejects: &[&Reject],
+    cfg: &WriterConfig,
+    stats: &Stats,
+) -> Result<(), DbError> {
+    let flush_id = Uuid::new_v4();
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let err = match write_once(pool, copy_sql, chunks, rows, rejects, flush_id).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_data_error() => return Err(e),
+            Err(e) => e,
+        };
+        stats.write_retries.add(1);
+        // After a few quick retries this needs an operator: say so once per attempt at that level.
+        if attempt >= 3 {
+            tracing::error!(error = %err, attempt, rows, "Writing to PostgreSQL keeps failing; retrying");
+        } else {
+            tracing::warn!(error = %err, attempt, rows, "Writing to PostgreSQL failed; retrying");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(cfg.max_backoff);
+        // The error may have hidden a successful COMMIT.
+        if let Ok(client) = pool.get().await {
+            if let Ok(true) = queries::flush_committed(&client, flush_id).await {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn write_once(
+    pool: &Pool,
+    copy_sql: &str,
+    chunks: &[Bytes],
+    rows: usize,
+    rejects: &[&Reject],
+    flush_id: Uuid,
+) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    if rows > 0 {
+        let sink = tx.copy_in::<_, Bytes>(copy_sql).await?;
+        futures_util::pin_mut!(sink);
+        sink.feed(Bytes::from_static(copy::HEADER)).await?;
+        for chunk in chunks {
+            sink.feed(chunk.clone()).await?;
+        }
+        sink.feed(Bytes::from_static(copy::TRAILER)).await?;
+        sink.as_mut().finish().await?;
+    }
+    queries::insert_rejects(&tx, rejects.iter().copied()).await?;
+    queries::record_flush(&tx, flush_id, rows, rejects.len()).await?;
+    tx.commit().await?;
+    Ok(())
+}
