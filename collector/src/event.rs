@@ -678,18 +678,23 @@ fn epoch_to_us(v: f64) -> i64 {
 
 fn parse_time_text(s: &str) -> Option<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Some(dt.timestamp_micros());
+        return Some(rounded_micros(dt.to_utc()));
     }
     // `2026-11-22 10:37:30.800429` (Fluent Bit's java_sql_timestamp) and zone-less ISO 8601: taken as UTC.
     for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(n.and_utc().timestamp_micros());
+            return Some(rounded_micros(n.and_utc()));
         }
     }
     // nginx/Apache `21/Aug/2026:14:03:01 +0200`.
     DateTime::parse_from_str(s, "%d/%b/%Y:%H:%M:%S %z")
         .ok()
-        .map(|d| d.timestamp_micros())
+        .map(|d| rounded_micros(d.to_utc()))
+}
+
+/// Nanosecond times (Vector sends them) rounded half-up to PostgreSQL's microsecond, as its text input does.
+fn rounded_micros(t: DateTime<chrono::Utc>) -> i64 {
+    t.timestamp() * 1_000_000 + i64::from((t.timestamp_subsec_nanos() + 500) / 1000)
 }
 
 #[cfg(test)]
@@ -775,7 +780,8 @@ mod tests {
         assert_eq!(e.service.as_deref(), Some("web"));
         assert_eq!(e.message.as_deref(), Some("GET /"));
         assert_eq!(e.host.as_deref(), Some("agent"));
-        assert_eq!(e.ts_us, 1_795_360_643_581_931);
+        // 11:17:23.581930588 rounds to the microsecond as PostgreSQL's own parser does.
+        assert_eq!(e.ts_us, 1_795_346_243_581_931);
         assert_eq!(e.tags, Some(r#"{"service":"vector"}"#));
     }
 

@@ -253,9 +253,9 @@ mod tests {
         let e = split("[{\"a\":1},\n {\"b\": tru}]", Format::Json)
             .unwrap_err()
             .to_string();
-        assert!(
-            e.starts_with("invalid JSON at byte offset 16 (line 2, column 8)"),
-            "{e}"
+        assert_eq!(
+            e,
+            "invalid JSON at byte offset 20 (line 2, column 11): expected ident"
         );
         assert!(matches!(split("  ", Format::Json), Err(DecodeError::Empty)));
         let e = split("hello", Format::Json).unwrap_err().to_string();

@@ -1,0 +1,6 @@
+//! Integration tests: real PostgreSQL, real HTTP, real files. One binary, one shared harness (`support`).
+
+mod agents;
+mod ingest;
+mod reliability;
+mod support;

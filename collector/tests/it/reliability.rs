@@ -1,0 +1,373 @@
+//! Nothing acknowledged is lost: backpressure, retries after connection loss, refused rows, shutdown, dates
+//! outside the partitions; plus migrations and the configuration reference.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{pg, spawn_app, spawn_app_with, TestApp};
+
+fn batch(n: usize, port: u16) -> String {
+    let events: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"src_ip":"10.0.{}.{}","dst_port":{port},"service":"s{}"}}"#,
+                i / 250,
+                i % 250,
+                i % 7
+            )
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
+/// Holds an exclusive lock on comm_logs in an open transaction, so writers block inside COPY.
+async fn lock_comm_logs(app: &TestApp) -> tokio_postgres::Client {
+    let locker = pg::connect(&app.db_url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE comm_logs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    locker
+}
+
+/// Waits until `n` sessions are blocked on a lock (the writers, stuck behind `lock_comm_logs`).
+async fn wait_blocked_writers(app: &TestApp, n: i64) -> Vec<i32> {
+    for _ in 0..400 {
+        let rows = app
+            .db
+            .query("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY comm_logs%'", &[])
+            .await
+            .unwrap();
+        if rows.len() as i64 >= n {
+            return rows.iter().map(|r| r.get(0)).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("writers never blocked on the lock");
+}
+
+#[tokio::test]
+async fn full_queue_answers_503_with_retry_after_and_loses_nothing() {
+    let app = spawn_app_with(|c| {
+        c.queue_capacity = 100;
+        c.writers = 1;
+    })
+    .await;
+    let locker = lock_comm_logs(&app).await;
+    let mut accepted = 0;
+    let mut refused = None;
+    for _ in 0..5 {
+        let r = app.ingest(batch(30, 80), &[]).await;
+        match r.status().as_u16() {
+            202 => accepted += 30,
+            503 => {
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                refused = Some((retry, r.json::<Value>().await.unwrap()));
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(accepted, 90, "three batches of 30 fit in a queue of 100");
+    let (retry, body) = refused.expect("the fourth batch is refused");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["code"], "queue_full");
+    assert_eq!(
+        body["detail"],
+        "ingest queue is full (90 of 100 events waiting for the database)"
+    );
+    // Above the high-water mark (80%), readiness says so.
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(app.wait_rows(90).await, 90);
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn writer_connections_killed_mid_copy_neither_lose_nor_duplicate() {
+    let app = spawn_app_with(|c| {
+        c.writers = 2;
+        c.retry_max_backoff_ms = 200;
+    })
+    .await;
+    let locker = lock_comm_logs(&app).await;
+    let mut sent = 0;
+    for i in 0..6 {
+        let r = app.ingest(batch(200, 1000 + i), &[]).await;
+        assert_eq!(r.status(), 202);
+        sent += 200;
+    }
+    // One writer usually takes every queued batch into a single COPY; kill whichever are blocked.
+    let pids = wait_blocked_writers(&app, 1).await;
+    for pid in &pids {
+        app.db
+            .execute("SELECT pg_terminate_backend($1)", &[pid])
+            .await
+            .unwrap();
+    }
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(app.wait_rows(sent).await, sent);
+    // Each event exactly once: every (port, ip) pair is distinct by construction.
+    let distinct = app
+        .count("SELECT count(DISTINCT (dst_port, src_ip)) FROM comm_logs")
+        .await;
+    assert_eq!(distinct, sent);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_row_postgres_refuses_is_isolated_and_dead_lettered() {
+    let app = spawn_app().await;
+    // Sabotage: a constraint validation knows nothing about.
+    app.db
+        .batch_execute("ALTER TABLE comm_logs ADD CONSTRAINT no_port_666 CHECK (dst_port IS DISTINCT FROM 666)")
+        .await
+        .unwrap();
+    let body = r#"[{"dst_port":1},{"dst_port":2},{"dst_port":666,"src_ip":"10.6.6.6"},{"dst_port":3},{"dst_port":4}]"#;
+    let (status, receipt) = app.ingest_json(body).await;
+    assert_eq!((status, receipt["accepted"].as_u64()), (202, Some(5)));
+    assert_eq!(
+        app.wait_count("SELECT count(*) FROM ingest_rejects", 1)
+            .await,
+        1
+    );
+    assert_eq!(app.wait_rows(4).await, 4);
+    let ports: BTreeSet<i32> = app
+        .db
+        .query("SELECT dst_port FROM comm_logs", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ports, BTreeSet::from([1, 2, 3, 4]));
+    let r = app
+        .db
+        .query_one(
+            "SELECT event_index, reason, convert_from(raw, 'UTF8') FROM ingest_rejects",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, i32>(0), 2);
+    assert!(
+        r.get::<_, &str>(1).contains("no_port_666"),
+        "{}",
+        r.get::<_, &str>(1)
+    );
+    assert_eq!(
+        r.get::<_, &str>(2),
+        r#"{"dst_port":666,"src_ip":"10.6.6.6"}"#
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_the_queue() {
+    let app = spawn_app().await;
+    let locker = lock_comm_logs(&app).await;
+    let mut sent = 0;
+    for i in 0..10 {
+        assert_eq!(app.ingest(batch(300, 2000 + i), &[]).await.status(), 202);
+        sent += 300;
+    }
+    let ready: Value = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["queue_depth"], sent,
+        "everything is still queued when shutdown starts"
+    );
+    let db_url = app.db_url.clone();
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    stopping.await.unwrap().expect("clean shutdown");
+    let db = pg::connect(&db_url).await;
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM comm_logs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, sent);
+}
+
+#[tokio::test]
+async fn events_outside_the_partitions_are_stored_and_moved_when_their_day_is_created() {
+    let app = spawn_app().await;
+    let body = r#"[{"timestamp":"2020-01-01T12:00:00Z","src_ip":"10.0.0.1"},{"timestamp":"2999-06-01T00:00:00Z"}]"#;
+    let (status, receipt) = app.ingest_json(body).await;
+    assert_eq!((status, receipt["accepted"].as_u64()), (202, Some(2)));
+    assert_eq!(app.wait_rows(2).await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM comm_logs_default").await, 2);
+    let created: bool = app
+        .db
+        .query_one("SELECT comm_logs_ensure_partition('2020-01-01')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(created);
+    assert_eq!(
+        app.count("SELECT count(*) FROM comm_logs_p20200101").await,
+        1
+    );
+    assert_eq!(app.count("SELECT count(*) FROM comm_logs_default").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM comm_logs").await, 2);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let app = spawn_app().await;
+    let pool = collector::db::pool(&app.db_url, 1).unwrap();
+    assert_eq!(collector::db::migrate::run(&pool).await.unwrap(), 0);
+    let versions = app.count("SELECT count(*) FROM schema_migrations").await;
+    assert_eq!(versions, collector::db::migrate::MIGRATIONS.len() as i64);
+    app.stop().await.unwrap();
+}
+
+#[test]
+fn env_example_lists_every_setting() {
+    use clap::CommandFactory;
+    let cli = collector::config::Cli::command();
+    let serve = cli.find_subcommand("serve").unwrap();
+    let from_code: BTreeSet<String> = serve
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example")).unwrap();
+    let documented: BTreeSet<String> = text
+        .lines()
+        .map(|l| l.trim().trim_start_matches('#').trim())
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert_eq!(from_code, documented);
+    // And every default in the file is the code's default.
+    for arg in serve.get_arguments() {
+        let (Some(env), Some(default)) = (arg.get_env(), arg.get_default_values().first()) else {
+            continue;
+        };
+        let line = format!("{}={}", env.to_string_lossy(), default.to_string_lossy());
+        assert!(
+            text.lines()
+                .any(|l| l.trim().trim_start_matches('#').trim() == line),
+            "missing `{line}`"
+        );
+    }
+}
+
+/// The real binary, as the quick start runs it: private PostgreSQL, SIGTERM, exit 0, nothing lost.
+#[tokio::test]
+async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("collector-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_collector"))
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env("COLLECTOR_DATA_DIR", dir.join("pg"))
+        .env("COLLECTOR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COLLECTOR_API_KEYS", "smoke:smoke-key-1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..600 {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "collector did not become ready");
+    for i in 0..5 {
+        let r = http
+            .post(format!("{url}/ingest"))
+            .header("x-api-key", "smoke-key-1")
+            .body(batch(100, 3000 + i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    // The private server was stopped with it ...
+    assert!(
+        !dir.join("pg/postmaster.pid").exists(),
+        "PostgreSQL still running after the collector exited"
+    );
+    // ... and everything acknowledged is there when it starts again.
+    let data_dir = dir.join("pg");
+    let pg = tokio::task::spawn_blocking(move || {
+        collector::db::embedded_pg::EmbeddedPg::start(
+            &data_dir,
+            collector::db::embedded_pg::Durability::Durable,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let db = pg::connect(&pg.connection_string("collector")).await;
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM comm_logs WHERE producer = 'smoke'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 500);
+    drop(db);
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,4 @@
+pub mod app;
+pub mod pg;
+
+pub use app::{spawn_app, spawn_app_with, TestApp};
