@@ -239,7 +239,7 @@ pub async fn migrate_only(args: &DatabaseArgs) -> Result<usize, AppError> {
     let database = Database::open(args).await?;
     let result = async {
         let pool = db::pool(&database.url, 1)?;
-        Ok::<_, DbError>(migrate::run(&pool).await?)
+        migrate::run(&pool).await
     }
     .await;
     database.close().await;

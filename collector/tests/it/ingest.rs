@@ -27,7 +27,8 @@ fn zstd_streamed(data: &[u8]) -> Vec<u8> {
 async fn every_body_form_and_encoding_is_accepted() {
     let app = spawn_app().await;
     let two = format!("[{EVENT},{EVENT}]");
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>)> = vec![
+    type Case = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>);
+    let cases: Vec<Case> = vec![
         (
             "json array",
             two.clone().into_bytes(),
