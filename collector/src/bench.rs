@@ -1,6 +1,479 @@
-//! `collector bench`: placeholder replaced below.
+//! `collector bench`: measures, in one run on this machine, the limit (raw `COPY BINARY` of pre-encoded rows
+//! into the real schema) and the collector end to end (HTTP batches from concurrent clients → rows committed),
+//! then writes the table to BENCHMARKS.md. Nothing here is a test: no figure is asserted.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use deadpool_postgres::Pool;
+use futures_util::SinkExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app;
+use crate::auth::ApiKeys;
+use crate::config::ServeConfig;
+use crate::db::embedded_pg::{Durability, EmbeddedPg};
+use crate::db::{self, migrate, partitions};
+use crate::decode::{self, Format};
+use crate::pipeline::batch::{Batch, BuildLimits};
+use crate::pipeline::copy;
+
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
+pub struct BenchArgs {
+    /// Events in each measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Events per HTTP request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch_size: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+    /// Seed of the generated events.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+const KEY: &str = "bench-key-0001";
+
+struct Measured {
+    label: String,
+    events: usize,
+    secs: f64,
+    ack_p50_ms: Option<f64>,
+    ack_p99_ms: Option<f64>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.secs
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let cfg = ServeConfig::defaults();
+    let dir = std::env::temp_dir().join(format!("collector-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let pg_dir = dir.join("pg");
+    // The same durable settings `collector serve` runs with.
+    let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&pg_dir, Durability::Durable))
+        .await??;
+    let pg_version = pg.version().unwrap_or_else(|| "unknown".into());
+    app::create_database(&pg.connection_string("postgres"), "bench").await?;
+    let url = pg.connection_string("bench");
+    let pool = db::pool(&url, cfg.writers + 2)?;
+    migrate::run(&pool).await?;
+    partitions::ensure(&pool, 1).await?;
+
+    eprintln!("Generating {} events ...", args.events);
+    let batches = generate(&args);
+    let limits = app::build_limits(&cfg);
+    let t = Instant::now();
+    let rows = encode_all(&batches, &limits)?;
+    let encode_secs = t.elapsed().as_secs_f64();
+
+    let mut results = Vec::new();
+    let mut conn_counts = vec![1, 2, cfg.writers];
+    conn_counts.dedup();
+    for conns in conn_counts {
+        truncate(&pool).await?;
+        eprintln!("Raw COPY with {conns} connection(s) ...");
+        let secs = raw_copy(&pool, &rows, conns, cfg.flush_rows).await?;
+        results.push(Measured {
+            label: format!(
+                "raw COPY BINARY, {conns} connection(s), {} rows per COPY",
+                cfg.flush_rows
+            ),
+            events: args.events,
+            secs,
+            ack_p50_ms: None,
+            ack_p99_ms: None,
+        });
+    }
+    // The limit is the best raw rate, whatever the number of connections.
+    let limit = results.iter().map(Measured::rate).fold(1.0, f64::max);
+    results.push(Measured {
+        label: "decode + validate + encode only (no HTTP, no database), one core".into(),
+        events: args.events,
+        secs: encode_secs,
+        ack_p50_ms: None,
+        ack_p99_ms: None,
+    });
+
+    truncate(&pool).await?;
+    eprintln!("End to end, {} clients at full speed ...", args.clients);
+    let full = end_to_end(&cfg, &url, &pool, &batches, args.clients, None).await?;
+    let full_rate = full.events as f64 / full.secs;
+    results.push(Measured {
+        label: format!("collector end to end, {} clients, full speed", args.clients),
+        ..full
+    });
+
+    truncate(&pool).await?;
+    let half_rate = full_rate / 2.0;
+    eprintln!("End to end at half load ({half_rate:.0} events/s) ...");
+    let half = end_to_end(&cfg, &url, &pool, &batches, args.clients, Some(half_rate)).await?;
+    results.push(Measured {
+        label: format!(
+            "collector end to end, {} clients, paced at half the full-speed rate",
+            args.clients
+        ),
+        ..half
+    });
+    pool.close();
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = render(&args, &cfg, &pg_version, &results, limit, full_rate);
+    std::fs::write(&args.output, &report)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!("{report}");
     Ok(())
+}
+
+/// Deterministic JSON batches shaped like real traffic: a few heavy sources, common services, some IPv6.
+fn generate(args: &BenchArgs) -> Vec<Bytes> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let services = [
+        ("web", 443, "tcp"),
+        ("api", 8443, "tcp"),
+        ("dns", 53, "udp"),
+        ("db", 5432, "tcp"),
+        ("ssh", 22, "tcp"),
+    ];
+    // Time-ordered within the last hour, as a live stream is.
+    let start_us = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+    let step_us = (3_000_000_000 / args.events.max(1)) as i64;
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    while i < args.events {
+        let n = args.batch_size.min(args.events - i);
+        let mut s = String::with_capacity(n * 260);
+        s.push('[');
+        for k in 0..n {
+            let (service, port, proto) = services[rng.random_range(0..services.len())];
+            // Squaring a uniform number skews towards low indexes: a few talkers dominate.
+            let talker = (rng.random::<f64>().powi(2) * 5000.0) as u32;
+            let src = if talker % 10 == 9 {
+                format!("2001:db8::{:x}", talker)
+            } else {
+                format!(
+                    "10.{}.{}.{}",
+                    talker >> 16,
+                    (talker >> 8) & 255,
+                    talker & 255
+                )
+            };
+            let status = match rng.random_range(0..100) {
+                0..=89 => 200,
+                90..=95 => 404,
+                _ => 503,
+            };
+            let latency = (rng.random::<f64>() * 3.0).exp() + 0.3;
+            let ts = chrono::DateTime::from_timestamp_micros(start_us + (i + k) as i64 * step_us)
+                .unwrap_or_default();
+            if k > 0 {
+                s.push(',');
+            }
+            let _ = write!(
+                s,
+                r#"{{"timestamp":"{}","src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"request handled","tags":{{"env":"prod"}}}}"#,
+                ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                rng.random_range(1024..65535),
+                rng.random_range(1..20),
+                rng.random_range(100..5_000),
+                rng.random_range(200..200_000),
+                rng.random_range(1..4),
+            );
+        }
+        s.push(']');
+        out.push(Bytes::from(s));
+        i += n;
+    }
+    out
+}
+
+/// The same events through the collector's own decode and encode, done before timing the raw COPY.
+fn encode_all(batches: &[Bytes], limits: &BuildLimits) -> anyhow::Result<Vec<Bytes>> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let text = decode::as_text(b)?;
+        let records = decode::split(text, Format::Json)?;
+        let (batch, receipt) = Batch::build(b.clone(), text, &records, "bench".into(), 0, limits);
+        anyhow::ensure!(
+            receipt.rejected == 0,
+            "generated events were rejected: {:?}",
+            receipt.errors.first()
+        );
+        rows.push(batch.rows);
+    }
+    Ok(rows)
+}
+
+async fn truncate(pool: &Pool) -> anyhow::Result<()> {
+    pool.get()
+        .await?
+        .batch_execute("TRUNCATE comm_logs; TRUNCATE ingest_flushes; CHECKPOINT")
+        .await?;
+    Ok(())
+}
+
+/// COPYs `rows` (one buffer per generated batch) over `conns` connections, `per_copy` rows per transaction.
+async fn raw_copy(
+    pool: &Pool,
+    rows: &[Bytes],
+    conns: usize,
+    per_copy: usize,
+) -> anyhow::Result<f64> {
+    let batches_per_copy = (per_copy / 1000).max(1);
+    let groups: Vec<Vec<Bytes>> = rows
+        .chunks(batches_per_copy)
+        .map(<[Bytes]>::to_vec)
+        .collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let groups = Arc::new(groups);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (pool, next, groups) = (pool.clone(), next.clone(), groups.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = pool.get().await?;
+            let sql = copy::copy_statement();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(group) = groups.get(i) else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let tx = client.transaction().await?;
+                let sink = tx.copy_in::<_, Bytes>(&sql).await?;
+                futures_util::pin_mut!(sink);
+                sink.feed(Bytes::from_static(copy::HEADER)).await?;
+                for chunk in group {
+                    sink.feed(chunk.clone()).await?;
+                }
+                sink.feed(Bytes::from_static(copy::TRAILER)).await?;
+                sink.as_mut().finish().await?;
+                tx.commit().await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Runs the collector in this process and sends every batch over HTTP from `clients` tasks, optionally paced
+/// to `rate` events/s in total. Time ends when the last row is committed.
+async fn end_to_end(
+    base: &ServeConfig,
+    url: &str,
+    pool: &Pool,
+    batches: &[Bytes],
+    clients: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Measured> {
+    let mut cfg = base.clone();
+    cfg.rate_limit_per_sec = 0;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let keys = ApiKeys::parse(&format!("bench:{KEY}"))?;
+    let server = {
+        let (cfg, url, shutdown) = (cfg.clone(), url.to_string(), shutdown.clone());
+        tokio::spawn(async move { app::run(&cfg, &url, keys, listener, shutdown).await })
+    };
+    let http = reqwest::Client::new();
+    let endpoint = format!("http://{addr}/ingest");
+    for _ in 0..200 {
+        if http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let total: usize = batches.iter().map(|_| 1).sum::<usize>();
+    let events_per_batch = batches.first().map_or(0, |b| count_events(b));
+    let events = events_per_batch * (total - 1) + batches.last().map_or(0, |b| count_events(b));
+    let next = Arc::new(AtomicUsize::new(0));
+    let batches = Arc::new(batches.to_vec());
+    let started = Instant::now();
+    // Pacing: batch i may start at i * interval.
+    let interval = rate.map(|r| Duration::from_secs_f64(events_per_batch as f64 / r));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, endpoint, next, batches) = (
+            http.clone(),
+            endpoint.clone(),
+            next.clone(),
+            batches.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = batches.get(i) else {
+                    return Ok::<_, anyhow::Error>(latencies);
+                };
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until((started + iv * i as u32).into()).await;
+                }
+                loop {
+                    let t = Instant::now();
+                    let resp = http
+                        .post(&endpoint)
+                        .header("x-api-key", KEY)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let status = resp.status();
+                    let _ = resp.bytes().await?;
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    match status.as_u16() {
+                        202 => break,
+                        503 | 429 => tokio::time::sleep(Duration::from_millis(50)).await,
+                        other => anyhow::bail!("ingest answered {other}"),
+                    }
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let client = pool.get().await?;
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM comm_logs", &[])
+            .await?
+            .get(0);
+        if n as usize >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    server.await??;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+    };
+    Ok(Measured {
+        label: String::new(),
+        events,
+        secs,
+        ack_p50_ms: pct(0.50),
+        ack_p99_ms: pct(0.99),
+    })
+}
+
+fn count_events(batch: &Bytes) -> usize {
+    decode::as_text(batch)
+        .ok()
+        .and_then(|t| decode::split(t, Format::Json).ok())
+        .map_or(0, |r| r.len())
+}
+
+fn render(
+    args: &BenchArgs,
+    cfg: &ServeConfig,
+    pg_version: &str,
+    results: &[Measured],
+    limit: f64,
+    full: f64,
+) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Regenerate with `cargo run --release -p collector -- bench` (defaults: {} events, batches of {}, {} clients). \
+         Every figure below comes from one run of that command; the raw COPY rows are the limit for the same rows \
+         into the same schema on the same server.\n",
+        args.events, args.batch_size, args.clients
+    );
+    let _ = writeln!(s, "## Machine\n");
+    let _ = writeln!(s, "- {cores} cores ({cpu}), {mem_gib:.1} GiB memory");
+    let _ = writeln!(s, "- PostgreSQL {pg_version}, private server started by the collector with its durable settings (fsync on, synchronous_commit on)");
+    let _ = writeln!(s, "- Schema: `comm_logs` partitioned daily, BRIN(ts) + btree(src_ip, ts) (see db/migrations/0001_core.sql)");
+    let _ = writeln!(
+        s,
+        "- Collector: defaults ({} writers, {} rows or {} ms per COPY); the HTTP clients run in the same process on the same 2 cores",
+        cfg.writers, cfg.flush_rows, cfg.flush_interval_ms
+    );
+    let _ = writeln!(
+        s,
+        "- Date: {}\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    let _ = writeln!(s, "## Ingest\n");
+    let _ = writeln!(s, "| measurement | events | seconds | events/s | × raw COPY limit | ack p50 ms | ack p99 ms |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for m in results {
+        let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} |",
+            m.label,
+            m.events,
+            m.secs,
+            m.rate(),
+            if m.label.starts_with("decode") {
+                "–".to_string()
+            } else {
+                format!("{:.2}", m.rate() / limit)
+            },
+            ms(m.ack_p50_ms),
+            ms(m.ack_p99_ms)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nTargets: end to end ≥ 0.8× the raw COPY limit ({}: {:.2}×); ack p99 < 5 ms at half load ({}).",
+        if full / limit >= 0.8 { "met" } else { "not met" },
+        full / limit,
+        match results.last().and_then(|m| m.ack_p99_ms) {
+            Some(p) if p < 5.0 => format!("met: {p:.2} ms"),
+            Some(p) => format!("not met: {p:.2} ms"),
+            None => "not measured".into(),
+        }
+    );
+    s
 }
