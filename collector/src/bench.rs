@@ -167,7 +167,7 @@ fn generate(args: &BenchArgs) -> Vec<Bytes> {
             // Squaring a uniform number skews towards low indexes: a few talkers dominate.
             let talker = (rng.random::<f64>().powi(2) * 5000.0) as u32;
             let src = if talker % 10 == 9 {
-                format!("2001:db8::{:x}", talker)
+                format!("2001:db8::{talker:x}")
             } else {
                 format!(
                     "10.{}.{}.{}",
@@ -308,9 +308,8 @@ async fn end_to_end(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let total: usize = batches.iter().map(|_| 1).sum::<usize>();
-    let events_per_batch = batches.first().map_or(0, |b| count_events(b));
-    let events = events_per_batch * (total - 1) + batches.last().map_or(0, |b| count_events(b));
+    let events: usize = batches.iter().map(count_events).sum();
+    let events_per_batch = events / batches.len().max(1);
     let next = Arc::new(AtomicUsize::new(0));
     let batches = Arc::new(batches.to_vec());
     let started = Instant::now();
