@@ -210,8 +210,8 @@ fn encode_all(batches: &[Bytes], limits: &BuildLimits) -> anyhow::Result<Vec<Byt
     let mut rows = Vec::new();
     for b in batches {
         let text = decode::as_text(b)?;
-        let records = decode::split(text, Format::Json)?;
-        let (batch, receipt) = Batch::build(b.clone(), text, &records, "bench".into(), 0, limits);
+        let (batch, receipt) =
+            Batch::build(b.clone(), text, Format::Json, "bench".into(), 0, limits)?;
         anyhow::ensure!(
             receipt.rejected == 0,
             "generated events were rejected: {:?}",

@@ -184,7 +184,16 @@ fn lines(text: &str) -> Result<Vec<Record<'_>>, DecodeError> {
     Ok(out)
 }
 
-fn json_error(text: &str, e: &serde_json::Error) -> DecodeError {
+/// Whether the body is a JSON array (decoded in one pass by [`crate::event::for_each_in_array`]).
+pub fn is_array(text: &str, format: Format) -> bool {
+    format != Format::NdJson
+        && text
+            .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}')
+            .starts_with('[')
+}
+
+/// A serde_json error as a positioned decode error.
+pub fn json_error(text: &str, e: &serde_json::Error) -> DecodeError {
     let (line, column) = (e.line(), e.column());
     let offset = text
         .split_inclusive('\n')

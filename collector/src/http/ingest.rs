@@ -91,13 +91,21 @@ fn prepare(
     };
     let text = decode::to_json(plain, format)?;
     let s = decode::as_text(&text)?;
-    let records = decode::split(s, format)?;
-    Ok(Batch::build(
+    if s.trim().is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    // msgpack was transcoded to a JSON array.
+    let format = if format == Format::Msgpack {
+        Format::Json
+    } else {
+        format
+    };
+    Batch::build(
         text.clone(),
         s,
-        &records,
+        format,
         producer.clone(),
         received_at_us,
         &state.limits,
-    ))
+    )
 }

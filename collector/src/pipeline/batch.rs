@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::decode::Record;
-use crate::event::{parse_event, Limits, Scratch};
+use crate::decode::{self, DecodeError, Format};
+use crate::event::{self, finish_event, FieldError, Limits, RawEvent, Scratch};
 use crate::pipeline::copy::encode_row;
 
 /// A batch in flight between the request and the database.
@@ -18,11 +18,12 @@ pub struct Batch {
     pub received_at_us: i64,
     /// COPY BINARY rows, without header and trailer.
     pub rows: Bytes,
-    /// Where each row ends in `rows` and where its source text is in `source`. Only read when PostgreSQL refuses
-    /// a row despite validation: the writer then isolates it and dead-letters its source text.
+    /// Where each row ends in `rows` and which event it is. Only read when PostgreSQL refuses a row despite
+    /// validation: the writer then isolates it and dead-letters its source text.
     pub row_refs: Vec<RowRef>,
-    /// The decoded body text the rows came from (shared, not copied).
+    /// The decoded body text the rows came from (shared, not copied), and its format, to find an event's text.
     pub source: Bytes,
+    pub format: Format,
     pub rejects: Vec<Reject>,
     /// The batch's share of queue capacity, released when it is committed.
     pub(crate) permit: Option<OwnedSemaphorePermit>,
@@ -31,9 +32,52 @@ pub struct Batch {
 #[derive(Debug, Clone, Copy)]
 pub struct RowRef {
     pub row_end: u32,
-    pub src_start: u32,
-    pub src_end: u32,
     pub event_index: u32,
+}
+
+/// Accumulates one batch's rows and errors while its events stream past.
+struct Builder<'l> {
+    rows: BytesMut,
+    row_refs: Vec<RowRef>,
+    /// (event index, reason) of each rejected event.
+    failed: Vec<(usize, String)>,
+    receipt: Receipt,
+    producer: &'l str,
+    received_at_us: i64,
+    limits: &'l BuildLimits,
+}
+
+impl Builder<'_> {
+    fn add<'a>(
+        &mut self,
+        index: usize,
+        collected: Result<RawEvent<'a>, FieldError>,
+        scratch: &'a mut Scratch,
+    ) {
+        let result = collected
+            .and_then(|raw| finish_event(raw, self.received_at_us, &self.limits.fields, scratch));
+        match result {
+            Ok(event) => {
+                encode_row(&mut self.rows, &event, self.received_at_us, self.producer);
+                self.receipt.accepted += 1;
+                self.row_refs.push(RowRef {
+                    row_end: self.rows.len() as u32,
+                    event_index: index as u32,
+                });
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.receipt.rejected += 1;
+                if self.receipt.errors.len() < self.limits.max_errors {
+                    self.receipt.errors.push(EventError {
+                        index,
+                        error: reason.clone(),
+                    });
+                }
+                self.failed.push((index, reason));
+            }
+        }
+    }
 }
 
 /// An event (or a whole body) that goes to `ingest_rejects`.
@@ -96,59 +140,66 @@ pub struct BuildLimits {
 }
 
 impl Batch {
-    /// Validates and encodes every record of `text` (which `records` borrow from; `source` holds the same bytes).
+    /// Validates and encodes every event of `text` (the UTF-8 view of `source`). Fails only when the body as a
+    /// whole cannot be decoded; a bad event is that event's error.
     pub fn build(
         source: Bytes,
         text: &str,
-        records: &[Record<'_>],
+        format: Format,
         producer: Arc<str>,
         received_at_us: i64,
         limits: &BuildLimits,
-    ) -> (Batch, Receipt) {
-        let base = text.as_ptr() as usize;
-        // ~200 bytes per encoded row for typical events; one allocation per batch, grown rarely.
-        let mut rows = BytesMut::with_capacity(records.len() * 200);
-        let mut row_refs = Vec::with_capacity(records.len());
-        let mut rejects = Vec::new();
-        let mut receipt = Receipt::default();
+    ) -> Result<(Batch, Receipt), DecodeError> {
+        let mut b = Builder {
+            // A binary row is no longer than its JSON (key names outweigh length prefixes), so this is one
+            // allocation per batch; growing it would copy the rows again (10% of build time when sized at half).
+            rows: BytesMut::with_capacity(text.len() + 1024),
+            row_refs: Vec::new(),
+            failed: Vec::new(),
+            receipt: Receipt::default(),
+            producer: &producer,
+            received_at_us,
+            limits,
+        };
         let mut scratch = Scratch::default();
-        for (index, record) in records.iter().enumerate() {
-            let result = match &record.error {
-                None => parse_event(record.text, received_at_us, &limits.fields, &mut scratch)
-                    .map(|event| encode_row(&mut rows, &event, received_at_us, &producer))
-                    .map_err(|e| e.to_string()),
-                Some(e) => Err(e.clone()),
-            };
-            let src_start = record.text.as_ptr() as usize - base;
-            let src_end = src_start + record.text.len();
-            match result {
-                Ok(()) => {
-                    receipt.accepted += 1;
-                    row_refs.push(RowRef {
-                        row_end: rows.len() as u32,
-                        src_start: src_start as u32,
-                        src_end: src_end as u32,
-                        event_index: index as u32,
-                    });
-                }
-                Err(reason) => {
-                    receipt.rejected += 1;
-                    if receipt.errors.len() < limits.max_errors {
-                        receipt.errors.push(EventError {
-                            index,
-                            error: reason.clone(),
-                        });
-                    }
-                    let raw = source.slice(src_start..src_end);
-                    rejects.push(Reject::new(
-                        producer.clone(),
-                        received_at_us,
-                        Some(index as i32),
-                        reason,
-                        raw,
-                        limits.dead_letter_max_bytes,
-                    ));
-                }
+        if decode::is_array(text, format) {
+            event::for_each_in_array(text, &mut scratch, |index, collected, scratch| {
+                b.add(index, collected, scratch)
+            })
+            .map_err(|e| decode::json_error(text, &e))?;
+        } else {
+            for (index, record) in decode::split(text, format)?.into_iter().enumerate() {
+                scratch.clear_unknown();
+                let collected = match record.error {
+                    None => RawEvent::collect(record.text, scratch.unknown_mut()),
+                    Some(e) => Err(FieldError::new("", e)),
+                };
+                b.add(index, collected, &mut scratch);
+            }
+        }
+        let Builder {
+            rows,
+            row_refs,
+            failed,
+            receipt,
+            ..
+        } = b;
+        let mut rejects = Vec::with_capacity(failed.len());
+        if !failed.is_empty() {
+            // The single pass keeps no spans; find the rejected events' text again (rare path).
+            let records = decode::split(text, format)?;
+            for (index, reason) in failed {
+                let raw = records
+                    .get(index)
+                    .map_or_else(Bytes::new, |r| source.slice_ref(r.text.as_bytes()));
+                rejects.push(Reject::new(
+                    producer.clone(),
+                    received_at_us,
+                    Some(index as i32),
+                    reason,
+                    raw,
+                    limits.dead_letter_max_bytes,
+                ));
             }
         }
         let batch = Batch {
@@ -157,10 +208,11 @@ impl Batch {
             rows: rows.freeze(),
             row_refs,
             source,
+            format,
             rejects,
             permit: None,
         };
-        (batch, receipt)
+        Ok((batch, receipt))
     }
 
     /// A batch that only carries dead letters (an undecodable body).
@@ -171,6 +223,7 @@ impl Batch {
             rows: Bytes::new(),
             row_refs: Vec::new(),
             source: Bytes::new(),
+            format: Format::Json,
             rejects,
             permit: None,
         }
@@ -186,19 +239,29 @@ impl Batch {
     }
 
     /// Splits into single rows, for isolating a row PostgreSQL refuses.
-    pub fn single_rows(&self) -> impl Iterator<Item = SingleRow> + '_ {
+    pub fn single_rows(&self) -> Vec<SingleRow> {
+        let text = decode::as_text(&self.source).ok();
+        let records = text
+            .and_then(|t| decode::split(t, self.format).ok())
+            .unwrap_or_default();
         let mut start = 0usize;
-        self.row_refs.iter().map(move |r| {
-            let row = self.rows.slice(start..r.row_end as usize);
-            start = r.row_end as usize;
-            SingleRow {
-                row,
-                source: self.source.slice(r.src_start as usize..r.src_end as usize),
-                producer: self.producer.clone(),
-                received_at_us: self.received_at_us,
-                event_index: r.event_index as i32,
-            }
-        })
+        self.row_refs
+            .iter()
+            .map(move |r| {
+                let row = self.rows.slice(start..r.row_end as usize);
+                start = r.row_end as usize;
+                let source = records
+                    .get(r.event_index as usize)
+                    .map_or_else(Bytes::new, |rec| self.source.slice_ref(rec.text.as_bytes()));
+                SingleRow {
+                    row,
+                    source,
+                    producer: self.producer.clone(),
+                    received_at_us: self.received_at_us,
+                    event_index: r.event_index as i32,
+                }
+            })
+            .collect()
     }
 }
 
