@@ -358,10 +358,15 @@ async fn end_to_end(
     for t in tasks {
         latencies.extend(t.await??);
     }
+    // Wait for the last commit by watching the flush ledger (one row per COPY, committed with it): polling
+    // count(*) on comm_logs would scan the growing table and steal the CPU being measured.
     let client = pool.get().await?;
     loop {
         let n: i64 = client
-            .query_one("SELECT count(*) FROM comm_logs", &[])
+            .query_one(
+                "SELECT coalesce(sum(rows), 0)::int8 FROM ingest_flushes",
+                &[],
+            )
             .await?
             .get(0);
         if n as usize >= events {
@@ -372,6 +377,14 @@ async fn end_to_end(
     let secs = started.elapsed().as_secs_f64();
     shutdown.cancel();
     server.await??;
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM comm_logs", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        stored as usize == events,
+        "{stored} rows stored for {events} events sent"
+    );
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         latencies
