@@ -507,7 +507,12 @@ fn render(
             ms(m.ack_p99_ms)
         );
     }
-    let rate_of = |needle: &str| results.iter().find(|m| m.label.contains(needle)).map(Measured::rate);
+    let rate_of = |needle: &str| {
+        results
+            .iter()
+            .find(|m| m.label.contains(needle))
+            .map(Measured::rate)
+    };
     if let (Some(brin), Some(decode)) = (rate_of("BRIN(ts) only"), rate_of("decode + validate")) {
         let _ = writeln!(s, "\n## Reading the figures\n");
         let _ = writeln!(
@@ -535,7 +540,6 @@ fn render(
             s,
             "- On this shared machine repeated runs of this command differ by up to ~20% (the raw limit included); \
              compare the rows of one run, not runs."
-        ); compare rows of one run, not runs."
         );
     }
     let _ = writeln!(
