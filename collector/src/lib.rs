@@ -25,4 +25,5 @@ pub mod decode;
 pub mod event;
 pub mod http;
 pub mod pipeline;
+pub mod query;
 pub mod telemetry;

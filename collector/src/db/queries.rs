@@ -2,10 +2,12 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Object};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::DbError;
 use crate::pipeline::batch::Reject;
+use crate::query::filters::Filters;
 
 #[tracing::instrument(skip(client))]
 pub async fn ensure_partition(client: &Object, day: NaiveDate) -> Result<bool, DbError> {
@@ -87,4 +89,156 @@ pub async fn ping(client: &Object) -> Result<(), DbError> {
 
 pub fn us_to_datetime(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// A WHERE clause built from typed filters; every value is a bind parameter.
+#[derive(Default)]
+struct Where {
+    sql: String,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Where {
+    /// Adds `condition`, where `$` stands for the next parameter (once per value, in order).
+    fn and(&mut self, condition: &str, values: Vec<Box<dyn ToSql + Sync + Send>>) {
+        self.sql.push_str(if self.sql.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        });
+        let mut rest = condition;
+        for v in values {
+            let at = rest.find('$').unwrap_or(rest.len());
+            self.sql.push_str(&rest[..at]);
+            self.params.push(v);
+            self.sql.push_str(&format!("${}", self.params.len()));
+            rest = rest.get(at + 1..).unwrap_or("");
+        }
+        self.sql.push_str(rest);
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| &**p as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+fn filter_sql(f: &Filters) -> Where {
+    let mut w = Where::default();
+    w.and("ts >= $ AND ts < $", vec![Box::new(f.from), Box::new(f.to)]);
+    for (column, value) in [
+        ("service", &f.service),
+        ("protocol", &f.protocol),
+        ("host", &f.host),
+        ("producer", &f.producer),
+    ] {
+        if let Some(v) = value {
+            w.and(&format!("{column} = $"), vec![Box::new(v.clone())]);
+        }
+    }
+    // ipnetwork has no driver mapping: bind the text form and let PostgreSQL parse it as inet.
+    if let Some(net) = f.src {
+        w.and("src_ip <<= $::text::inet", vec![Box::new(net.to_string())]);
+    }
+    if let Some(net) = f.dst {
+        w.and("dst_ip <<= $::text::inet", vec![Box::new(net.to_string())]);
+    }
+    if let Some(port) = f.dst_port {
+        w.and("dst_port = $", vec![Box::new(i32::from(port))]);
+    }
+    if let Some(status) = f.status {
+        let (lo, hi) = status.range();
+        w.and("status BETWEEN $ AND $", vec![Box::new(lo), Box::new(hi)]);
+    }
+    if let Some(ms) = f.min_latency_ms {
+        w.and("latency_ms >= $", vec![Box::new(ms)]);
+    }
+    w
+}
+
+/// One raw event as /api/logs returns it; `position` is its keyset position for the next page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRow {
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub producer: String,
+    pub src_ip: Option<std::net::IpAddr>,
+    pub src_port: Option<i32>,
+    pub dst_ip: Option<std::net::IpAddr>,
+    pub dst_port: Option<i32>,
+    pub protocol: Option<String>,
+    pub service: Option<String>,
+    pub status: Option<i32>,
+    pub bytes_in: Option<i64>,
+    pub bytes_out: Option<i64>,
+    pub latency_ms: Option<f64>,
+    pub host: Option<String>,
+    pub message: Option<String>,
+    pub tags: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub position: LogPosition,
+}
+
+/// Keyset position: newest first by `ts`, then by `ctid`, which is unique within the one partition a `ts`
+/// belongs to. (A row moved out of the default partition while a client pages may be seen twice or not.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogPosition {
+    pub ts_us: i64,
+    pub ctid: String,
+}
+
+/// Raw events matching `f`, newest first, after `after`; at most `limit`.
+#[tracing::instrument(skip(client))]
+pub async fn logs(
+    client: &impl GenericClient,
+    f: &Filters,
+    after: Option<&LogPosition>,
+    limit: i64,
+) -> Result<Vec<LogRow>, DbError> {
+    let mut w = filter_sql(f);
+    if let Some(p) = after {
+        w.and(
+            "(ts, ctid) < ($, $::text::tid)",
+            vec![Box::new(us_to_datetime(p.ts_us)), Box::new(p.ctid.clone())],
+        );
+    }
+    w.params.push(Box::new(limit));
+    let sql = format!(
+        "SELECT ts, received_at, producer, src_ip, src_port, dst_ip, dst_port, protocol, service, status, bytes_in,
+                bytes_out, latency_ms, host, message, tags, ctid::text AS position
+         FROM comm_logs{} ORDER BY comm_logs.ts DESC, comm_logs.ctid DESC LIMIT ${}",
+        w.sql,
+        w.params.len()
+    );
+    let rows = client.query(&sql, &w.refs()).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let timestamp: DateTime<Utc> = r.get(0);
+            LogRow {
+                timestamp,
+                received_at: r.get(1),
+                producer: r.get(2),
+                src_ip: r.get(3),
+                src_port: r.get(4),
+                dst_ip: r.get(5),
+                dst_port: r.get(6),
+                protocol: r.get(7),
+                service: r.get(8),
+                status: r.get(9),
+                bytes_in: r.get(10),
+                bytes_out: r.get(11),
+                latency_ms: r.get(12),
+                host: r.get(13),
+                message: r.get(14),
+                tags: r.get(15),
+                position: LogPosition {
+                    ts_us: timestamp.timestamp_micros(),
+                    ctid: r.get(16),
+                },
+            }
+        })
+        .collect())
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::decode::DecodeError;
 use crate::pipeline::queue::SubmitError;
+use crate::query::filters::ParamError;
 
 /// Seconds an overloaded client is asked to wait. Agents mostly ignore it (see README), but it is correct HTTP.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -22,6 +23,8 @@ pub enum ApiError {
     BodyTooLarge(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    InvalidParam(#[from] ParamError),
     #[error(transparent)]
     Queue(#[from] SubmitError),
     #[error("too many requests for this API key")]
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::Decode(_) => (StatusCode::BAD_REQUEST, "undecodable_body"),
             ApiError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::InvalidParam(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             ApiError::Queue(SubmitError::TooLarge { .. }) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
             }

@@ -63,9 +63,7 @@ async fn ingest(
         .queue
         .try_submit(batch)
         .inspect_err(|_| state.stats.overload_responses.add(1))?;
-    state.stats.batches.add(1);
-    state.stats.events_accepted.add(rows as u64);
-    state.stats.events_rejected.add(receipt.rejected as u64);
+    state.stats.record_batch(&producer, rows, receipt.rejected);
     tracing::debug!(
         accepted = receipt.accepted,
         rejected = receipt.rejected,

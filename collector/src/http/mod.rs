@@ -3,6 +3,8 @@
 pub mod error;
 mod health;
 mod ingest;
+mod logs;
+mod prometheus;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,10 +81,24 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
     }
     // Authentication runs first (outermost), so the rate limiter sees the producer.
     let ingest = ingest.layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // Reading data needs a key too; health and the collector's own metrics do not (scrapers and probes).
+    let api = logs::router().layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(ingest)
+        .merge(api)
         .merge(health::router())
+        .merge(prometheus::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
         .with_state(state)
+}
+
+async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    state.stats.record_response(response.status().as_u16());
+    response
 }
 
 async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

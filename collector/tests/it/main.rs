@@ -2,5 +2,6 @@
 
 mod agents;
 mod ingest;
+mod query;
 mod reliability;
 mod support;

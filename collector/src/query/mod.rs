@@ -1,0 +1,4 @@
+//! The read side: parameters shared by every query endpoint and the CLI, and the logs cursor.
+
+pub mod cursor;
+pub mod filters;
