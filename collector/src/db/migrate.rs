@@ -5,11 +5,18 @@ use deadpool_postgres::Pool;
 use super::DbError;
 
 /// (version, name, SQL). Append only: an applied migration is never edited.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../../db/migrations/0001_core.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../../db/migrations/0001_core.sql"),
+    ),
+    (
+        2,
+        "rollups",
+        include_str!("../../../db/migrations/0002_rollups.sql"),
+    ),
+];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers
 /// serialise on an advisory lock, so two collectors starting at once are safe.

@@ -20,6 +20,8 @@ pub enum DbError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    MalformedRows(String),
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
         version: i32,
@@ -33,6 +35,7 @@ impl DbError {
     /// retrying the same rows cannot help.
     pub fn is_data_error(&self) -> bool {
         let code = match self {
+            DbError::MalformedRows(_) => return true,
             DbError::Postgres(e) => e.code(),
             DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
             _ => None,

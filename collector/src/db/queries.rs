@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::DbError;
 use crate::pipeline::batch::Reject;
+use crate::pipeline::rollup;
 use crate::query::filters::Filters;
+use crate::query::latency;
 
 #[tracing::instrument(skip(client))]
 pub async fn ensure_partition(client: &Object, day: NaiveDate) -> Result<bool, DbError> {
@@ -241,4 +243,63 @@ pub async fn logs(
             }
         })
         .collect())
+}
+
+/// Adds one flush's rollup groups to `comm_rollup_1m` (groups sorted by key, see `pipeline::rollup`).
+pub async fn upsert_rollup(
+    client: &impl GenericClient,
+    groups: &[(rollup::Key<'_>, rollup::Agg)],
+) -> Result<(), DbError> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let mut bucket = Vec::with_capacity(groups.len());
+    let (mut producer, mut service, mut protocol, mut host) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut dst_port, mut status) = (Vec::new(), Vec::new());
+    let (mut events, mut bytes_in, mut bytes_out, mut latency_n) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut latency_sum, mut latency_max, mut hist) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, a) in groups {
+        bucket.push(us_to_datetime(k.bucket_us));
+        producer.push(k.producer);
+        service.push(k.service);
+        protocol.push(k.protocol);
+        host.push(k.host);
+        dst_port.push(k.dst_port);
+        status.push(k.status);
+        events.push(a.events);
+        bytes_in.push(a.bytes_in);
+        bytes_out.push(a.bytes_out);
+        latency_n.push(a.latency_n);
+        latency_sum.push(a.latency_sum);
+        latency_max.push(a.latency_max);
+        hist.push(latency::to_json(&a.hist));
+    }
+    client
+        .execute(
+            "INSERT INTO comm_rollup_1m AS r (bucket, producer, service, protocol, host, dst_port, status, events,
+                 bytes_in, bytes_out, latency_n, latency_sum, latency_max, latency_hist)
+             SELECT bucket, producer, service, protocol, host, dst_port, status, events, bytes_in, bytes_out,
+                    latency_n, latency_sum, latency_max, latency_hist
+             FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int4[],
+                         $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::float8[], $13::float8[], $14::jsonb[])
+                  WITH ORDINALITY AS u(bucket, producer, service, protocol, host, dst_port, status, events, bytes_in,
+                                       bytes_out, latency_n, latency_sum, latency_max, latency_hist, ord)
+             ORDER BY ord
+             ON CONFLICT ON CONSTRAINT comm_rollup_1m_key DO UPDATE SET
+                 events = r.events + excluded.events,
+                 bytes_in = r.bytes_in + excluded.bytes_in,
+                 bytes_out = r.bytes_out + excluded.bytes_out,
+                 latency_n = r.latency_n + excluded.latency_n,
+                 latency_sum = r.latency_sum + excluded.latency_sum,
+                 latency_max = greatest(r.latency_max, excluded.latency_max),
+                 latency_hist = latency_hist_merge(r.latency_hist, excluded.latency_hist)",
+            &[
+                &bucket, &producer, &service, &protocol, &host, &dst_port, &status, &events, &bytes_in, &bytes_out,
+                &latency_n, &latency_sum, &latency_max, &hist,
+            ],
+        )
+        .await?;
+    Ok(())
 }

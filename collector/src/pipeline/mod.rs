@@ -3,4 +3,5 @@
 pub mod batch;
 pub mod copy;
 pub mod queue;
+pub mod rollup;
 pub mod writer;

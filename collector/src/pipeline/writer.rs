@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::db::{queries, DbError};
 use crate::pipeline::batch::{Batch, Reject, SingleRow};
-use crate::pipeline::copy;
 use crate::pipeline::queue::QueueReceiver;
+use crate::pipeline::{copy, rollup};
 use crate::telemetry::Stats;
 
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +209,8 @@ async fn write_once(
     rejects: &[&Reject],
     flush_id: Uuid,
 ) -> Result<(), DbError> {
+    // The rollup of exactly these rows, computed before the transaction opens.
+    let groups = rollup::of_chunks(chunks).map_err(|e| DbError::MalformedRows(e.to_string()))?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if rows > 0 {
@@ -221,6 +223,7 @@ async fn write_once(
         sink.feed(Bytes::from_static(copy::TRAILER)).await?;
         sink.as_mut().finish().await?;
     }
+    queries::upsert_rollup(&tx, &groups).await?;
     queries::insert_rejects(&tx, rejects.iter().copied()).await?;
     queries::record_flush(&tx, flush_id, rows, rejects.len()).await?;
     tx.commit().await?;

@@ -2,3 +2,4 @@
 
 pub mod cursor;
 pub mod filters;
+pub mod latency;

@@ -149,6 +149,25 @@ async fn logs_filters_equal_sql_and_pagination_visits_every_row_once() {
 }
 
 #[tokio::test]
+async fn rollup_equals_the_raw_aggregate() {
+    let app = spawn_app().await;
+    load(&app).await;
+    app.assert_rollup_matches_raw().await;
+    // The same events again, through another producer and in NDJSON: rollup rows merge (upsert) exactly.
+    let again = app.count("SELECT count(*) FROM comm_rollup_1m").await;
+    let (status, _) = app.ingest_json(r#"[{"timestamp":"2026-11-22T10:00:01Z","service":"web","status":200,"dst_port":443,"latency_ms":3}]"#).await;
+    assert_eq!(status, 202);
+    app.wait_rows(EVENTS as i64 + 1).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM comm_rollup_1m").await,
+        again,
+        "merged into an existing minute"
+    );
+    app.assert_rollup_matches_raw().await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn logs_empty_ranges_and_boundaries() {
     let app = spawn_app().await;
     load(&app).await;

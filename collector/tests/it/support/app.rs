@@ -121,6 +121,33 @@ impl TestApp {
         self.count(sql).await
     }
 
+    /// Asserts that comm_rollup_1m holds exactly the per-minute aggregate of comm_logs (both directions).
+    pub async fn assert_rollup_matches_raw(&self) {
+        let sql = "
+            WITH raw AS (
+                SELECT date_trunc('minute', ts) AS b, producer, service, protocol, host, dst_port, status,
+                       count(*) AS events, coalesce(sum(bytes_in), 0)::int8 AS bi, coalesce(sum(bytes_out), 0)::int8 AS bo,
+                       count(latency_ms) AS ln, round(coalesce(sum(latency_ms), 0)::numeric, 6) AS ls, max(latency_ms) AS lm
+                FROM comm_logs GROUP BY 1, 2, 3, 4, 5, 6, 7),
+            ru AS (
+                SELECT bucket, producer, service, protocol, host, dst_port, status, events, bytes_in, bytes_out,
+                       latency_n, round(latency_sum::numeric, 6), latency_max
+                FROM comm_rollup_1m)
+            SELECT (SELECT count(*) FROM (SELECT * FROM raw EXCEPT ALL SELECT * FROM ru) x)
+                 + (SELECT count(*) FROM (SELECT * FROM ru EXCEPT ALL SELECT * FROM raw) y)
+                 + (SELECT count(*) FROM comm_rollup_1m r
+                    WHERE latency_n <> (SELECT coalesce(sum(v::int8), 0) FROM jsonb_each_text(r.latency_hist) AS h(k, v)))";
+        assert_eq!(
+            self.count(sql).await,
+            0,
+            "rollup differs from the raw aggregate"
+        );
+        assert!(
+            self.count("SELECT count(*) FROM comm_rollup_1m").await > 0
+                || self.count("SELECT count(*) FROM comm_logs").await == 0
+        );
+    }
+
     /// Graceful shutdown; returns what the collector's run returned.
     pub async fn stop(mut self) -> Result<(), AppError> {
         self.shutdown.cancel();
