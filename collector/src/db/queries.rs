@@ -1,5 +1,7 @@
 //! Every SQL statement the collector runs outside migrations, each in a named function.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::types::ToSql;
@@ -128,8 +130,63 @@ impl Where {
 }
 
 fn filter_sql(f: &Filters) -> Where {
+    filter_sql_on(f, Table::Raw)
+}
+
+/// Where an aggregate is read from: the rollup when the filters allow it, else the raw events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    Rollup,
+    Raw,
+}
+
+impl Table {
+    /// The rollup has no IP dimensions and no per-event latency.
+    pub fn for_filters(f: &Filters) -> Table {
+        if f.src.is_some() || f.dst.is_some() || f.min_latency_ms.is_some() {
+            Table::Raw
+        } else {
+            Table::Rollup
+        }
+    }
+
+    fn time_column(self) -> &'static str {
+        match self {
+            Table::Rollup => "bucket",
+            Table::Raw => "ts",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Rollup => "comm_rollup_1m",
+            Table::Raw => "comm_logs",
+        }
+    }
+
+    /// SQL for: events, bytes in, bytes out, errors (≥ 500), client errors (4xx).
+    fn counts(self) -> &'static str {
+        match self {
+            Table::Rollup => {
+                "sum(events)::int8, sum(bytes_in)::int8, sum(bytes_out)::int8, \
+                 coalesce(sum(events) FILTER (WHERE status >= 500), 0)::int8, \
+                 coalesce(sum(events) FILTER (WHERE status BETWEEN 400 AND 499), 0)::int8"
+            }
+            Table::Raw => {
+                "count(*)::int8, coalesce(sum(bytes_in), 0)::int8, coalesce(sum(bytes_out), 0)::int8, \
+                 count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)"
+            }
+        }
+    }
+}
+
+fn filter_sql_on(f: &Filters, table: Table) -> Where {
     let mut w = Where::default();
-    w.and("ts >= $ AND ts < $", vec![Box::new(f.from), Box::new(f.to)]);
+    w.and(
+        &format!("{0} >= $ AND {0} < $", table.time_column()),
+        vec![Box::new(f.from), Box::new(f.to)],
+    );
     for (column, value) in [
         ("service", &f.service),
         ("protocol", &f.protocol),
@@ -302,4 +359,252 @@ pub async fn upsert_rollup(
         )
         .await?;
     Ok(())
+}
+
+/// Counts of one group (a time bucket, a service, a talker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub events: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub errors: i64,
+    pub client_errors: i64,
+}
+
+fn counts_at(r: &tokio_postgres::Row, first: usize) -> Counts {
+    Counts {
+        events: r.get(first),
+        bytes_in: r.get(first + 1),
+        bytes_out: r.get(first + 2),
+        errors: r.get(first + 3),
+        client_errors: r.get(first + 4),
+    }
+}
+
+/// Counts per time bucket of `bucket_secs` (aligned to the Unix epoch), optionally per service.
+#[tracing::instrument(skip(client))]
+pub async fn counts_by_bucket(
+    client: &impl GenericClient,
+    f: &Filters,
+    table: Table,
+    bucket_secs: i64,
+    by_service: bool,
+) -> Result<Vec<BucketCounts>, DbError> {
+    let mut w = filter_sql_on(f, table);
+    w.params.push(Box::new(bucket_secs as f64));
+    let service = if by_service { "service" } else { "NULL::text" };
+    let sql = format!(
+        "SELECT date_bin(${n} * interval '1 second', {time}, to_timestamp(0)) AS t, {service} AS s, {counts}
+         FROM {table}{where_} GROUP BY 1, 2 ORDER BY 1, 2",
+        n = w.params.len(),
+        time = table.time_column(),
+        counts = table.counts(),
+        table = table.name(),
+        where_ = w.sql,
+    );
+    let rows = client.query(&sql, &w.refs()).await?;
+    Ok(rows
+        .iter()
+        .map(|r| BucketCounts {
+            t: r.get(0),
+            service: r.get(1),
+            counts: counts_at(r, 2),
+        })
+        .collect())
+}
+
+/// Latency per time bucket (optionally per service): the merged histogram from the rollup, or the exact
+/// nearest-rank percentiles (`percentile_disc`) from the raw events.
+pub enum LatencyRows {
+    Histograms(Vec<BucketHistogram>),
+    Exact(Vec<BucketExact>),
+}
+
+/// Counts of one time bucket (and service, when grouped).
+#[derive(Debug, Clone)]
+pub struct BucketCounts {
+    pub t: DateTime<Utc>,
+    pub service: Option<String>,
+    pub counts: Counts,
+}
+
+/// The merged latency histogram of one time bucket (and service).
+#[derive(Debug, Clone)]
+pub struct BucketHistogram {
+    pub t: DateTime<Utc>,
+    pub service: Option<String>,
+    pub hist: BTreeMap<i16, i64>,
+    pub max: Option<f64>,
+}
+
+/// Exact latency figures of one time bucket (and service).
+#[derive(Debug, Clone)]
+pub struct BucketExact {
+    pub t: DateTime<Utc>,
+    pub service: Option<String>,
+    pub count: i64,
+    pub percentiles: Vec<f64>,
+    pub max: f64,
+}
+
+#[tracing::instrument(skip(client))]
+pub async fn latency_by_bucket(
+    client: &impl GenericClient,
+    f: &Filters,
+    table: Table,
+    bucket_secs: i64,
+    by_service: bool,
+    percentiles: &[f64],
+) -> Result<LatencyRows, DbError> {
+    let mut w = filter_sql_on(f, table);
+    w.params.push(Box::new(bucket_secs as f64));
+    let n = w.params.len();
+    let service = if by_service { "service" } else { "NULL::text" };
+    match table {
+        Table::Rollup => {
+            // Sum bucket counts in SQL so only one row per histogram bucket crosses the wire.
+            let sql = format!(
+                "WITH g AS (
+                     SELECT date_bin(${n} * interval '1 second', bucket, to_timestamp(0)) AS t, {service} AS s,
+                            latency_hist, latency_max
+                     FROM comm_rollup_1m{where_} AND latency_n > 0)
+                 SELECT t, s, jsonb_object_agg(k, c), max(m)
+                 FROM (SELECT t, s, k, sum(v::int8) AS c, max(latency_max) AS m
+                       FROM g, jsonb_each_text(latency_hist) AS h(k, v) GROUP BY 1, 2, 3) x
+                 GROUP BY 1, 2 ORDER BY 1, 2",
+                where_ = w.sql
+            );
+            let rows = client.query(&sql, &w.refs()).await?;
+            Ok(LatencyRows::Histograms(
+                rows.iter()
+                    .map(|r| {
+                        let mut hist = BTreeMap::new();
+                        latency::from_json(&r.get::<_, serde_json::Value>(2), &mut hist);
+                        BucketHistogram {
+                            t: r.get(0),
+                            service: r.get(1),
+                            hist,
+                            max: r.get(3),
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        Table::Raw => {
+            w.params.push(Box::new(percentiles.to_vec()));
+            let sql = format!(
+                "SELECT date_bin(${n} * interval '1 second', ts, to_timestamp(0)) AS t, {service} AS s, count(*),
+                        percentile_disc(${p}::float8[]) WITHIN GROUP (ORDER BY latency_ms), max(latency_ms)
+                 FROM comm_logs{where_} AND latency_ms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+                p = n + 1,
+                where_ = w.sql
+            );
+            let rows = client.query(&sql, &w.refs()).await?;
+            Ok(LatencyRows::Exact(
+                rows.iter()
+                    .map(|r| BucketExact {
+                        t: r.get(0),
+                        service: r.get(1),
+                        count: r.get(2),
+                        percentiles: r.get(3),
+                        max: r.get(4),
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// What top talkers are ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TalkerKey {
+    SrcIp,
+    DstIp,
+    Pair,
+    DstPort,
+    Service,
+    Protocol,
+}
+
+impl TalkerKey {
+    /// Output columns naming the talker (text), and whether the rollup has them.
+    fn columns(self) -> (&'static [&'static str], &'static str, bool) {
+        match self {
+            TalkerKey::SrcIp => (&["src_ip"], "host(src_ip)", false),
+            TalkerKey::DstIp => (&["dst_ip"], "host(dst_ip)", false),
+            TalkerKey::Pair => (&["src_ip", "dst_ip"], "host(src_ip), host(dst_ip)", false),
+            TalkerKey::DstPort => (&["dst_port"], "dst_port::text", true),
+            TalkerKey::Service => (&["service"], "service", true),
+            TalkerKey::Protocol => (&["protocol"], "protocol", true),
+        }
+    }
+
+    pub fn names(self) -> &'static [&'static str] {
+        self.columns().0
+    }
+
+    pub fn in_rollup(self) -> bool {
+        self.columns().2
+    }
+}
+
+/// One ranked talker: its key values (text, null when the events had none) and counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Talker {
+    pub key: Vec<Option<String>>,
+    pub counts: Counts,
+}
+
+/// The `limit` largest talkers by events or by bytes (in + out), ties broken by key; and the total.
+#[tracing::instrument(skip(client))]
+pub async fn top_talkers(
+    client: &impl GenericClient,
+    f: &Filters,
+    table: Table,
+    by: TalkerKey,
+    by_bytes: bool,
+    limit: i64,
+) -> Result<(Vec<Talker>, Counts), DbError> {
+    let mut w = filter_sql_on(f, table);
+    let (names, select, _) = by.columns();
+    let keys: Vec<String> = (1..=names.len()).map(|i| format!("k{i}")).collect();
+    let metric = if by_bytes {
+        "bytes_in + bytes_out"
+    } else {
+        "events"
+    };
+    w.params.push(Box::new(limit));
+    let sql = format!(
+        "SELECT * FROM (SELECT {select}, {counts} FROM {table}{where_} GROUP BY {group})
+                      AS g({keys}, events, bytes_in, bytes_out, errors, client_errors)
+         ORDER BY {metric} DESC, {order_keys} LIMIT ${lim}",
+        counts = table.counts(),
+        table = table.name(),
+        where_ = w.sql,
+        group = (1..=names.len())
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        keys = keys.join(", "),
+        order_keys = keys
+            .iter()
+            .map(|k| format!("{k} ASC NULLS LAST"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        lim = w.params.len(),
+    );
+    let rows = client.query(&sql, &w.refs()).await?;
+    let top = rows
+        .iter()
+        .map(|r| Talker {
+            key: (0..names.len())
+                .map(|i| r.get::<_, Option<String>>(i))
+                .collect(),
+            counts: counts_at(r, names.len()),
+        })
+        .collect();
+    w.params.pop();
+    let total_sql = format!("SELECT {} FROM {}{}", table.counts(), table.name(), w.sql);
+    let total = counts_at(&client.query_one(&total_sql, &w.refs()).await?, 0);
+    Ok((top, total))
 }

@@ -4,6 +4,7 @@ pub mod error;
 mod health;
 mod ingest;
 mod logs;
+mod metrics;
 mod prometheus;
 
 use std::sync::Arc;
@@ -82,7 +83,9 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
     // Authentication runs first (outermost), so the rate limiter sees the producer.
     let ingest = ingest.layer(middleware::from_fn_with_state(state.clone(), require_key));
     // Reading data needs a key too; health and the collector's own metrics do not (scrapers and probes).
-    let api = logs::router().layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let api = logs::router()
+        .merge(metrics::router())
+        .layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(ingest)
         .merge(api)

@@ -3,3 +3,4 @@
 pub mod cursor;
 pub mod filters;
 pub mod latency;
+pub mod metrics;

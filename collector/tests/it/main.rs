@@ -2,6 +2,7 @@
 
 mod agents;
 mod ingest;
+mod metrics;
 mod query;
 mod reliability;
 mod support;

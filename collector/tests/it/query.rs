@@ -6,39 +6,7 @@ use serde_json::Value;
 
 use crate::support::{spawn_app, TestApp};
 
-const EVENTS: usize = 1200;
-/// Data set window: two hours ending at this instant.
-const END: &str = "2026-11-22T12:00:00Z";
-
-/// Deterministic events with a unique `message` each, spread over IPv4 and IPv6 sources, ports, statuses.
-async fn load(app: &TestApp) {
-    let end = chrono::DateTime::parse_from_rfc3339(END)
-        .unwrap()
-        .timestamp();
-    let mut events = Vec::new();
-    for i in 0..EVENTS {
-        let src = match i % 3 {
-            0 => format!("10.0.{}.{}", i % 7, i % 250),
-            1 => format!("10.1.{}.{}", i % 5, i % 200),
-            _ => format!("2001:db8::{:x}", i % 97),
-        };
-        let status = [200, 200, 404, 503, 500, 301][i % 6];
-        let service = ["web", "api", "dns"][i % 3];
-        // 6 seconds apart over two hours; every fourth event shares its timestamp with the previous one.
-        let ts = end - 7200 + (i as i64 / 4 * 4) * 6 + 1;
-        events.push(format!(
-            r#"{{"timestamp":{ts},"src_ip":"{src}","dst_ip":"192.0.2.{}","dst_port":{},"status":{status},"service":"{service}","latency_ms":{},"message":"e{i}"}}"#,
-            i % 11,
-            [443, 80, 53, 22][i % 4],
-            (i % 50) as f64 * 1.5
-        ));
-    }
-    for chunk in events.chunks(400) {
-        let (status, receipt) = app.ingest_json(&format!("[{}]", chunk.join(","))).await;
-        assert_eq!((status, receipt["rejected"].as_u64()), (202, Some(0)));
-    }
-    assert_eq!(app.wait_rows(EVENTS as i64).await, EVENTS as i64);
-}
+use crate::support::data::{load, END, EVENTS};
 
 async fn get(app: &TestApp, query: &str) -> (u16, Value) {
     let r = app

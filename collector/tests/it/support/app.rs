@@ -28,6 +28,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a collector with the default configuration as changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    // The collector's warnings and errors go to the test's captured output (shown when it fails).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
     let db_url = pg::fresh_database().await;
     let mut cfg = ServeConfig::defaults();
     cfg.database.database_url = Some(db_url.clone());

@@ -1,4 +1,5 @@
 pub mod app;
+pub mod data;
 pub mod pg;
 
 pub use app::{spawn_app, spawn_app_with, TestApp};

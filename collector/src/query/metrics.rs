@@ -1,0 +1,531 @@
+//! `/metrics/*` answers: parameters → the right table (rollup or raw) → series with every bucket present.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+
+use super::filters::{Filters, ParamError};
+use super::latency;
+use crate::db::queries::{self, Counts, LatencyRows, Table, TalkerKey};
+use crate::db::DbError;
+
+/// Most buckets one answer may hold.
+const MAX_BUCKETS: i64 = 10_000;
+const PERCENTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: &'static str,
+    pub secs: i64,
+}
+
+const BUCKETS: [Bucket; 4] = [
+    Bucket {
+        name: "1m",
+        secs: 60,
+    },
+    Bucket {
+        name: "5m",
+        secs: 300,
+    },
+    Bucket {
+        name: "1h",
+        secs: 3600,
+    },
+    Bucket {
+        name: "1d",
+        secs: 86_400,
+    },
+];
+
+/// The `bucket` parameter; without it, the smallest size giving at most 360 buckets over the window.
+pub fn parse_bucket(params: &HashMap<String, String>, f: &Filters) -> Result<Bucket, ParamError> {
+    let accepted = || {
+        BUCKETS
+            .iter()
+            .map(|b| b.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let window = (f.to - f.from).num_seconds();
+    let bucket = match params.get("bucket").map(|v| v.trim()) {
+        Some(v) => *BUCKETS.iter().find(|b| b.name == v).ok_or_else(|| {
+            ParamError::new("bucket", format!("{v:?} is not a bucket size"), accepted())
+        })?,
+        None => *BUCKETS
+            .iter()
+            .find(|b| window / b.secs <= 360)
+            .unwrap_or(&BUCKETS[3]),
+    };
+    if window / bucket.secs > MAX_BUCKETS {
+        return Err(ParamError::new(
+            "bucket",
+            format!(
+                "{} over this window is {} buckets, more than {MAX_BUCKETS}",
+                bucket.name,
+                window / bucket.secs
+            ),
+            accepted(),
+        ));
+    }
+    Ok(bucket)
+}
+
+/// Whether `group_by=service` was asked for.
+pub fn parse_group_by(params: &HashMap<String, String>) -> Result<bool, ParamError> {
+    match params.get("group_by").map(|v| v.trim()) {
+        None | Some("") => Ok(false),
+        Some("service") => Ok(true),
+        Some(v) => Err(ParamError::new(
+            "group_by",
+            format!("{v:?} is not a grouping"),
+            "service",
+        )),
+    }
+}
+
+/// Widens the window to whole buckets (the rollup's grain is a minute), so rollup and raw agree exactly.
+pub fn align(f: &mut Filters, secs: i64) {
+    let floor = |t: DateTime<Utc>| {
+        let s = t.timestamp().div_euclid(secs) * secs;
+        DateTime::from_timestamp(s, 0).unwrap_or(t)
+    };
+    let to = floor(f.to);
+    f.from = floor(f.from);
+    f.to = if to < f.to {
+        to + Duration::seconds(secs)
+    } else {
+        to
+    };
+}
+
+fn bucket_starts(f: &Filters, secs: i64) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    let step = Duration::seconds(secs);
+    std::iter::successors(Some(f.from), move |t| Some(*t + step)).take_while(move |t| *t < f.to)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Window {
+    pub bucket: &'static str,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `rollup` (per-minute aggregates) or `raw` (comm_logs, when filtering on IPs).
+    pub source: Table,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VolumePoint {
+    pub t: DateTime<Utc>,
+    pub events: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Volume {
+    #[serde(flatten)]
+    pub window: Window,
+    pub total: VolumePoint,
+    pub series: Vec<VolumePoint>,
+}
+
+pub async fn volume(
+    client: &impl GenericClient,
+    f: &Filters,
+    bucket: Bucket,
+) -> Result<Volume, DbError> {
+    let table = Table::for_filters(f);
+    let rows = queries::counts_by_bucket(client, f, table, bucket.secs, false).await?;
+    let by_t: HashMap<DateTime<Utc>, Counts> = rows.into_iter().map(|r| (r.t, r.counts)).collect();
+    let point = |t, c: Counts| VolumePoint {
+        t,
+        events: c.events,
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+    };
+    let series: Vec<VolumePoint> = bucket_starts(f, bucket.secs)
+        .map(|t| point(t, by_t.get(&t).copied().unwrap_or_default()))
+        .collect();
+    let total = series
+        .iter()
+        .fold(point(f.from, Counts::default()), |mut a, p| {
+            a.events += p.events;
+            a.bytes_in += p.bytes_in;
+            a.bytes_out += p.bytes_out;
+            a
+        });
+    Ok(Volume {
+        window: Window {
+            bucket: bucket.name,
+            from: f.from,
+            to: f.to,
+            source: table,
+        },
+        total,
+        series,
+    })
+}
+
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct ErrorPoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub t: Option<DateTime<Utc>>,
+    pub total: i64,
+    /// Status ≥ 500.
+    pub errors: i64,
+    /// Status 400–499, counted apart.
+    pub client_errors: i64,
+    /// errors / total (0 when there are no events).
+    pub error_ratio: f64,
+}
+
+impl ErrorPoint {
+    fn new(t: Option<DateTime<Utc>>, c: Counts) -> Self {
+        let ratio = if c.events > 0 {
+            c.errors as f64 / c.events as f64
+        } else {
+            0.0
+        };
+        ErrorPoint {
+            t,
+            total: c.events,
+            errors: c.errors,
+            client_errors: c.client_errors,
+            error_ratio: ratio,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorGroup {
+    pub service: Option<String>,
+    pub overall: ErrorPoint,
+    pub series: Vec<ErrorPoint>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorRate {
+    #[serde(flatten)]
+    pub window: Window,
+    pub overall: ErrorPoint,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<ErrorPoint>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<ErrorGroup>>,
+}
+
+fn add(a: &mut Counts, c: &Counts) {
+    a.events += c.events;
+    a.bytes_in += c.bytes_in;
+    a.bytes_out += c.bytes_out;
+    a.errors += c.errors;
+    a.client_errors += c.client_errors;
+}
+
+pub async fn error_rate(
+    client: &impl GenericClient,
+    f: &Filters,
+    bucket: Bucket,
+    by_service: bool,
+) -> Result<ErrorRate, DbError> {
+    let table = Table::for_filters(f);
+    let rows = queries::counts_by_bucket(client, f, table, bucket.secs, by_service).await?;
+    let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, Counts>> = BTreeMap::new();
+    let mut overall = Counts::default();
+    for r in rows {
+        add(&mut overall, &r.counts);
+        groups.entry(r.service).or_default().insert(r.t, r.counts);
+    }
+    let series_of = |m: &HashMap<DateTime<Utc>, Counts>| {
+        let points: Vec<ErrorPoint> = bucket_starts(f, bucket.secs)
+            .map(|t| ErrorPoint::new(Some(t), m.get(&t).copied().unwrap_or_default()))
+            .collect();
+        let mut total = Counts::default();
+        m.values().for_each(|c| add(&mut total, c));
+        (ErrorPoint::new(None, total), points)
+    };
+    let window = Window {
+        bucket: bucket.name,
+        from: f.from,
+        to: f.to,
+        source: table,
+    };
+    let overall = ErrorPoint::new(None, overall);
+    if by_service {
+        let groups = groups
+            .iter()
+            .map(|(service, m)| {
+                let (overall, series) = series_of(m);
+                ErrorGroup {
+                    service: service.clone(),
+                    overall,
+                    series,
+                }
+            })
+            .collect();
+        Ok(ErrorRate {
+            window,
+            overall,
+            series: None,
+            groups: Some(groups),
+        })
+    } else {
+        let (_, series) = series_of(groups.get(&None).unwrap_or(&HashMap::new()));
+        Ok(ErrorRate {
+            window,
+            overall,
+            series: Some(series),
+            groups: None,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+pub struct LatencyPoint {
+    pub t: Option<DateTime<Utc>>,
+    /// Events with a latency.
+    pub count: i64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencyGroup {
+    pub service: Option<String>,
+    pub series: Vec<LatencyPoint>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencyAnswer {
+    #[serde(flatten)]
+    pub window: Window,
+    /// Largest relative error of a percentile (0: exact, from raw events).
+    pub relative_error: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<LatencyPoint>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<LatencyGroup>>,
+}
+
+pub async fn latency(
+    client: &impl GenericClient,
+    f: &Filters,
+    bucket: Bucket,
+    by_service: bool,
+) -> Result<LatencyAnswer, DbError> {
+    let table = Table::for_filters(f);
+    let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>> =
+        BTreeMap::new();
+    let relative_error =
+        match queries::latency_by_bucket(client, f, table, bucket.secs, by_service, &PERCENTILES)
+            .await?
+        {
+            LatencyRows::Histograms(rows) => {
+                for r in rows {
+                    let p = latency::percentiles(&r.hist, &PERCENTILES).unwrap_or_default();
+                    let point = LatencyPoint {
+                        t: Some(r.t),
+                        count: r.hist.values().sum(),
+                        p50: p.first().copied(),
+                        p90: p.get(1).copied(),
+                        p95: p.get(2).copied(),
+                        p99: p.get(3).copied(),
+                        max: r.max,
+                    };
+                    groups.entry(r.service).or_default().insert(r.t, point);
+                }
+                latency::RELATIVE_ERROR
+            }
+            LatencyRows::Exact(rows) => {
+                for r in rows {
+                    let p = &r.percentiles;
+                    let point = LatencyPoint {
+                        t: Some(r.t),
+                        count: r.count,
+                        p50: p.first().copied(),
+                        p90: p.get(1).copied(),
+                        p95: p.get(2).copied(),
+                        p99: p.get(3).copied(),
+                        max: Some(r.max),
+                    };
+                    groups.entry(r.service).or_default().insert(r.t, point);
+                }
+                0.0
+            }
+        };
+    let series_of = |m: &HashMap<DateTime<Utc>, LatencyPoint>| -> Vec<LatencyPoint> {
+        bucket_starts(f, bucket.secs)
+            .map(|t| {
+                m.get(&t).copied().unwrap_or(LatencyPoint {
+                    t: Some(t),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    };
+    let window = Window {
+        bucket: bucket.name,
+        from: f.from,
+        to: f.to,
+        source: table,
+    };
+    if by_service {
+        let groups = groups
+            .iter()
+            .map(|(service, m)| LatencyGroup {
+                service: service.clone(),
+                series: series_of(m),
+            })
+            .collect();
+        Ok(LatencyAnswer {
+            window,
+            relative_error,
+            series: None,
+            groups: Some(groups),
+        })
+    } else {
+        let series = series_of(groups.get(&None).unwrap_or(&HashMap::new()));
+        Ok(LatencyAnswer {
+            window,
+            relative_error,
+            series: Some(series),
+            groups: None,
+        })
+    }
+}
+
+/// Parameters of top-talkers.
+#[derive(Debug, Clone, Copy)]
+pub struct TopQuery {
+    pub by: TalkerKey,
+    pub by_bytes: bool,
+    pub limit: i64,
+}
+
+const BY: [(&str, TalkerKey); 6] = [
+    ("src_ip", TalkerKey::SrcIp),
+    ("dst_ip", TalkerKey::DstIp),
+    ("pair", TalkerKey::Pair),
+    ("dst_port", TalkerKey::DstPort),
+    ("service", TalkerKey::Service),
+    ("protocol", TalkerKey::Protocol),
+];
+
+pub fn parse_top(params: &HashMap<String, String>) -> Result<TopQuery, ParamError> {
+    let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let by = match get("by") {
+        None => TalkerKey::SrcIp,
+        Some(v) => BY
+            .iter()
+            .find(|(n, _)| *n == v)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| {
+                ParamError::new(
+                    "by",
+                    format!("{v:?} is not a talker key"),
+                    "src_ip, dst_ip, pair, dst_port, service, protocol",
+                )
+            })?,
+    };
+    let by_bytes = match get("metric") {
+        None | Some("events") => false,
+        Some("bytes") => true,
+        Some(v) => {
+            return Err(ParamError::new(
+                "metric",
+                format!("{v:?} is not a metric"),
+                "events, bytes",
+            ))
+        }
+    };
+    let limit = match get("limit") {
+        None => 10,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ParamError::new("limit", format!("{v:?} is not a count"), "1-1000"))?,
+    };
+    Ok(TopQuery {
+        by,
+        by_bytes,
+        limit,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopTalker {
+    #[serde(flatten)]
+    pub key: BTreeMap<&'static str, Option<String>>,
+    pub events: i64,
+    /// bytes_in + bytes_out.
+    pub bytes: i64,
+    pub errors: i64,
+    pub client_errors: i64,
+    /// This talker's share of the total of the ranking metric.
+    pub share: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopTalkers {
+    pub by: String,
+    pub metric: &'static str,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub source: Table,
+    pub total_events: i64,
+    pub total_bytes: i64,
+    pub top: Vec<TopTalker>,
+}
+
+pub async fn top_talkers(
+    client: &impl GenericClient,
+    f: &Filters,
+    q: TopQuery,
+) -> Result<TopTalkers, DbError> {
+    let table = if q.by.in_rollup() {
+        Table::for_filters(f)
+    } else {
+        Table::Raw
+    };
+    let (rows, total) = queries::top_talkers(client, f, table, q.by, q.by_bytes, q.limit).await?;
+    let total_metric = if q.by_bytes {
+        total.bytes_in + total.bytes_out
+    } else {
+        total.events
+    };
+    let top = rows
+        .into_iter()
+        .map(|t| {
+            let bytes = t.counts.bytes_in + t.counts.bytes_out;
+            let metric = if q.by_bytes { bytes } else { t.counts.events };
+            TopTalker {
+                key: q.by.names().iter().copied().zip(t.key).collect(),
+                events: t.counts.events,
+                bytes,
+                errors: t.counts.errors,
+                client_errors: t.counts.client_errors,
+                share: if total_metric > 0 {
+                    metric as f64 / total_metric as f64
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    Ok(TopTalkers {
+        by: q.by.names().join("+"),
+        metric: if q.by_bytes { "bytes" } else { "events" },
+        from: f.from,
+        to: f.to,
+        source: table,
+        total_events: total.events,
+        total_bytes: total.bytes_in + total.bytes_out,
+        top,
+    })
+}

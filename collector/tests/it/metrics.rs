@@ -1,0 +1,453 @@
+//! /metrics/* against the known data set: every number equals hand-written SQL over comm_logs (exactly for
+//! counts and bytes; within the stated 1% for percentiles read from the rollup's histogram).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::support::data::{load, END};
+use crate::support::{app::KEY, spawn_app, TestApp};
+
+const FROM: &str = "2026-11-22T10:00:00Z";
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    let r = app
+        .http
+        .get(format!("{}{path}", app.url))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn ok(app: &TestApp, path: &str) -> Value {
+    let (status, body) = get(app, path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// Rows of (bucket start as RFC 3339, columns as i64) from SQL.
+async fn sql_rows(app: &TestApp, sql: &str) -> BTreeMap<String, Vec<i64>> {
+    app.db
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let t: chrono::DateTime<chrono::Utc> = r.get(0);
+            (
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                (1..r.len()).map(|i| r.get::<_, i64>(i)).collect(),
+            )
+        })
+        .collect()
+}
+
+fn series_map(series: &Value, fields: &[&str]) -> BTreeMap<String, Vec<i64>> {
+    series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["t"].as_str().unwrap().to_string(),
+                fields.iter().map(|f| p[f].as_i64().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn volume_equals_sql_with_every_bucket_present() {
+    let app = spawn_app().await;
+    load(&app).await;
+    // (filters, SQL condition, expected source)
+    let cases = [
+        ("", "true", "rollup"),
+        (
+            "&service=web&status_class=5xx",
+            "service = 'web' AND status BETWEEN 500 AND 599",
+            "rollup",
+        ),
+        (
+            "&dst_port=443&producer=producer-a",
+            "dst_port = 443 AND producer = 'producer-a'",
+            "rollup",
+        ),
+        ("&src=10.1.0.0/16", "src_ip <<= '10.1.0.0/16'", "raw"),
+        (
+            "&src=2001:db8::/32&status=404",
+            "family(src_ip) = 6 AND status = 404",
+            "raw",
+        ),
+    ];
+    for (filter, cond, source) in cases {
+        for (bucket, interval) in [("5m", "5 minutes"), ("1h", "1 hour"), ("1m", "1 minute")] {
+            let body = ok(
+                &app,
+                &format!("/metrics/volume?from={FROM}&to={END}&bucket={bucket}{filter}"),
+            )
+            .await;
+            assert_eq!(body["source"], source, "{filter}");
+            let got = series_map(&body["series"], &["events", "bytes_in", "bytes_out"]);
+            let want = sql_rows(
+                &app,
+                &format!(
+                    "SELECT date_bin('{interval}', ts, to_timestamp(0)), count(*), coalesce(sum(bytes_in), 0)::int8,
+                            coalesce(sum(bytes_out), 0)::int8
+                     FROM comm_logs WHERE ts >= '{FROM}' AND ts < '{END}' AND {cond} GROUP BY 1"
+                ),
+            )
+            .await;
+            let buckets = 7200
+                / match bucket {
+                    "5m" => 300,
+                    "1h" => 3600,
+                    _ => 60,
+                };
+            assert_eq!(
+                got.len(),
+                buckets,
+                "{filter} {bucket}: every bucket is present"
+            );
+            for (t, v) in &got {
+                assert_eq!(
+                    v,
+                    want.get(t).unwrap_or(&vec![0, 0, 0]),
+                    "{filter} {bucket} at {t}"
+                );
+            }
+            let total: i64 = want.values().map(|v| v[0]).sum();
+            assert_eq!(
+                body["total"]["events"].as_i64().unwrap(),
+                total,
+                "{filter} {bucket}"
+            );
+        }
+    }
+    // The event at 10:05:00 starts the next 5-minute bucket; the one a microsecond earlier does not.
+    let body = ok(
+        &app,
+        &format!("/metrics/volume?from={FROM}&to={END}&bucket=5m&service=web&status=500"),
+    )
+    .await;
+    let at = |t: &str| {
+        body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["t"] == t)
+            .unwrap()["events"]
+            .as_i64()
+            .unwrap()
+    };
+    let in_next = app.count("SELECT count(*) FROM comm_logs WHERE service='web' AND status=500 AND ts >= '2026-11-22T10:05:00Z' AND ts < '2026-11-22T10:10:00Z'").await;
+    assert_eq!(at("2026-11-22T10:05:00Z"), in_next);
+    // Empty ranges: all buckets, all zero.
+    let body = ok(
+        &app,
+        "/metrics/volume?from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z&bucket=5m",
+    )
+    .await;
+    assert_eq!(body["series"].as_array().unwrap().len(), 12);
+    assert!(body["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["events"] == 0));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn error_rate_equals_sql_overall_per_bucket_and_per_service() {
+    let app = spawn_app().await;
+    load(&app).await;
+    for (filter, cond) in [
+        ("", "true"),
+        ("&src=10.0.0.0/16", "src_ip <<= '10.0.0.0/16'"),
+        ("&dst_port=80", "dst_port = 80"),
+    ] {
+        let body = ok(
+            &app,
+            &format!("/metrics/error-rate?from={FROM}&to={END}&bucket=5m{filter}"),
+        )
+        .await;
+        let want = sql_rows(
+            &app,
+            &format!(
+                "SELECT date_bin('5 minutes', ts, to_timestamp(0)), count(*), count(*) FILTER (WHERE status >= 500),
+                        count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+                 FROM comm_logs WHERE ts >= '{FROM}' AND ts < '{END}' AND {cond} GROUP BY 1"
+            ),
+        )
+        .await;
+        for (t, v) in series_map(&body["series"], &["total", "errors", "client_errors"]) {
+            assert_eq!(
+                &v,
+                want.get(&t).unwrap_or(&vec![0, 0, 0]),
+                "{filter} at {t}"
+            );
+        }
+        let (total, errors): (i64, i64) =
+            want.values().fold((0, 0), |a, v| (a.0 + v[0], a.1 + v[1]));
+        assert_eq!(body["overall"]["total"].as_i64().unwrap(), total);
+        assert_eq!(body["overall"]["errors"].as_i64().unwrap(), errors);
+        let ratio = body["overall"]["error_ratio"].as_f64().unwrap();
+        assert!((ratio - errors as f64 / total as f64).abs() < 1e-12);
+    }
+    let body = ok(
+        &app,
+        &format!("/metrics/error-rate?from={FROM}&to={END}&bucket=1h&group_by=service"),
+    )
+    .await;
+    let groups = body["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3);
+    for g in groups {
+        let service = g["service"].as_str().unwrap();
+        let want = sql_rows(
+            &app,
+            &format!(
+                "SELECT date_bin('1 hour', ts, to_timestamp(0)), count(*), count(*) FILTER (WHERE status >= 500)
+                 FROM comm_logs WHERE ts >= '{FROM}' AND ts < '{END}' AND service = '{service}' GROUP BY 1"
+            ),
+        )
+        .await;
+        assert_eq!(
+            series_map(&g["series"], &["total", "errors"]),
+            want,
+            "{service}"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn latency_percentiles_within_the_stated_bound_of_exact() {
+    let app = spawn_app().await;
+    load(&app).await;
+    for (filter, cond, bound) in [
+        ("", "true", 0.01),
+        ("&service=api", "service = 'api'", 0.01),
+        ("&src=10.1.0.0/16", "src_ip <<= '10.1.0.0/16'", 0.0),
+    ] {
+        let body = ok(
+            &app,
+            &format!("/metrics/latency?from={FROM}&to={END}&bucket=1h{filter}"),
+        )
+        .await;
+        // The answer states its own bound: 1% from the rollup, 0 (exact) from raw events.
+        assert!(
+            body["relative_error"].as_f64().unwrap() <= bound + 1e-12,
+            "{body}"
+        );
+        let rows = app
+            .db
+            .query(
+                &format!(
+                    "SELECT date_bin('1 hour', ts, to_timestamp(0)), count(latency_ms),
+                            percentile_disc(ARRAY[0.5, 0.9, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms), max(latency_ms)
+                     FROM comm_logs WHERE ts >= '{FROM}' AND ts < '{END}' AND latency_ms IS NOT NULL AND {cond} GROUP BY 1"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        for r in rows {
+            let t: chrono::DateTime<chrono::Utc> = r.get(0);
+            let t = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let point = body["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["t"] == t.as_str())
+                .unwrap();
+            assert_eq!(point["count"].as_i64().unwrap(), r.get::<_, i64>(1));
+            let exact: Vec<f64> = r.get(2);
+            for (name, want) in ["p50", "p90", "p95", "p99"].iter().zip(exact) {
+                let got = point[*name].as_f64().unwrap();
+                let err = if want == 0.0 {
+                    got.abs()
+                } else {
+                    (got - want).abs() / want
+                };
+                assert!(
+                    err <= bound + 1e-9,
+                    "{filter} {t} {name}: {got} vs exact {want}"
+                );
+            }
+            assert_eq!(
+                point["max"].as_f64().unwrap(),
+                r.get::<_, f64>(3),
+                "max is exact"
+            );
+        }
+    }
+    let body = ok(
+        &app,
+        &format!("/metrics/latency?from={FROM}&to={END}&bucket=1h&group_by=service"),
+    )
+    .await;
+    assert_eq!(body["groups"].as_array().unwrap().len(), 3);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn top_talkers_equal_sql_by_every_key() {
+    let app = spawn_app().await;
+    load(&app).await;
+    let w = format!("ts >= '{FROM}' AND ts < '{END}'");
+    let cases = [
+        ("by=src_ip", "host(src_ip)", "count(*)", "raw"),
+        (
+            "by=dst_ip&metric=bytes",
+            "host(dst_ip)",
+            "coalesce(sum(bytes_in), 0) + coalesce(sum(bytes_out), 0)",
+            "raw",
+        ),
+        (
+            "by=pair",
+            "host(src_ip) || ' ' || host(dst_ip)",
+            "count(*)",
+            "raw",
+        ),
+        (
+            "by=dst_port&metric=bytes",
+            "dst_port::text",
+            "coalesce(sum(bytes_in), 0) + coalesce(sum(bytes_out), 0)",
+            "rollup",
+        ),
+        ("by=service", "service", "count(*)", "rollup"),
+        ("by=service&src=10.1.0.0/16", "service", "count(*)", "raw"),
+    ];
+    for (query, key, metric, source) in cases {
+        let body = ok(
+            &app,
+            &format!("/metrics/top-talkers?from={FROM}&to={END}&limit=5&{query}"),
+        )
+        .await;
+        assert_eq!(body["source"], source, "{query}");
+        let cond = if query.contains("src=") {
+            format!("{w} AND src_ip <<= '10.1.0.0/16'")
+        } else {
+            w.clone()
+        };
+        let want: Vec<(Option<String>, i64)> = app
+            .db
+            .query(
+                &format!(
+                    "SELECT {key} AS k, ({metric})::int8 AS m FROM comm_logs WHERE {cond}
+                     GROUP BY {group} ORDER BY m DESC, {order} LIMIT 5",
+                    group = if key.contains("||") {
+                        "host(src_ip), host(dst_ip)"
+                    } else {
+                        key
+                    },
+                    order = if key.contains("||") {
+                        "host(src_ip) ASC NULLS LAST, host(dst_ip) ASC NULLS LAST"
+                    } else {
+                        "1 ASC NULLS LAST"
+                    },
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let metric_field = if query.contains("bytes") {
+            "bytes"
+        } else {
+            "events"
+        };
+        let got: Vec<(Option<String>, i64)> = body["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let k = match query {
+                    // `||` in the SQL is NULL when either side is.
+                    q if q.starts_with("by=pair") => t["src_ip"]
+                        .as_str()
+                        .zip(t["dst_ip"].as_str())
+                        .map(|(s, d)| format!("{s} {d}")),
+                    q => t[q.trim_start_matches("by=").split('&').next().unwrap()]
+                        .as_str()
+                        .map(str::to_string),
+                };
+                (k, t[metric_field].as_i64().unwrap())
+            })
+            .collect();
+        assert_eq!(got, want, "{query}");
+        let total = body[if metric_field == "bytes" {
+            "total_bytes"
+        } else {
+            "total_events"
+        }]
+        .as_i64()
+        .unwrap();
+        let share = body["top"][0]["share"].as_f64().unwrap();
+        assert!(
+            (share - want[0].1 as f64 / total as f64).abs() < 1e-12,
+            "{query}"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_bad_parameters() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "/metrics/volume?bucket=2m",
+            "bucket: \"2m\" is not a bucket size; accepted: 1m, 5m, 1h, 1d",
+        ),
+        (
+            "/metrics/volume?from=-30d&bucket=1m",
+            "bucket: 1m over this window is 43200 buckets",
+        ),
+        (
+            "/metrics/error-rate?group_by=host",
+            "group_by: \"host\" is not a grouping; accepted: service",
+        ),
+        (
+            "/metrics/top-talkers?by=mac",
+            "by: \"mac\" is not a talker key; accepted: src_ip, dst_ip, pair",
+        ),
+        (
+            "/metrics/top-talkers?metric=packets",
+            "metric: \"packets\" is not a metric; accepted: events, bytes",
+        ),
+        (
+            "/metrics/top-talkers?limit=0",
+            "limit: \"0\" is not a count; accepted: 1-1000",
+        ),
+        (
+            "/metrics/latency?min_latency_ms=5",
+            "min_latency_ms: unknown parameter",
+        ),
+        (
+            "/metrics/volume?dst=300.0.0.0/8",
+            "dst: \"300.0.0.0/8\" is not an IP address or CIDR",
+        ),
+    ];
+    for (path, want) in cases {
+        let (status, body) = get(&app, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().starts_with(want),
+            "{path}: {body}"
+        );
+    }
+    let r = app
+        .http
+        .get(format!("{}/metrics/volume", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stop().await.unwrap();
+}
