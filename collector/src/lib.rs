@@ -15,6 +15,8 @@
 //! - [`db`]: the private PostgreSQL, pool, migrations (`db/migrations/`), partitions, and every query.
 //! - [`app`]: wiring, run, graceful shutdown; [`config`]: every setting; [`auth`]: API keys;
 //!   [`telemetry`]: logs and counters; [`bench`]: the ingest benchmark behind `collector bench`.
+//! - [`query`]: the read side: filters, rollup/raw aggregates, percentiles from the rollup's histogram, and
+//!   [`query::api::execute`], which both the HTTP read endpoints and [`query_cli`] (`collector query`) call.
 
 pub mod app;
 pub mod auth;
@@ -26,4 +28,5 @@ pub mod event;
 pub mod http;
 pub mod pipeline;
 pub mod query;
+pub mod query_cli;
 pub mod telemetry;

@@ -9,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(c) if c.log_format == LogFormat::Json);
-    collector::telemetry::init(json_logs);
+    // The query CLI's output is its answer: keep its stderr quiet unless asked (RUST_LOG).
+    if !matches!(cli.command, Command::Query(_)) || std::env::var_os("RUST_LOG").is_some() {
+        collector::telemetry::init(json_logs);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
                 println!("Applied {ran} migration(s); the schema is up to date.");
             }
             Command::Bench(args) => collector::bench::run(args).await?,
+            Command::Query(args) => collector::query_cli::run(*args).await?,
         }
         Ok(())
     });

@@ -3,7 +3,6 @@
 pub mod error;
 mod health;
 mod ingest;
-mod logs;
 mod metrics;
 mod prometheus;
 
@@ -83,9 +82,7 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
     // Authentication runs first (outermost), so the rate limiter sees the producer.
     let ingest = ingest.layer(middleware::from_fn_with_state(state.clone(), require_key));
     // Reading data needs a key too; health and the collector's own metrics do not (scrapers and probes).
-    let api = logs::router()
-        .merge(metrics::router())
-        .layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let api = metrics::router().layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(ingest)
         .merge(api)

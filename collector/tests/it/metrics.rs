@@ -451,3 +451,112 @@ async fn metrics_bad_parameters() {
     assert_eq!(r.status(), 401);
     app.stop().await.unwrap();
 }
+
+/// `collector query`, the real binary, over HTTP and straight against the database: the same answer as the API.
+/// Multi-threaded: the test blocks on the CLI process while the in-process collector answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_cli_answers_as_the_api_does() {
+    let app = spawn_app().await;
+    load(&app).await;
+    let window = [("--from", FROM), ("--to", END)];
+    let run = |extra: Vec<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_collector"));
+        cmd.arg("query")
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG");
+        for (k, v) in window {
+            cmd.args([k, v]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let http = |kind: &str, more: &[&str]| {
+        let mut v = vec![
+            kind.to_string(),
+            "--url".into(),
+            app.url.clone(),
+            "--api-key".into(),
+            KEY.into(),
+        ];
+        v.extend(more.iter().map(|s| s.to_string()));
+        v
+    };
+    let db = |kind: &str, more: &[&str]| {
+        let mut v = vec![
+            kind.to_string(),
+            "--database-url".into(),
+            app.db_url.clone(),
+        ];
+        v.extend(more.iter().map(|s| s.to_string()));
+        v
+    };
+    for (kind, path, more) in [
+        (
+            "volume",
+            "/metrics/volume?bucket=5m&service=web",
+            vec!["--bucket", "5m", "--service", "web"],
+        ),
+        (
+            "top-talkers",
+            "/metrics/top-talkers?by=src_ip&limit=3",
+            vec!["--by", "src_ip", "--limit", "3"],
+        ),
+        (
+            "error-rate",
+            "/metrics/error-rate?bucket=1h&group_by=service",
+            vec!["--bucket", "1h", "--group-by", "service"],
+        ),
+        (
+            "latency",
+            "/metrics/latency?bucket=1h&src=10.1.0.0/16",
+            vec!["--bucket", "1h", "--src", "10.1.0.0/16"],
+        ),
+    ] {
+        let api = ok(&app, &format!("{path}&from={FROM}&to={END}")).await;
+        for args in [http(kind, &more), db(kind, &more)] {
+            let mut with_json = args.clone();
+            with_json.push("--json".into());
+            let printed: Value = serde_json::from_str(&run(with_json)).unwrap();
+            assert_eq!(printed, api, "{kind} {args:?}");
+        }
+    }
+    // The table: a context line, a header, one line per row, columns aligned.
+    let table = run(http("top-talkers", &["--by", "service"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0],
+        "2026-11-22T10:00:00Z → 2026-11-22T12:00:00Z, from rollup"
+    );
+    assert!(lines[1].starts_with("service  events  bytes"), "{table}");
+    assert_eq!(lines.len(), 2 + 3, "{table}");
+    assert_eq!(
+        lines[2]
+            .find("  ")
+            .map(|_| lines[2].split_whitespace().count()),
+        Some(6),
+        "{table}"
+    );
+    // Errors are the API's, on stderr, with a failing exit code.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+        .args([
+            "query",
+            "volume",
+            "--url",
+            &app.url,
+            "--api-key",
+            KEY,
+            "--bucket",
+            "7m",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bucket: \"7m\" is not a bucket size"));
+    app.stop().await.unwrap();
+}

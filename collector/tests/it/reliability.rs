@@ -256,9 +256,13 @@ async fn migrations_are_idempotent() {
 fn env_example_lists_every_setting() {
     use clap::CommandFactory;
     let cli = collector::config::Cli::command();
-    let serve = cli.find_subcommand("serve").unwrap();
-    let from_code: BTreeSet<String> = serve
-        .get_arguments()
+    // Every subcommand's settings that come from the environment.
+    let args: Vec<&clap::Arg> = cli
+        .get_subcommands()
+        .flat_map(|s| s.get_arguments())
+        .collect();
+    let from_code: BTreeSet<String> = args
+        .iter()
         .filter_map(|a| a.get_env())
         .map(|e| e.to_string_lossy().into_owned())
         .collect();
@@ -272,7 +276,7 @@ fn env_example_lists_every_setting() {
         .collect();
     assert_eq!(from_code, documented);
     // And every default in the file is the code's default.
-    for arg in serve.get_arguments() {
+    for arg in args {
         let (Some(env), Some(default)) = (arg.get_env(), arg.get_default_values().first()) else {
             continue;
         };

@@ -1,0 +1,121 @@
+//! Every read endpoint as one function of (kind, parameters): the HTTP handlers and `collector query` against
+//! a database both call [`execute`], so they cannot disagree.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use serde_json::{json, Value};
+
+use super::filters::{Filters, ParamError};
+use super::{cursor, metrics};
+use crate::db::{queries, DbError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Volume,
+    ErrorRate,
+    Latency,
+    TopTalkers,
+    Logs,
+}
+
+impl Kind {
+    /// The HTTP path serving this kind.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Volume => "/metrics/volume",
+            Kind::ErrorRate => "/metrics/error-rate",
+            Kind::Latency => "/metrics/latency",
+            Kind::TopTalkers => "/metrics/top-talkers",
+            Kind::Logs => "/api/logs",
+        }
+    }
+
+    /// Parameters this kind takes besides the common filters.
+    pub fn extra_params(self) -> &'static [&'static str] {
+        match self {
+            Kind::Volume => &["bucket"],
+            Kind::ErrorRate | Kind::Latency => &["bucket", "group_by"],
+            Kind::TopTalkers => &["by", "metric", "limit"],
+            Kind::Logs => &["min_latency_ms", "limit", "cursor"],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Logs page size when `limit` is not given, and the most one page may hold.
+const DEFAULT_LOGS_LIMIT: i64 = 100;
+const MAX_LOGS_LIMIT: i64 = 1000;
+
+pub async fn execute(
+    kind: Kind,
+    params: &HashMap<String, String>,
+    client: &impl GenericClient,
+) -> Result<Value, QueryError> {
+    let now = chrono::Utc::now();
+    let mut f = Filters::parse(params, kind.extra_params(), now)?;
+    let value = match kind {
+        Kind::Volume | Kind::ErrorRate | Kind::Latency => {
+            let bucket = metrics::parse_bucket(params, &f)?;
+            metrics::align(&mut f, bucket.secs);
+            let by_service = metrics::parse_group_by(params)?;
+            match kind {
+                Kind::Volume => json!(metrics::volume(client, &f, bucket).await?),
+                Kind::ErrorRate => {
+                    json!(metrics::error_rate(client, &f, bucket, by_service).await?)
+                }
+                _ => json!(metrics::latency(client, &f, bucket, by_service).await?),
+            }
+        }
+        Kind::TopTalkers => {
+            let q = metrics::parse_top(params)?;
+            // The rollup's grain is a minute.
+            metrics::align(&mut f, 60);
+            json!(metrics::top_talkers(client, &f, q).await?)
+        }
+        Kind::Logs => logs(params, &f, client).await?,
+    };
+    Ok(value)
+}
+
+async fn logs(
+    params: &HashMap<String, String>,
+    f: &Filters,
+    client: &impl GenericClient,
+) -> Result<Value, QueryError> {
+    let limit = match params.get("limit") {
+        None => DEFAULT_LOGS_LIMIT,
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LOGS_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ParamError::new(
+                    "limit",
+                    format!("{v:?} is not a page size"),
+                    format!("1-{MAX_LOGS_LIMIT}"),
+                )
+            })?,
+    };
+    let after = params
+        .get("cursor")
+        .map(|c| cursor::decode(c))
+        .transpose()?;
+    // One row more than asked tells whether there is a next page.
+    let mut events = queries::logs(client, f, after.as_ref(), limit + 1).await?;
+    let next_cursor = if events.len() as i64 > limit {
+        events.truncate(limit as usize);
+        events.last().map(|r| cursor::encode(&r.position))
+    } else {
+        None
+    };
+    Ok(json!({ "events": events, "next_cursor": next_cursor }))
+}
