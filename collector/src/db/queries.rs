@@ -134,7 +134,7 @@ fn filter_sql(f: &Filters) -> Where {
 }
 
 /// Where an aggregate is read from: the rollup when the filters allow it, else the raw events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Table {
     Rollup,
@@ -218,13 +218,15 @@ fn filter_sql_on(f: &Filters, table: Table) -> Where {
 }
 
 /// One raw event as /api/logs returns it; `position` is its keyset position for the next page.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct LogRow {
     pub timestamp: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub producer: String,
+    #[schema(value_type = Option<String>, example = "10.1.2.3")]
     pub src_ip: Option<std::net::IpAddr>,
     pub src_port: Option<i32>,
+    #[schema(value_type = Option<String>, example = "2001:db8::1")]
     pub dst_ip: Option<std::net::IpAddr>,
     pub dst_port: Option<i32>,
     pub protocol: Option<String>,
@@ -235,8 +237,10 @@ pub struct LogRow {
     pub latency_ms: Option<f64>,
     pub host: Option<String>,
     pub message: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub tags: Option<serde_json::Value>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub position: LogPosition,
 }
 

@@ -38,9 +38,11 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
+/// Every error answer: a machine-readable code and a sentence naming what is wrong and where.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// e.g. `unauthorized`, `undecodable_body`, `invalid_parameter`, `body_too_large`, `queue_full`.
+    code: &'static str,
     detail: String,
 }
 
@@ -87,7 +89,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(Body { code, detail })).into_response();
+        let mut response = (status, Json(ErrorBody { code, detail })).into_response();
         let headers = response.headers_mut();
         match self {
             ApiError::RateLimited {

@@ -10,7 +10,8 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 
-use super::{error::ApiError, AppState};
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
 use crate::auth::Producer;
 use crate::decode::{self, DecodeError, Encoding, Format};
 use crate::pipeline::batch::{Batch, Receipt, Reject};
@@ -19,8 +20,21 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/ingest", post(ingest))
 }
 
+/// Accepts a batch of events: a JSON array, `{"events":[…]}`, `{"logs":[…]}`, one object, NDJSON, or Fluent
+/// Bit msgpack; optionally gzip, zstd or deflate. Valid events are queued for COPY at once; invalid ones are
+/// listed by index and kept in the dead-letter table.
+#[utoipa::path(post, path = "/ingest", tag = "ingest", request_body(content = String, description = "The batch", content_type = "application/json"),
+    security(("api_key" = []), ("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued; per-event errors listed", body = Receipt),
+        (status = 400, description = "The body cannot be decoded at all (kept as a dead letter)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 413, description = "Body over the size limit, before or after decompression", body = ErrorBody),
+        (status = 415, description = "Unknown Content-Encoding", body = ErrorBody),
+        (status = 429, description = "This key's rate limit; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Ingest queue full or shutting down; see Retry-After", body = ErrorBody)))]
 #[tracing::instrument(name = "ingest", skip_all, fields(producer = %producer.0))]
-async fn ingest(
+pub(super) async fn ingest(
     State(state): State<AppState>,
     Extension(producer): Extension<Producer>,
     headers: HeaderMap,

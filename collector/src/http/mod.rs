@@ -4,6 +4,7 @@ pub mod error;
 mod health;
 mod ingest;
 mod metrics;
+pub mod openapi;
 mod prometheus;
 
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
         .merge(api)
         .merge(health::router())
         .merge(prometheus::router())
+        .merge(openapi::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses,

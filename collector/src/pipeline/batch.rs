@@ -115,14 +115,14 @@ impl Reject {
 }
 
 /// What the client is told about one rejected event.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct EventError {
     pub index: usize,
     pub error: String,
 }
 
 /// The acknowledgement body of a batch.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct Receipt {
     pub accepted: usize,
     pub rejected: usize,

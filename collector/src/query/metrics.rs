@@ -106,7 +106,7 @@ fn bucket_starts(f: &Filters, secs: i64) -> impl Iterator<Item = DateTime<Utc>> 
     std::iter::successors(Some(f.from), move |t| Some(*t + step)).take_while(move |t| *t < f.to)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Window {
     pub bucket: &'static str,
     pub from: DateTime<Utc>,
@@ -115,7 +115,7 @@ pub struct Window {
     pub source: Table,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VolumePoint {
     pub t: DateTime<Utc>,
     pub events: i64,
@@ -123,7 +123,7 @@ pub struct VolumePoint {
     pub bytes_out: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Volume {
     #[serde(flatten)]
     pub window: Window,
@@ -168,7 +168,7 @@ pub async fn volume(
     })
 }
 
-#[derive(Debug, Serialize, Clone, Copy)]
+#[derive(Debug, Serialize, Clone, Copy, utoipa::ToSchema)]
 pub struct ErrorPoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub t: Option<DateTime<Utc>>,
@@ -198,14 +198,14 @@ impl ErrorPoint {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorGroup {
     pub service: Option<String>,
     pub overall: ErrorPoint,
     pub series: Vec<ErrorPoint>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorRate {
     #[serde(flatten)]
     pub window: Window,
@@ -282,7 +282,7 @@ pub async fn error_rate(
     }
 }
 
-#[derive(Debug, Serialize, Clone, Copy, Default)]
+#[derive(Debug, Serialize, Clone, Copy, Default, utoipa::ToSchema)]
 pub struct LatencyPoint {
     pub t: Option<DateTime<Utc>>,
     /// Events with a latency.
@@ -294,13 +294,13 @@ pub struct LatencyPoint {
     pub max: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LatencyGroup {
     pub service: Option<String>,
     pub series: Vec<LatencyPoint>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LatencyAnswer {
     #[serde(flatten)]
     pub window: Window,
@@ -458,9 +458,11 @@ pub fn parse_top(params: &HashMap<String, String>) -> Result<TopQuery, ParamErro
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TopTalker {
+    /// The talker: `src_ip`, `dst_ip` (both for `pair`), `dst_port`, `service` or `protocol`, as text.
     #[serde(flatten)]
+    #[schema(value_type = HashMap<String, Option<String>>)]
     pub key: BTreeMap<&'static str, Option<String>>,
     pub events: i64,
     /// bytes_in + bytes_out.
@@ -471,7 +473,7 @@ pub struct TopTalker {
     pub share: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TopTalkers {
     pub by: String,
     pub metric: &'static str,

@@ -560,3 +560,81 @@ async fn query_cli_answers_as_the_api_does() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bucket: \"7m\" is not a bucket size"));
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn openapi_describes_every_route_with_the_parameters_the_parsers_take() {
+    use collector::query::api::Kind;
+    use collector::query::filters::FILTER_PARAMS;
+    let app = spawn_app().await;
+    let spec: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths: std::collections::BTreeSet<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    let kinds = [
+        Kind::Volume,
+        Kind::ErrorRate,
+        Kind::Latency,
+        Kind::TopTalkers,
+        Kind::Logs,
+    ];
+    let mut expected: std::collections::BTreeSet<&str> = kinds.iter().map(|k| k.path()).collect();
+    expected.extend(["/ingest", "/metrics", "/healthz", "/readyz"]);
+    assert_eq!(paths, expected);
+    // Each documented operation is served (no 404), and each read lists exactly what its parser accepts.
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap() {
+            let req = match method.as_str() {
+                "get" => app.http.get(format!("{}{path}", app.url)),
+                "post" => app.http.post(format!("{}{path}", app.url)).body("[]"),
+                other => panic!("unexpected method {other}"),
+            };
+            let status = req.header("x-api-key", KEY).send().await.unwrap().status();
+            assert_ne!(status, 404, "{method} {path} is documented but not routed");
+        }
+    }
+    for kind in kinds {
+        let documented: std::collections::BTreeSet<String> = spec["paths"][kind.path()]["get"]
+            ["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect();
+        let parsed: std::collections::BTreeSet<String> = FILTER_PARAMS
+            .iter()
+            .chain(kind.extra_params())
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(documented, parsed, "{}", kind.path());
+    }
+    let docs = app
+        .http
+        .get(format!("{}/docs", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(docs.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = docs.text().await.unwrap();
+    for p in &expected {
+        assert!(
+            html.contains(&format!("<code>{p}</code>")),
+            "{p} missing from /docs"
+        );
+    }
+    app.stop().await.unwrap();
+}
