@@ -260,7 +260,32 @@ pub async fn logs(
     after: Option<&LogPosition>,
     limit: i64,
 ) -> Result<Vec<LogRow>, DbError> {
-    let mut w = filter_sql(f);
+    // Newest first with only BRIN on ts means sorting every row of the window. Instead, look at the newest
+    // minute first and widen ×8 until a window holds a full page (its newest rows are then the newest overall)
+    // or covers the whole range: each try scans a narrow, BRIN-selected slice.
+    let top = after.map_or(f.to, |p| us_to_datetime(p.ts_us + 1).min(f.to));
+    let mut span = chrono::Duration::minutes(1);
+    loop {
+        let window_from = (top - span).max(f.from);
+        let rows = logs_since(client, f, window_from, after, limit).await?;
+        if rows.len() as i64 >= limit || window_from == f.from {
+            return Ok(rows);
+        }
+        span = span * 8;
+    }
+}
+
+/// The newest `limit` events matching `f` at or after `window_from` (and before `after`).
+async fn logs_since(
+    client: &impl GenericClient,
+    f: &Filters,
+    window_from: DateTime<Utc>,
+    after: Option<&LogPosition>,
+    limit: i64,
+) -> Result<Vec<LogRow>, DbError> {
+    let mut narrowed = f.clone();
+    narrowed.from = window_from;
+    let mut w = filter_sql(&narrowed);
     if let Some(p) = after {
         w.and(
             "(ts, ctid) < ($, $::text::tid)",

@@ -2,6 +2,8 @@
 //! into the real schema) and the collector end to end (HTTP batches from concurrent clients → rows committed),
 //! then writes the table to BENCHMARKS.md. Nothing here is a test: no figure is asserted.
 
+mod queries;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +45,19 @@ pub struct BenchArgs {
     /// Seed of the generated events.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Which measurements to run; the report keeps the other section from its previous run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub suite: Suite,
+    /// Events loaded for the query measurements (spread over 24 hours).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub query_rows: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    All,
+    Ingest,
+    Queries,
 }
 
 const KEY: &str = "bench-key-0001";
@@ -79,9 +94,55 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     migrate::run(&pool).await?;
     partitions::ensure(&pool, 1).await?;
 
+    let previous = std::fs::read_to_string(&args.output).unwrap_or_default();
+    let ingest_section = match args.suite {
+        Suite::Queries => None,
+        _ => Some(ingest(&args, &cfg, &pool, &url).await?),
+    };
+    let queries_section = match args.suite {
+        Suite::Ingest => None,
+        _ => {
+            truncate(&pool).await?;
+            Some(queries::run(&pool, &url, &cfg, args.query_rows, args.seed).await?)
+        }
+    };
+    pool.close();
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = format!(
+        "{}{}{}",
+        header(&args, &cfg, &pg_version),
+        section(&previous, "ingest", ingest_section),
+        section(&previous, "queries", queries_section)
+    );
+    std::fs::write(&args.output, &report)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!("{report}");
+    Ok(())
+}
+
+/// A report section between markers: the new text, or what the previous report had there.
+fn section(previous: &str, name: &str, new: Option<String>) -> String {
+    let (open, close) = (format!("<!-- {name} -->\n"), format!("<!-- /{name} -->\n"));
+    let body = new.or_else(|| {
+        let start = previous.find(&open)? + open.len();
+        let end = previous[start..].find(&close)? + start;
+        Some(previous[start..end].to_string())
+    });
+    body.map_or_else(String::new, |b| format!("{open}{b}{close}"))
+}
+
+/// Raw COPY limit and the collector end to end; returns the report section.
+async fn ingest(
+    args: &BenchArgs,
+    cfg: &ServeConfig,
+    pool: &Pool,
+    url: &str,
+) -> anyhow::Result<String> {
     eprintln!("Generating {} events ...", args.events);
-    let batches = generate(&args);
-    let limits = app::build_limits(&cfg);
+    let batches = generate(args);
+    let limits = app::build_limits(cfg);
     let t = Instant::now();
     let rows = encode_all(&batches, &limits)?;
     let encode_secs = t.elapsed().as_secs_f64();
@@ -90,9 +151,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut conn_counts = vec![1, 2, cfg.writers];
     conn_counts.dedup();
     for conns in conn_counts {
-        truncate(&pool).await?;
+        truncate(pool).await?;
         eprintln!("Raw COPY with {conns} connection(s) ...");
-        let secs = raw_copy(&pool, &rows, conns, cfg.flush_rows).await?;
+        let secs = raw_copy(pool, &rows, conns, cfg.flush_rows).await?;
         results.push(Measured {
             label: format!(
                 "raw COPY BINARY, {conns} connection(s), {} rows per COPY",
@@ -106,13 +167,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
     }
     // What the one btree costs: the same COPY with BRIN(ts) only.
-    truncate(&pool).await?;
+    truncate(pool).await?;
     pool.get()
         .await?
         .batch_execute("DROP INDEX comm_logs_src_ip_ts")
         .await?;
     eprintln!("Raw COPY without the (src_ip, ts) btree ...");
-    let secs = raw_copy(&pool, &rows, cfg.writers, cfg.flush_rows).await?;
+    let secs = raw_copy(pool, &rows, cfg.writers, cfg.flush_rows).await?;
     pool.get()
         .await?
         .batch_execute(
@@ -142,19 +203,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ack_p99_ms: None,
     });
 
-    truncate(&pool).await?;
+    truncate(pool).await?;
     eprintln!("End to end, {} clients at full speed ...", args.clients);
-    let full = end_to_end(&cfg, &url, &pool, &batches, args.clients, None).await?;
+    let full = end_to_end(cfg, url, pool, &batches, args.clients, None).await?;
     let full_rate = full.events as f64 / full.secs;
     results.push(Measured {
         label: format!("collector end to end, {} clients, full speed", args.clients),
         ..full
     });
 
-    truncate(&pool).await?;
+    truncate(pool).await?;
     let half_rate = full_rate / 2.0;
     eprintln!("End to end at half load ({half_rate:.0} events/s) ...");
-    let half = end_to_end(&cfg, &url, &pool, &batches, args.clients, Some(half_rate)).await?;
+    let half = end_to_end(cfg, url, pool, &batches, args.clients, Some(half_rate)).await?;
     results.push(Measured {
         label: format!(
             "collector end to end, {} clients, paced at half the full-speed rate",
@@ -162,20 +223,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         ..half
     });
-    pool.close();
-    drop(pg);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let report = render(&args, &cfg, &pg_version, &results, limit, full_rate);
-    std::fs::write(&args.output, &report)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    println!("{report}");
-    Ok(())
+    Ok(render_ingest(&results, limit, full_rate))
 }
 
-/// Deterministic JSON batches shaped like real traffic: a few heavy sources, common services, some IPv6.
+/// Deterministic JSON batches shaped like real traffic, time-ordered within the last hour.
 fn generate(args: &BenchArgs) -> Vec<Bytes> {
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    let start_us = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+    let step_us = (3_000_000_000 / args.events.max(1)) as i64;
+    let batches = args.events.div_ceil(args.batch_size.max(1));
+    (0..batches)
+        .map(|b| {
+            let first = b * args.batch_size;
+            let n = args.batch_size.min(args.events - first);
+            batch(args.seed, first, n, start_us, step_us)
+        })
+        .collect()
+}
+
+/// Events `first .. first + n` of a stream where event i happens at `start_us + i * step_us`. Each batch has
+/// its own seed, so any batch can be made on its own (the query benchmark streams 10M+ events).
+pub(crate) fn batch(seed: u64, first: usize, n: usize, start_us: i64, step_us: i64) -> Bytes {
+    let mut rng = StdRng::seed_from_u64(seed ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let services = [
         ("web", 443, "tcp"),
         ("api", 8443, "tcp"),
@@ -183,56 +251,46 @@ fn generate(args: &BenchArgs) -> Vec<Bytes> {
         ("db", 5432, "tcp"),
         ("ssh", 22, "tcp"),
     ];
-    // Time-ordered within the last hour, as a live stream is.
-    let start_us = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
-    let step_us = (3_000_000_000 / args.events.max(1)) as i64;
-    let mut out = Vec::new();
-    let mut i = 0usize;
-    while i < args.events {
-        let n = args.batch_size.min(args.events - i);
-        let mut s = String::with_capacity(n * 260);
-        s.push('[');
-        for k in 0..n {
-            let (service, port, proto) = services[rng.random_range(0..services.len())];
-            // Squaring a uniform number skews towards low indexes: a few talkers dominate.
-            let talker = (rng.random::<f64>().powi(2) * 5000.0) as u32;
-            let src = if talker % 10 == 9 {
-                format!("2001:db8::{talker:x}")
-            } else {
-                format!(
-                    "10.{}.{}.{}",
-                    talker >> 16,
-                    (talker >> 8) & 255,
-                    talker & 255
-                )
-            };
-            let status = match rng.random_range(0..100) {
-                0..=89 => 200,
-                90..=95 => 404,
-                _ => 503,
-            };
-            let latency = (rng.random::<f64>() * 3.0).exp() + 0.3;
-            let ts = chrono::DateTime::from_timestamp_micros(start_us + (i + k) as i64 * step_us)
-                .unwrap_or_default();
-            if k > 0 {
-                s.push(',');
-            }
-            let _ = write!(
-                s,
-                r#"{{"timestamp":"{}","src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"request handled","tags":{{"env":"prod"}}}}"#,
-                ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                rng.random_range(1024..65535),
-                rng.random_range(1..20),
-                rng.random_range(100..5_000),
-                rng.random_range(200..200_000),
-                rng.random_range(1..4),
-            );
+    let mut s = String::with_capacity(n * 300);
+    s.push('[');
+    for k in 0..n {
+        let (service, port, proto) = services[rng.random_range(0..services.len())];
+        // Squaring a uniform number skews towards low indexes: a few talkers dominate.
+        let talker = (rng.random::<f64>().powi(2) * 5000.0) as u32;
+        let src = if talker % 10 == 9 {
+            format!("2001:db8::{talker:x}")
+        } else {
+            format!(
+                "10.{}.{}.{}",
+                talker >> 16,
+                (talker >> 8) & 255,
+                talker & 255
+            )
+        };
+        let status = match rng.random_range(0..100) {
+            0..=89 => 200,
+            90..=95 => 404,
+            _ => 503,
+        };
+        let latency = (rng.random::<f64>() * 3.0).exp() + 0.3;
+        let ts = chrono::DateTime::from_timestamp_micros(start_us + (first + k) as i64 * step_us)
+            .unwrap_or_default();
+        if k > 0 {
+            s.push(',');
         }
-        s.push(']');
-        out.push(Bytes::from(s));
-        i += n;
+        let _ = write!(
+            s,
+            r#"{{"timestamp":"{}","src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"request handled","tags":{{"env":"prod"}}}}"#,
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            rng.random_range(1024..65535),
+            rng.random_range(1..20),
+            rng.random_range(100..5_000),
+            rng.random_range(200..200_000),
+            rng.random_range(1..4),
+        );
     }
-    out
+    s.push(']');
+    Bytes::from(s)
 }
 
 /// The same events through the collector's own decode and encode, done before timing the raw COPY.
@@ -438,14 +496,8 @@ fn count_events(batch: &Bytes) -> usize {
         .map_or(0, |r| r.len())
 }
 
-fn render(
-    args: &BenchArgs,
-    cfg: &ServeConfig,
-    pg_version: &str,
-    results: &[Measured],
-    limit: f64,
-    full: f64,
-) -> String {
+/// Title, how to regenerate, and the machine.
+fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -467,10 +519,11 @@ fn render(
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
-        "Regenerate with `cargo run --release -p collector -- bench` (defaults: {} events, batches of {}, {} clients). \
-         Every figure below comes from one run of that command; the raw COPY rows are the limit for the same rows \
-         into the same schema on the same server.\n",
-        args.events, args.batch_size, args.clients
+        "Regenerate with `scripts/bench.sh` (`collector bench`; defaults: ingest of {} events in batches of {} \
+         from {} clients, then queries at {} rows; `--suite ingest|queries` runs one section and keeps the other). \
+         Every figure of a section comes from one run; the raw COPY rows are the limit for the same rows into the \
+         same schema on the same server.\n",
+        args.events, args.batch_size, args.clients, args.query_rows
     );
     let _ = writeln!(s, "## Machine\n");
     let _ = writeln!(s, "- {cores} cores ({cpu}), {mem_gib:.1} GiB memory");
@@ -486,6 +539,11 @@ fn render(
         "- Date: {}\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
+    s
+}
+
+fn render_ingest(results: &[Measured], limit: f64, full: f64) -> String {
+    let mut s = String::new();
     let _ = writeln!(s, "## Ingest\n");
     let _ = writeln!(s, "| measurement | events | seconds | events/s | × raw COPY limit | ack p50 ms | ack p99 ms |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");

@@ -1,0 +1,248 @@
+//! The query benchmark: loads N events over the last 24 hours into the real schema (COPY plus rollup, in the
+//! writers' own transaction, so the rollup is exact), then times each read endpoint over HTTP for a 1-hour and
+//! a 24-hour window, next to the same answer computed by plain SQL on comm_logs.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app;
+use crate::auth::ApiKeys;
+use crate::config::ServeConfig;
+use crate::decode::{self, Format};
+use crate::pipeline::batch::Batch;
+use crate::pipeline::writer;
+
+const KEY: &str = "bench-key-0001";
+/// Events per generated batch and per COPY.
+const LOAD_BATCH: usize = 20_000;
+
+/// Loads `rows` events spread evenly over the 24 hours before now; returns the load rate in events/s.
+pub async fn load(pool: &Pool, cfg: &ServeConfig, rows: usize, seed: u64) -> anyhow::Result<f64> {
+    let end_us = chrono::Utc::now().timestamp_micros() - 60_000_000;
+    let span_us: i64 = 24 * 3_600_000_000 + 300_000_000;
+    let step_us = (span_us / rows.max(1) as i64).max(1);
+    let start_us = end_us - step_us * rows as i64;
+    let limits = app::build_limits(cfg);
+    let next = Arc::new(AtomicUsize::new(0));
+    let batches = rows.div_ceil(LOAD_BATCH);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    // Generation and encoding take a core; two loaders keep the database busy meanwhile.
+    for _ in 0..2 {
+        let (pool, next, limits) = (pool.clone(), next.clone(), limits);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let first = b * LOAD_BATCH;
+                let n = LOAD_BATCH.min(rows - first);
+                let body = super::batch(seed, first, n, start_us, step_us);
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let text = decode::as_text(&body)?;
+                    Batch::build(
+                        body.clone(),
+                        text,
+                        Format::Json,
+                        "bench".into(),
+                        end_us,
+                        &limits,
+                    )
+                    .map(|(batch, _)| batch.rows)
+                    .map_err(anyhow::Error::from)
+                })
+                .await??;
+                writer::copy_with_rollup(&pool, &[encoded], n).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    pool.get().await?.batch_execute("ANALYZE").await?;
+    Ok(rows as f64 / secs)
+}
+
+struct Timing {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn timing(mut ms: Vec<f64>) -> Timing {
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    Timing {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+    }
+}
+
+/// One benchmarked question: the endpoint, and the plain SQL giving the same answer from comm_logs.
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    sql: Option<&'static str>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "volume",
+        path: "/metrics/volume?",
+        sql: Some(
+            "SELECT date_bin($2::text::interval, ts, to_timestamp(0)), count(*), sum(bytes_in), sum(bytes_out)
+             FROM comm_logs WHERE ts >= now() - $1::text::interval GROUP BY 1",
+        ),
+    },
+    Case {
+        name: "error-rate",
+        path: "/metrics/error-rate?",
+        sql: Some(
+            "SELECT date_bin($2::text::interval, ts, to_timestamp(0)), count(*), count(*) FILTER (WHERE status >= 500)
+             FROM comm_logs WHERE ts >= now() - $1::text::interval GROUP BY 1",
+        ),
+    },
+    Case {
+        name: "latency",
+        path: "/metrics/latency?",
+        sql: Some(
+            "SELECT date_bin($2::text::interval, ts, to_timestamp(0)),
+                    percentile_disc(ARRAY[0.5, 0.9, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms), max(latency_ms)
+             FROM comm_logs WHERE ts >= now() - $1::text::interval GROUP BY 1",
+        ),
+    },
+    Case {
+        name: "top-talkers by service",
+        path: "/metrics/top-talkers?by=service&",
+        sql: Some(
+            "SELECT service, count(*) AS n FROM comm_logs WHERE ts >= now() - $1::text::interval AND $2::text::interval IS NOT NULL
+             GROUP BY 1 ORDER BY n DESC LIMIT 10",
+        ),
+    },
+    Case {
+        name: "top-talkers by src_ip (raw path)",
+        path: "/metrics/top-talkers?by=src_ip&",
+        sql: Some(
+            "SELECT src_ip, count(*) AS n FROM comm_logs WHERE ts >= now() - $1::text::interval AND $2::text::interval IS NOT NULL
+             GROUP BY 1 ORDER BY n DESC LIMIT 10",
+        ),
+    },
+    Case { name: "error-rate for src 10.0.0.0/16 (raw path)", path: "/metrics/error-rate?src=10.0.0.0/16&", sql: None },
+    Case { name: "logs, newest 100", path: "/api/logs?limit=100&", sql: None },
+    Case { name: "logs of one source IP", path: "/api/logs?src=10.0.0.7&limit=100&", sql: None },
+];
+
+/// Loads the data and times every case; returns the markdown section.
+pub async fn run(
+    pool: &Pool,
+    url: &str,
+    cfg: &ServeConfig,
+    rows: usize,
+    seed: u64,
+) -> anyhow::Result<String> {
+    eprintln!("Loading {rows} events over 24 hours (COPY + rollup) ...");
+    let load_rate = load(pool, cfg, rows, seed).await?;
+    let mut serve_cfg = cfg.clone();
+    serve_cfg.rate_limit_per_sec = 0;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = {
+        let (c, u, s) = (serve_cfg.clone(), url.to_string(), shutdown.clone());
+        let keys = ApiKeys::parse(&format!("bench:{KEY}"))?;
+        tokio::spawn(async move { app::run(&c, &u, keys, listener, s).await })
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let client = pool.get().await?;
+    let rollup_rows: i64 = client
+        .query_one("SELECT count(*) FROM comm_rollup_1m", &[])
+        .await?
+        .get(0);
+    let mut out = String::new();
+    let _ = writeln!(out, "## Queries at {rows} rows\n");
+    let _ = writeln!(
+        out,
+        "{rows} events spread evenly over the last 24 hours ({:.0} events/h), loaded with the writers' own COPY + \
+         rollup transaction at {load_rate:.0} events/s; `comm_rollup_1m` holds {rollup_rows} rows. Each endpoint is \
+         timed over HTTP on loopback (the whole answer received); plain SQL is the same aggregate straight from \
+         `comm_logs`. p99 of few samples is their maximum.\n",
+        rows as f64 / 24.0
+    );
+    let _ = writeln!(out, "| question | window | endpoint p50 ms | endpoint p99 ms | source | plain SQL p50 ms | plain SQL p99 ms |");
+    let _ = writeln!(out, "|---|---|---:|---:|---|---:|---:|");
+    for (window, interval, bucket, samples, sql_samples) in [
+        ("1 h", "1 hour", "1 minute", 40, 5),
+        ("24 h", "24 hours", "5 minutes", 20, 3),
+    ] {
+        let from = if window == "1 h" { "-1h" } else { "-24h" };
+        for case in CASES {
+            let mut ms = Vec::new();
+            let mut source = String::from("–");
+            for _ in 0..samples {
+                let t = Instant::now();
+                let resp = http
+                    .get(format!("http://{addr}{}from={from}", case.path))
+                    .header("x-api-key", KEY)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    resp.status().is_success(),
+                    "{} answered {}",
+                    case.path,
+                    resp.status()
+                );
+                let body: serde_json::Value = resp.json().await?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                source = body["source"].as_str().unwrap_or("raw (logs)").to_string();
+            }
+            let api = timing(ms);
+            let sql = match case.sql {
+                Some(sql) => {
+                    let mut ms = Vec::new();
+                    for _ in 0..sql_samples {
+                        let t = Instant::now();
+                        client.query(sql, &[&interval, &bucket]).await?;
+                        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Some(timing(ms))
+                }
+                None => None,
+            };
+            let (s50, s99) = sql.map_or(("–".into(), "–".into()), |t| {
+                (format!("{:.1}", t.p50_ms), format!("{:.1}", t.p99_ms))
+            });
+            let _ = writeln!(
+                out,
+                "| {} | {window} | {:.1} | {:.1} | {source} | {s50} | {s99} |",
+                case.name, api.p50_ms, api.p99_ms
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nTarget: every `/metrics/*` call < 50 ms p99 at 100M rows for 24 h. Answers from the rollup scale with the \
+         rollup's rows (minutes × dimension combinations), not with events; the raw-path rows (IP filters, top \
+         talkers by IP) scale with the events in the window."
+    );
+    shutdown.cancel();
+    server.await??;
+    Ok(out)
+}
