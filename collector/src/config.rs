@@ -26,6 +26,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Measure raw COPY and end-to-end ingest on this machine and write BENCHMARKS.md.
     Bench(crate::bench::BenchArgs),
+    /// Send realistic, deterministic traffic to a collector (smoke tests, demos, load).
+    Seed(Box<crate::seed::SeedArgs>),
     /// Ask for volume, error rate, latency, top talkers or raw logs (HTTP API or DATABASE_URL).
     Query(Box<crate::query_cli::QueryArgs>),
 }

@@ -17,6 +17,7 @@
 //!   [`telemetry`]: logs and counters; [`bench`]: the ingest benchmark behind `collector bench`.
 //! - [`query`]: the read side: filters, rollup/raw aggregates, percentiles from the rollup's histogram, and
 //!   [`query::api::execute`], which both the HTTP read endpoints and [`query_cli`] (`collector query`) call.
+//! - [`seed`]: `collector seed`, deterministic realistic traffic for demos, smoke tests and load.
 
 pub mod app;
 pub mod auth;
@@ -29,4 +30,5 @@ pub mod http;
 pub mod pipeline;
 pub mod query;
 pub mod query_cli;
+pub mod seed;
 pub mod telemetry;

@@ -10,7 +10,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(c) if c.log_format == LogFormat::Json);
     // The query CLI's output is its answer: keep its stderr quiet unless asked (RUST_LOG).
-    if !matches!(cli.command, Command::Query(_)) || std::env::var_os("RUST_LOG").is_some() {
+    if !matches!(cli.command, Command::Query(_) | Command::Seed(_))
+        || std::env::var_os("RUST_LOG").is_some()
+    {
         collector::telemetry::init(json_logs);
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
             }
             Command::Bench(args) => collector::bench::run(args).await?,
             Command::Query(args) => collector::query_cli::run(*args).await?,
+            Command::Seed(args) => collector::seed::run(*args).await?,
         }
         Ok(())
     });

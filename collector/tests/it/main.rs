@@ -5,4 +5,5 @@ mod ingest;
 mod metrics;
 mod query;
 mod reliability;
+mod seed;
 mod support;
