@@ -2,6 +2,7 @@
 //! into the real schema) and the collector end to end (HTTP batches from concurrent clients → rows committed),
 //! then writes the table to BENCHMARKS.md. Nothing here is a test: no figure is asserted.
 
+mod baseline;
 mod queries;
 
 use std::fmt::Write as _;
@@ -48,6 +49,12 @@ pub struct BenchArgs {
     /// Which measurements to run; the report keeps the other section from its previous run.
     #[arg(long, value_enum, default_value = "all")]
     pub suite: Suite,
+    /// The long run: 100M rows for the queries and 1M events per matrix cell (well over 15 minutes here).
+    #[arg(long)]
+    pub full: bool,
+    /// Events per cell of the clients × batch-size matrix.
+    #[arg(long, default_value_t = 200_000)]
+    pub matrix_events: usize,
     /// Events loaded for the query measurements (spread over 24 hours).
     #[arg(long, default_value_t = 10_000_000)]
     pub query_rows: usize,
@@ -78,7 +85,11 @@ impl Measured {
     }
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.full {
+        args.query_rows = args.query_rows.max(100_000_000);
+        args.matrix_events = args.matrix_events.max(1_000_000);
+    }
     let cfg = ServeConfig::defaults();
     let dir = std::env::temp_dir().join(format!("collector-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -141,7 +152,7 @@ async fn ingest(
     url: &str,
 ) -> anyhow::Result<String> {
     eprintln!("Generating {} events ...", args.events);
-    let batches = generate(args);
+    let batches = generate(args.seed, args.events, args.batch_size);
     let limits = app::build_limits(cfg);
     let t = Instant::now();
     let rows = encode_all(&batches, &limits)?;
@@ -205,7 +216,9 @@ async fn ingest(
 
     truncate(pool).await?;
     eprintln!("End to end, {} clients at full speed ...", args.clients);
+    let cpu_before = process_cpu_secs();
     let full = end_to_end(cfg, url, pool, &batches, args.clients, None).await?;
+    let cpu_per_event = (process_cpu_secs() - cpu_before) / full.events as f64;
     let full_rate = full.events as f64 / full.secs;
     results.push(Measured {
         label: format!("collector end to end, {} clients, full speed", args.clients),
@@ -223,21 +236,116 @@ async fn ingest(
         ),
         ..half
     });
-    Ok(render_ingest(&results, limit, full_rate))
+    truncate(pool).await?;
+    eprintln!("Baseline: parse + multi-row INSERT ...");
+    let secs = baseline::run(pool, &batches, cfg.writers).await?;
+    results.push(Measured {
+        label: format!(
+            "baseline a user would build: parse + one multi-row INSERT per batch, {} connections (deadpool-postgres)",
+            cfg.writers
+        ),
+        comparable: true,
+        events: args.events,
+        secs,
+        ack_p50_ms: None,
+        ack_p99_ms: None,
+    });
+    let baseline_rate = args.events as f64 / secs;
+
+    let mut matrix = String::new();
+    let _ = writeln!(
+        matrix,
+        "\n### Clients × batch size\n\nCollector end to end at full speed, {} events per cell.\n\n\
+         | batch size | clients | events/s | × raw COPY limit | × INSERT baseline | ack p50 ms | ack p99 ms |\n\
+         |---:|---:|---:|---:|---:|---:|---:|",
+        args.matrix_events
+    );
+    for batch_size in [100, 1_000, 10_000] {
+        let cell_batches = generate(args.seed, args.matrix_events, batch_size);
+        for clients in [1, 4, 16, 64] {
+            truncate(pool).await?;
+            eprintln!("Matrix: batches of {batch_size}, {clients} clients ...");
+            let m = end_to_end(cfg, url, pool, &cell_batches, clients, None).await?;
+            let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+            let _ = writeln!(
+                matrix,
+                "| {batch_size} | {clients} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                m.rate(),
+                m.rate() / limit,
+                m.rate() / baseline_rate,
+                ms(m.ack_p50_ms),
+                ms(m.ack_p99_ms)
+            );
+        }
+    }
+    let _ = writeln!(
+        matrix,
+        "\n### Resources\n\nAt full speed the process (collector and its in-process HTTP clients) used {:.2} CPU \
+         cores per 100k events/s ({:.2} µs of CPU per event); peak RSS of the whole benchmark process {:.0} MiB \
+         (it also holds every generated request body).",
+        cpu_per_event * 100_000.0,
+        cpu_per_event * 1e6,
+        peak_rss_mib()
+    );
+    Ok(render_ingest(&results, limit, full_rate) + &matrix)
 }
 
 /// Deterministic JSON batches shaped like real traffic, time-ordered within the last hour.
-fn generate(args: &BenchArgs) -> Vec<Bytes> {
+fn generate(seed: u64, events: usize, batch_size: usize) -> Vec<Bytes> {
     let start_us = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
-    let step_us = (3_000_000_000 / args.events.max(1)) as i64;
-    let batches = args.events.div_ceil(args.batch_size.max(1));
-    (0..batches)
+    let step_us = (3_000_000_000 / events.max(1)) as i64;
+    let batch_size = batch_size.max(1);
+    (0..events.div_ceil(batch_size))
         .map(|b| {
-            let first = b * args.batch_size;
-            let n = args.batch_size.min(args.events - first);
-            batch(args.seed, first, n, start_us, step_us)
+            let first = b * batch_size;
+            batch(
+                seed,
+                first,
+                batch_size.min(events - first),
+                start_us,
+                step_us,
+            )
         })
         .collect()
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn process_cpu_secs() -> f64 {
+    let ticks = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Peak resident memory of this process, MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Events `first .. first + n` of a stream where event i happens at `start_us + i * step_us`. Each batch has
@@ -587,6 +695,11 @@ fn render_ingest(results: &[Measured], limit: f64, full: f64) -> String {
              the load-generating clients, which run in the same process here, take more.",
             1e6 / decode,
             full / decode
+        );
+        let _ = writeln!(
+            s,
+            "- The collector's rows also pay for the per-minute rollup, upserted in the same transaction as each \
+             COPY; the raw COPY limit does not."
         );
         let _ = writeln!(
             s,
