@@ -290,6 +290,52 @@ async fn ingest(
     Ok(render_ingest(&results, limit, full_rate) + &matrix)
 }
 
+/// A collector running in this process on a loopback port, without rate limiting, with the bench's key.
+pub(crate) struct Collector {
+    pub addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), app::AppError>>,
+}
+
+impl Collector {
+    pub async fn start(cfg: &ServeConfig, url: &str) -> anyhow::Result<Collector> {
+        let mut cfg = cfg.clone();
+        cfg.rate_limit_per_sec = 0;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let keys = ApiKeys::parse(&format!("bench:{KEY}"))?;
+        let server = {
+            let (url, shutdown) = (url.to_string(), shutdown.clone());
+            tokio::spawn(async move { app::run(&cfg, &url, keys, listener, shutdown).await })
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Ok(Collector {
+            addr,
+            shutdown,
+            server,
+        })
+    }
+
+    /// Graceful shutdown: drains the queue into PostgreSQL.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await??;
+        Ok(())
+    }
+}
+
 /// Deterministic JSON batches shaped like real traffic, time-ordered within the last hour.
 fn generate(seed: u64, events: usize, batch_size: usize) -> Vec<Bytes> {
     let start_us = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
@@ -481,29 +527,10 @@ async fn end_to_end(
     clients: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<Measured> {
-    let mut cfg = base.clone();
-    cfg.rate_limit_per_sec = 0;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let keys = ApiKeys::parse(&format!("bench:{KEY}"))?;
-    let server = {
-        let (cfg, url, shutdown) = (cfg.clone(), url.to_string(), shutdown.clone());
-        tokio::spawn(async move { app::run(&cfg, &url, keys, listener, shutdown).await })
-    };
+    let collector = Collector::start(base, url).await?;
+    let addr = collector.addr;
     let http = reqwest::Client::new();
     let endpoint = format!("http://{addr}/ingest");
-    for _ in 0..200 {
-        if http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     let events: usize = batches.iter().map(count_events).sum();
     let events_per_batch = events / batches.len().max(1);
     let next = Arc::new(AtomicUsize::new(0));
@@ -571,8 +598,7 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    shutdown.cancel();
-    server.await??;
+    collector.stop().await?;
     let stored: i64 = client
         .query_one("SELECT count(*) FROM comm_logs", &[])
         .await?

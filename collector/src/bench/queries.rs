@@ -8,17 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::app;
-use crate::auth::ApiKeys;
 use crate::config::ServeConfig;
 use crate::decode::{self, Format};
 use crate::pipeline::batch::Batch;
 use crate::pipeline::writer;
 
-const KEY: &str = "bench-key-0001";
+use super::KEY;
 /// Events per generated batch and per COPY.
 const LOAD_BATCH: usize = 20_000;
 
@@ -150,28 +147,9 @@ pub async fn run(
 ) -> anyhow::Result<String> {
     eprintln!("Loading {rows} events over 24 hours (COPY + rollup) ...");
     let load_rate = load(pool, cfg, rows, seed).await?;
-    let mut serve_cfg = cfg.clone();
-    serve_cfg.rate_limit_per_sec = 0;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = {
-        let (c, u, s) = (serve_cfg.clone(), url.to_string(), shutdown.clone());
-        let keys = ApiKeys::parse(&format!("bench:{KEY}"))?;
-        tokio::spawn(async move { app::run(&c, &u, keys, listener, s).await })
-    };
+    let collector = super::Collector::start(cfg, url).await?;
+    let addr = collector.addr;
     let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     let client = pool.get().await?;
     let rollup_rows: i64 = client
         .query_one("SELECT count(*) FROM comm_rollup_1m", &[])
@@ -248,7 +226,6 @@ pub async fn run(
          rollup's rows (minutes × dimension combinations), not with events; the raw-path rows (IP filters, top \
          talkers by IP) scale with the events in the window."
     );
-    shutdown.cancel();
-    server.await??;
+    collector.stop().await?;
     Ok(out)
 }

@@ -22,14 +22,21 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// serialise on an advisory lock, so two collectors starting at once are safe.
 pub async fn run(pool: &Pool) -> Result<usize, DbError> {
     let mut client = pool.get().await?;
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version integer PRIMARY KEY,
-                 name text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await?;
+    // Checked first rather than `CREATE TABLE IF NOT EXISTS`, whose NOTICE would be logged at every start.
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                     version integer PRIMARY KEY,
+                     name text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await?;
+    }
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock(7261001)", &[])
         .await?;
