@@ -160,9 +160,10 @@ impl EmbeddedPg {
             .arg("--version")
             .output()
             .ok()?;
+        // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
-            .last()
+            .nth(2)
             .map(str::to_string)
     }
 
