@@ -216,9 +216,8 @@ async fn ingest(
 
     truncate(pool).await?;
     eprintln!("End to end, {} clients at full speed ...", args.clients);
-    let cpu_before = process_cpu_secs();
-    let full = end_to_end(cfg, url, pool, &batches, args.clients, None).await?;
-    let cpu_per_event = (process_cpu_secs() - cpu_before) / full.events as f64;
+    let (full, resources) = end_to_end(cfg, url, pool, &batches, args.clients, None).await?;
+    let cpu_per_event = resources.cpu_secs / full.events as f64;
     let full_rate = full.events as f64 / full.secs;
     results.push(Measured {
         label: format!("collector end to end, {} clients, full speed", args.clients),
@@ -228,7 +227,7 @@ async fn ingest(
     truncate(pool).await?;
     let half_rate = full_rate / 2.0;
     eprintln!("End to end at half load ({half_rate:.0} events/s) ...");
-    let half = end_to_end(cfg, url, pool, &batches, args.clients, Some(half_rate)).await?;
+    let (half, _) = end_to_end(cfg, url, pool, &batches, args.clients, Some(half_rate)).await?;
     results.push(Measured {
         label: format!(
             "collector end to end, {} clients, paced at half the full-speed rate",
@@ -265,7 +264,7 @@ async fn ingest(
         for clients in [1, 4, 16, 64] {
             truncate(pool).await?;
             eprintln!("Matrix: batches of {batch_size}, {clients} clients ...");
-            let m = end_to_end(cfg, url, pool, &cell_batches, clients, None).await?;
+            let (m, _) = end_to_end(cfg, url, pool, &cell_batches, clients, None).await?;
             let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
             let _ = writeln!(
                 matrix,
@@ -280,21 +279,29 @@ async fn ingest(
     }
     let _ = writeln!(
         matrix,
-        "\n### Resources\n\nAt full speed the process (collector and its in-process HTTP clients) used {:.2} CPU \
-         cores per 100k events/s ({:.2} µs of CPU per event); peak RSS of the whole benchmark process {:.0} MiB \
-         (it also holds every generated request body).",
+        "\n### Resources\n\nThe collector runs as its own process (`collector serve`, default settings) in every end-to-end \
+         row. At full speed it used {:.2} CPU cores per 100k events/s ({:.2} µs of CPU per event, HTTP included), \
+         and its peak RSS was {:.0} MiB.",
         cpu_per_event * 100_000.0,
         cpu_per_event * 1e6,
-        peak_rss_mib()
+        resources.peak_rss_mib
     );
     Ok(render_ingest(&results, limit, full_rate) + &matrix)
 }
 
-/// A collector running in this process on a loopback port, without rate limiting, with the bench's key.
+/// A collector on a loopback port, without rate limiting, with the bench's key: in this process (queries), or
+/// the real binary as a child process (ingest), so that its own CPU and memory can be read from /proc.
 pub(crate) struct Collector {
     pub addr: std::net::SocketAddr,
-    shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<Result<(), app::AppError>>,
+    inner: Running,
+}
+
+enum Running {
+    InProcess {
+        shutdown: CancellationToken,
+        server: tokio::task::JoinHandle<Result<(), app::AppError>>,
+    },
+    Child(tokio::process::Child),
 }
 
 impl Collector {
@@ -309,30 +316,91 @@ impl Collector {
             let (url, shutdown) = (url.to_string(), shutdown.clone());
             tokio::spawn(async move { app::run(&cfg, &url, keys, listener, shutdown).await })
         };
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if http
-                .get(format!("http://{addr}/healthz"))
-                .send()
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_healthy(addr).await;
         Ok(Collector {
             addr,
-            shutdown,
-            server,
+            inner: Running::InProcess { shutdown, server },
         })
     }
 
-    /// Graceful shutdown: drains the queue into PostgreSQL.
+    /// `collector serve` (this same executable) against `url`, with default settings.
+    pub async fn start_process(url: &str) -> anyhow::Result<Collector> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                url,
+                "--rate-limit-per-sec",
+                "0",
+            ])
+            .args(["--api-keys", &format!("bench:{KEY}")])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting collector serve")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut addr = None;
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix("Collector listening on http://") {
+                addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                break;
+            }
+        }
+        let addr = addr.context("collector serve did not say where it listens")?;
+        wait_healthy(addr).await;
+        Ok(Collector {
+            addr,
+            inner: Running::Child(child),
+        })
+    }
+
+    /// The child's pid, when the collector is a child process.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.inner {
+            Running::Child(c) => c.id(),
+            Running::InProcess { .. } => None,
+        }
+    }
+
+    /// Graceful shutdown (SIGTERM for the child): drains the queue into PostgreSQL.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.server.await??;
+        match self.inner {
+            Running::InProcess { shutdown, server } => {
+                shutdown.cancel();
+                server.await??;
+            }
+            Running::Child(mut child) => {
+                if let Some(pid) = child.id() {
+                    std::process::Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status()?;
+                }
+                let status = child.wait().await?;
+                anyhow::ensure!(status.success(), "collector serve exited with {status}");
+            }
+        }
         Ok(())
+    }
+}
+
+async fn wait_healthy(addr: std::net::SocketAddr) {
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        if http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -355,8 +423,8 @@ fn generate(seed: u64, events: usize, batch_size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// CPU seconds this process has used (user + system), from /proc.
-fn process_cpu_secs() -> f64 {
+/// CPU seconds a process (`self` or a pid) has used, user + system, from /proc.
+fn process_cpu_secs(pid: &str) -> f64 {
     let ticks = std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -368,7 +436,7 @@ fn process_cpu_secs() -> f64 {
                 .ok()
         })
         .unwrap_or(100.0);
-    std::fs::read_to_string("/proc/self/stat")
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
@@ -379,9 +447,9 @@ fn process_cpu_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Peak resident memory of this process, MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Peak resident memory of a process (`self` or a pid), MiB.
+fn peak_rss_mib(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -526,8 +594,13 @@ async fn end_to_end(
     batches: &[Bytes],
     clients: usize,
     rate: Option<f64>,
-) -> anyhow::Result<Measured> {
-    let collector = Collector::start(base, url).await?;
+) -> anyhow::Result<(Measured, Resources)> {
+    let _ = base;
+    let collector = Collector::start_process(url).await?;
+    let pid = collector
+        .pid()
+        .map_or_else(|| "self".to_string(), |p| p.to_string());
+    let cpu_before = process_cpu_secs(&pid);
     let addr = collector.addr;
     let http = reqwest::Client::new();
     let endpoint = format!("http://{addr}/ingest");
@@ -598,6 +671,10 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let resources = Resources {
+        cpu_secs: process_cpu_secs(&pid) - cpu_before,
+        peak_rss_mib: peak_rss_mib(&pid),
+    };
     collector.stop().await?;
     let stored: i64 = client
         .query_one("SELECT count(*) FROM comm_logs", &[])
@@ -613,14 +690,21 @@ async fn end_to_end(
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .copied()
     };
-    Ok(Measured {
+    let measured = Measured {
         label: String::new(),
         comparable: true,
         events,
         secs,
         ack_p50_ms: pct(0.50),
         ack_p99_ms: pct(0.99),
-    })
+    };
+    Ok((measured, resources))
+}
+
+/// The collector process's own cost during a run.
+struct Resources {
+    cpu_secs: f64,
+    peak_rss_mib: f64,
 }
 
 fn count_events(batch: &Bytes) -> usize {
@@ -665,7 +749,7 @@ fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> String {
     let _ = writeln!(s, "- Schema: `comm_logs` partitioned daily, BRIN(ts) + btree(src_ip, ts) (see db/migrations/0001_core.sql)");
     let _ = writeln!(
         s,
-        "- Collector: defaults ({} writers, {} rows or {} ms per COPY); the HTTP clients run in the same process on the same 2 cores",
+        "- Collector: `collector serve` with defaults ({} writers, {} rows or {} ms per COPY), a child process of the benchmark, whose HTTP clients share the same 2 cores",
         cfg.writers, cfg.flush_rows, cfg.flush_interval_ms
     );
     let _ = writeln!(
@@ -718,7 +802,7 @@ fn render_ingest(results: &[Measured], limit: f64, full: f64) -> String {
             s,
             "- The collector's own work (decode, validate, encode a COPY row) costs {:.2} µs per event on one core \
              ({decode:.0} events/s), so at the full-speed rate it needs {:.2} of the 2 cores; HTTP on both sides and \
-             the load-generating clients, which run in the same process here, take more.",
+             the load-generating clients, which run on the same 2 cores here, take more.",
             1e6 / decode,
             full / decode
         );
