@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -244,10 +243,6 @@ pub async fn migrate_only(args: &DatabaseArgs) -> Result<usize, AppError> {
     .await;
     database.close().await;
     Ok(result?)
-}
-
-pub async fn pool_for(url: &str, size: usize) -> Result<Pool, AppError> {
-    Ok(db::pool(url, size)?)
 }
 
 fn dev_key_path(data_dir: &Path) -> PathBuf {

@@ -129,10 +129,6 @@ impl EmbeddedPg {
         )
     }
 
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     /// Stops the server (fast shutdown: open transactions are rolled back, committed data is safe).
     pub fn stop(&mut self) -> Result<(), EmbeddedPgError> {
         if self.stopped {

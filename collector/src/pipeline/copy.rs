@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use crate::event::Event;
 
@@ -65,15 +65,6 @@ pub fn encode_row(buf: &mut BytesMut, event: &Event<'_>, received_at_us: i64, pr
         }
         None => put_null(buf),
     }
-}
-
-/// A complete COPY stream (header, rows, trailer) for the given row buffers.
-pub fn framed(rows: &[Bytes]) -> Vec<Bytes> {
-    let mut out = Vec::with_capacity(rows.len() + 2);
-    out.push(Bytes::from_static(HEADER));
-    out.extend(rows.iter().cloned());
-    out.push(Bytes::from_static(TRAILER));
-    out
 }
 
 fn put_null(buf: &mut BytesMut) {
