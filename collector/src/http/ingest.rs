@@ -54,9 +54,8 @@ pub(super) async fn ingest(
     let producer = producer.0;
     let (batch, receipt) = match prepare(&body, &headers, &producer, received_at_us, &state) {
         Ok(prepared) => prepared,
-        Err(e @ DecodeError::UnsupportedEncoding(_)) => return Err(e.into()),
         Err(e) => {
-            // Undecodable: the client hears 400/413, and the raw body is kept so nothing is lost.
+            // Undecodable: the client hears 400/413/415, and the raw body is kept so nothing is lost.
             state.stats.bodies_undecodable.add(1);
             let reject = Reject::new(
                 producer.clone(),

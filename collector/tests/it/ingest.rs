@@ -328,11 +328,22 @@ async fn undecodable_bodies_are_400_with_position_and_kept_raw() {
     let resp = app.ingest(EVENT, &[("content-encoding", "br")]).await;
     assert_eq!(resp.status(), 415);
 
+    // All four bodies are kept raw, the one with an unknown encoding included.
     assert_eq!(
-        app.wait_count("SELECT count(*) FROM ingest_rejects", 3)
+        app.wait_count("SELECT count(*) FROM ingest_rejects", 4)
             .await,
-        3
+        4
     );
+    let kept: String = app
+        .db
+        .query_one(
+            "SELECT convert_from(raw, 'UTF8') FROM ingest_rejects WHERE reason LIKE 'unsupported Content-Encoding%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, EVENT);
     let raw: Vec<u8> = app
         .db
         .query_one(
@@ -346,7 +357,7 @@ async fn undecodable_bodies_are_400_with_position_and_kept_raw() {
     assert_eq!(
         app.count("SELECT count(*) FROM ingest_rejects WHERE event_index IS NULL")
             .await,
-        3
+        4
     );
     app.stop().await.unwrap();
 }
