@@ -16,6 +16,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollups",
         include_str!("../../../db/migrations/0002_rollups.sql"),
     ),
+    (
+        3,
+        "rollup tiers",
+        include_str!("../../../db/migrations/0003_rollup_tiers.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

@@ -22,6 +22,9 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
     MalformedRows(String),
+    /// A stored value the collector wrote itself cannot be read back.
+    #[error("unreadable stored value: {0}")]
+    Corrupt(String),
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
         version: i32,

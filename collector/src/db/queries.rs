@@ -130,63 +130,203 @@ impl Where {
 }
 
 fn filter_sql(f: &Filters) -> Where {
-    filter_sql_on(f, Table::Raw)
+    filter_sql_on(f, Table::CommLogs, 0)
 }
 
-/// Where an aggregate is read from: the rollup when the filters allow it, else the raw events.
+/// Dimensions a query filters or groups on, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dims(u16);
+
+impl Dims {
+    pub const NONE: Dims = Dims(0);
+    pub const SERVICE: Dims = Dims(1);
+    pub const PROTOCOL: Dims = Dims(1 << 1);
+    pub const HOST: Dims = Dims(1 << 2);
+    pub const PRODUCER: Dims = Dims(1 << 3);
+    pub const DST_PORT: Dims = Dims(1 << 4);
+    pub const STATUS: Dims = Dims(1 << 5);
+    pub const SRC_IP: Dims = Dims(1 << 6);
+    pub const DST_IP: Dims = Dims(1 << 7);
+    const ALL: Dims = Dims(u16::MAX);
+
+    pub const fn with(self, o: Dims) -> Dims {
+        Dims(self.0 | o.0)
+    }
+
+    const fn covers(self, o: Dims) -> bool {
+        self.0 & o.0 == o.0
+    }
+
+    /// The dimensions `f` filters on.
+    pub fn of_filters(f: &Filters) -> Dims {
+        [
+            (f.service.is_some(), Dims::SERVICE),
+            (f.protocol.is_some(), Dims::PROTOCOL),
+            (f.host.is_some(), Dims::HOST),
+            (f.producer.is_some(), Dims::PRODUCER),
+            (f.dst_port.is_some(), Dims::DST_PORT),
+            (f.status.is_some(), Dims::STATUS),
+            (f.src.is_some(), Dims::SRC_IP),
+            (f.dst.is_some(), Dims::DST_IP),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .fold(Dims::NONE, |a, (_, d)| a.with(d))
+    }
+}
+
+/// Where an answer is read from: the narrowest rollup holding every dimension the query needs (see
+/// `db/migrations/0003_rollup_tiers.sql`), else the raw events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Table {
-    Rollup,
-    Raw,
+    CommRollupService,
+    CommRollupSrc,
+    CommRollupDst,
+    CommRollup,
+    CommLogs,
 }
 
 impl Table {
-    /// The rollup has no IP dimensions and no per-event latency.
-    pub fn for_filters(f: &Filters) -> Table {
-        if f.src.is_some() || f.dst.is_some() || f.min_latency_ms.is_some() {
-            Table::Raw
-        } else {
-            Table::Rollup
+    /// Narrowest first.
+    const ALL: [Table; 5] = [
+        Table::CommRollupService,
+        Table::CommRollupSrc,
+        Table::CommRollupDst,
+        Table::CommRollup,
+        Table::CommLogs,
+    ];
+
+    /// The table answering a query on `dims` (filters and grouping), with latency histograms when `latency`.
+    /// A per-event latency filter needs the raw events.
+    pub fn choose(f: &Filters, group: Dims, latency: bool) -> Table {
+        let need = Dims::of_filters(f).with(group);
+        if f.min_latency_ms.is_some() {
+            return Table::CommLogs;
+        }
+        Table::ALL
+            .into_iter()
+            .find(|t| t.dims().covers(need) && (!latency || t.has_latency()))
+            .unwrap_or(Table::CommLogs)
+    }
+
+    fn dims(self) -> Dims {
+        match self {
+            Table::CommRollupService => Dims::SERVICE,
+            Table::CommRollupSrc => Dims::SRC_IP,
+            Table::CommRollupDst => Dims::DST_IP,
+            Table::CommRollup => Dims::SERVICE
+                .with(Dims::PROTOCOL)
+                .with(Dims::HOST)
+                .with(Dims::PRODUCER)
+                .with(Dims::DST_PORT)
+                .with(Dims::STATUS),
+            Table::CommLogs => Dims::ALL,
         }
     }
 
-    fn time_column(self) -> &'static str {
-        match self {
-            Table::Rollup => "bucket",
-            Table::Raw => "ts",
-        }
+    fn has_latency(self) -> bool {
+        matches!(
+            self,
+            Table::CommRollupService | Table::CommRollup | Table::CommLogs
+        )
+    }
+
+    pub fn is_rollup(self) -> bool {
+        self != Table::CommLogs
     }
 
     fn name(self) -> &'static str {
         match self {
-            Table::Rollup => "comm_rollup_1m",
-            Table::Raw => "comm_logs",
+            Table::CommRollupService => "comm_rollup_service",
+            Table::CommRollupSrc => "comm_rollup_src",
+            Table::CommRollupDst => "comm_rollup_dst",
+            Table::CommRollup => "comm_rollup",
+            Table::CommLogs => "comm_logs",
+        }
+    }
+
+    fn time_column(self) -> &'static str {
+        if self.is_rollup() {
+            "bucket"
+        } else {
+            "ts"
         }
     }
 
     /// SQL for: events, bytes in, bytes out, errors (≥ 500), client errors (4xx).
     fn counts(self) -> &'static str {
-        match self {
-            Table::Rollup => {
-                "sum(events)::int8, sum(bytes_in)::int8, sum(bytes_out)::int8, \
-                 coalesce(sum(events) FILTER (WHERE status >= 500), 0)::int8, \
-                 coalesce(sum(events) FILTER (WHERE status BETWEEN 400 AND 499), 0)::int8"
-            }
-            Table::Raw => {
-                "count(*)::int8, coalesce(sum(bytes_in), 0)::int8, coalesce(sum(bytes_out), 0)::int8, \
-                 count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)"
-            }
+        if self.is_rollup() {
+            "coalesce(sum(events), 0)::int8, coalesce(sum(bytes_in), 0)::int8, coalesce(sum(bytes_out), 0)::int8, \
+             coalesce(sum(errors), 0)::int8, coalesce(sum(client_errors), 0)::int8"
+        } else {
+            "count(*)::int8, coalesce(sum(bytes_in), 0)::int8, coalesce(sum(bytes_out), 0)::int8, \
+             count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)"
         }
     }
 }
 
-fn filter_sql_on(f: &Filters, table: Table) -> Where {
+/// Splits [from, to) (Unix seconds, whole minutes) into spans each read from one rollup tier: whole hours from
+/// the hourly rows, whole 5-minute spans from the 5-minute rows, the rest from the minute rows. Only tiers that
+/// divide `max_res` are used, so that no rollup row straddles an answer's bucket.
+pub fn segments(from: i64, to: i64, max_res: i64) -> Vec<(i32, i64, i64)> {
+    fn split(from: i64, to: i64, tiers: &[i32], out: &mut Vec<(i32, i64, i64)>) {
+        let Some((&res, finer)) = tiers.split_last() else {
+            return;
+        };
+        if from >= to {
+            return;
+        }
+        let r = i64::from(res);
+        let (a, b) = ((from + r - 1).div_euclid(r) * r, to.div_euclid(r) * r);
+        if finer.is_empty() {
+            out.push((res, from, to));
+        } else if a < b {
+            split(from, a, finer, out);
+            out.push((res, a, b));
+            split(b, to, finer, out);
+        } else {
+            split(from, to, finer, out);
+        }
+    }
+    let tiers: Vec<i32> = rollup::TIERS
+        .iter()
+        .copied()
+        .filter(|t| i64::from(*t) <= max_res.max(60) && max_res.max(60) % i64::from(*t) == 0)
+        .collect();
+    let mut out = Vec::new();
+    split(from, to, &tiers, &mut out);
+    out
+}
+
+/// The WHERE clause of `f` on `table`; a rollup is read in the tiers [`segments`] picks under `max_res` seconds.
+fn filter_sql_on(f: &Filters, table: Table, max_res: i64) -> Where {
     let mut w = Where::default();
-    w.and(
-        &format!("{0} >= $ AND {0} < $", table.time_column()),
-        vec![Box::new(f.from), Box::new(f.to)],
-    );
+    if table.is_rollup() {
+        let segs = segments(f.from.timestamp(), f.to.timestamp(), max_res);
+        let mut cond = String::from("(");
+        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        for (i, (res, from, to)) in segs.iter().enumerate() {
+            if i > 0 {
+                cond.push_str(" OR ");
+            }
+            cond.push_str("(res = $ AND bucket >= $ AND bucket < $)");
+            values.push(Box::new(*res));
+            values.push(Box::new(
+                DateTime::from_timestamp(*from, 0).unwrap_or_default(),
+            ));
+            values.push(Box::new(
+                DateTime::from_timestamp(*to, 0).unwrap_or_default(),
+            ));
+        }
+        if segs.is_empty() {
+            cond.push_str("false");
+        }
+        cond.push(')');
+        w.and(&cond, values);
+    } else {
+        w.and("ts >= $ AND ts < $", vec![Box::new(f.from), Box::new(f.to)]);
+    }
     for (column, value) in [
         ("service", &f.service),
         ("protocol", &f.protocol),
@@ -331,62 +471,171 @@ async fn logs_since(
         .collect())
 }
 
-/// Adds one flush's rollup groups to `comm_rollup_1m` (groups sorted by key, see `pipeline::rollup`).
+/// Adds one flush's rollup groups to every rollup table (each shape sorted by key, and the shapes always in this
+/// order, so concurrent writers take row locks in one global order; see `pipeline::rollup`).
 pub async fn upsert_rollup(
     client: &impl GenericClient,
-    groups: &[(rollup::Key<'_>, rollup::Agg)],
+    flush: &rollup::Flush<'_>,
 ) -> Result<(), DbError> {
-    if groups.is_empty() {
+    if flush.is_empty() {
         return Ok(());
     }
-    let mut bucket = Vec::with_capacity(groups.len());
     let (mut producer, mut service, mut protocol, mut host) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut dst_port, mut status) = (Vec::new(), Vec::new());
-    let (mut events, mut bytes_in, mut bytes_out, mut latency_n) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut latency_sum, mut latency_max, mut hist) = (Vec::new(), Vec::new(), Vec::new());
-    for (k, a) in groups {
-        bucket.push(us_to_datetime(k.bucket_us));
-        producer.push(k.producer);
-        service.push(k.service);
-        protocol.push(k.protocol);
-        host.push(k.host);
-        dst_port.push(k.dst_port);
-        status.push(k.status);
-        events.push(a.events);
-        bytes_in.push(a.bytes_in);
-        bytes_out.push(a.bytes_out);
-        latency_n.push(a.latency_n);
-        latency_sum.push(a.latency_sum);
-        latency_max.push(a.latency_max);
-        hist.push(latency::to_json(&a.hist));
+    for (k, _) in &flush.full {
+        producer.push(k.dims.producer);
+        service.push(k.dims.service);
+        protocol.push(k.dims.protocol);
+        host.push(k.dims.host);
+        dst_port.push(k.dims.dst_port);
+        status.push(k.dims.status);
     }
-    client
-        .execute(
-            "INSERT INTO comm_rollup_1m AS r (bucket, producer, service, protocol, host, dst_port, status, events,
-                 bytes_in, bytes_out, latency_n, latency_sum, latency_max, latency_hist)
-             SELECT bucket, producer, service, protocol, host, dst_port, status, events, bytes_in, bytes_out,
-                    latency_n, latency_sum, latency_max, latency_hist
-             FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::int4[],
-                         $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::float8[], $13::float8[], $14::jsonb[])
-                  WITH ORDINALITY AS u(bucket, producer, service, protocol, host, dst_port, status, events, bytes_in,
-                                       bytes_out, latency_n, latency_sum, latency_max, latency_hist, ord)
-             ORDER BY ord
-             ON CONFLICT ON CONSTRAINT comm_rollup_1m_key DO UPDATE SET
-                 events = r.events + excluded.events,
-                 bytes_in = r.bytes_in + excluded.bytes_in,
-                 bytes_out = r.bytes_out + excluded.bytes_out,
-                 latency_n = r.latency_n + excluded.latency_n,
-                 latency_sum = r.latency_sum + excluded.latency_sum,
-                 latency_max = greatest(r.latency_max, excluded.latency_max),
-                 latency_hist = latency_hist_merge(r.latency_hist, excluded.latency_hist)",
-            &[
-                &bucket, &producer, &service, &protocol, &host, &dst_port, &status, &events, &bytes_in, &bytes_out,
-                &latency_n, &latency_sum, &latency_max, &hist,
-            ],
-        )
-        .await?;
+    upsert_shape(
+        client,
+        "comm_rollup",
+        &[
+            ("producer", "text", &producer),
+            ("service", "text", &service),
+            ("protocol", "text", &protocol),
+            ("host", "text", &host),
+            ("dst_port", "int4", &dst_port),
+            ("status", "int4", &status),
+        ],
+        &Columns::of(&flush.full, true),
+    )
+    .await?;
+    let service: Vec<_> = flush.service.iter().map(|(k, _)| k.dims).collect();
+    upsert_shape(
+        client,
+        "comm_rollup_service",
+        &[("service", "text", &service)],
+        &Columns::of(&flush.service, true),
+    )
+    .await?;
+    let src: Vec<_> = flush.src.iter().map(|(k, _)| k.dims).collect();
+    upsert_shape(
+        client,
+        "comm_rollup_src",
+        &[("src_ip", "inet", &src)],
+        &Columns::of(&flush.src, false),
+    )
+    .await?;
+    let dst: Vec<_> = flush.dst.iter().map(|(k, _)| k.dims).collect();
+    upsert_shape(
+        client,
+        "comm_rollup_dst",
+        &[("dst_ip", "inet", &dst)],
+        &Columns::of(&flush.dst, false),
+    )
+    .await
+}
+
+/// The key time and the summed values of a shape's groups, as arrays to bind.
+struct Columns {
+    res: Vec<i32>,
+    bucket: Vec<DateTime<Utc>>,
+    events: Vec<i64>,
+    bytes_in: Vec<i64>,
+    bytes_out: Vec<i64>,
+    errors: Vec<i64>,
+    client_errors: Vec<i64>,
+    /// For the shapes with latency.
+    latency: Option<LatencyColumns>,
+}
+
+/// Count, sum, max and histogram per group.
+type LatencyColumns = (Vec<i64>, Vec<f64>, Vec<Option<f64>>, Vec<serde_json::Value>);
+
+impl Columns {
+    fn of<D>(groups: &[(rollup::Key<D>, rollup::Agg)], latency: bool) -> Columns {
+        let mut c = Columns {
+            res: Vec::with_capacity(groups.len()),
+            bucket: Vec::with_capacity(groups.len()),
+            events: Vec::with_capacity(groups.len()),
+            bytes_in: Vec::with_capacity(groups.len()),
+            bytes_out: Vec::with_capacity(groups.len()),
+            errors: Vec::with_capacity(groups.len()),
+            client_errors: Vec::with_capacity(groups.len()),
+            latency: latency.then(Default::default),
+        };
+        for (k, a) in groups {
+            c.res.push(k.res);
+            c.bucket.push(us_to_datetime(k.bucket_us));
+            c.events.push(a.events);
+            c.bytes_in.push(a.bytes_in);
+            c.bytes_out.push(a.bytes_out);
+            c.errors.push(a.errors);
+            c.client_errors.push(a.client_errors);
+            if let Some((n, sum, max, hist)) = &mut c.latency {
+                n.push(a.latency_n);
+                sum.push(a.latency_sum);
+                max.push(a.latency_max);
+                hist.push(latency::to_json(&a.hist));
+            }
+        }
+        c
+    }
+}
+
+/// Upserts one shape: `dims` are (column, element type, values) of its key after `res, bucket`.
+async fn upsert_shape(
+    client: &impl GenericClient,
+    table: &str,
+    dims: &[(&str, &str, &(dyn ToSql + Sync))],
+    c: &Columns,
+) -> Result<(), DbError> {
+    if c.res.is_empty() {
+        return Ok(());
+    }
+    let mut columns = vec![("res", "int4"), ("bucket", "timestamptz")];
+    columns.extend(dims.iter().map(|(n, t, _)| (*n, *t)));
+    let key: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    let mut sums = vec!["events", "bytes_in", "bytes_out", "errors", "client_errors"];
+    columns.extend(sums.iter().map(|n| (*n, "int8")));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&c.res, &c.bucket];
+    params.extend(dims.iter().map(|(_, _, v)| *v));
+    params.extend([
+        &c.events as &(dyn ToSql + Sync),
+        &c.bytes_in,
+        &c.bytes_out,
+        &c.errors,
+        &c.client_errors,
+    ]);
+    let mut latency_sets = String::new();
+    if let Some((n, sum, max, hist)) = &c.latency {
+        columns.extend([
+            ("latency_n", "int8"),
+            ("latency_sum", "float8"),
+            ("latency_max", "float8"),
+            ("latency_hist", "jsonb"),
+        ]);
+        params.extend([n as &(dyn ToSql + Sync), sum, max, hist]);
+        sums.extend(["latency_n", "latency_sum"]);
+        latency_sets = ", latency_max = greatest(r.latency_max, excluded.latency_max), \
+                        latency_hist = latency_hist_merge(r.latency_hist, excluded.latency_hist)"
+            .into();
+    }
+    let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    let arrays: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| format!("${}::{t}[]", i + 1))
+        .collect();
+    let sets: Vec<String> = sums
+        .iter()
+        .map(|n| format!("{n} = r.{n} + excluded.{n}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {table} AS r ({names})
+         SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord
+         ON CONFLICT ({key}) DO UPDATE SET {sets}{latency_sets}",
+        names = names.join(", "),
+        arrays = arrays.join(", "),
+        key = key.join(", "),
+        sets = sets.join(", "),
+    );
+    client.execute(&sql, &params).await?;
     Ok(())
 }
 
@@ -419,7 +668,7 @@ pub async fn counts_by_bucket(
     bucket_secs: i64,
     by_service: bool,
 ) -> Result<Vec<BucketCounts>, DbError> {
-    let mut w = filter_sql_on(f, table);
+    let mut w = filter_sql_on(f, table, bucket_secs);
     w.params.push(Box::new(bucket_secs as f64));
     let service = if by_service { "service" } else { "NULL::text" };
     let sql = format!(
@@ -462,7 +711,7 @@ pub struct BucketCounts {
 pub struct BucketHistogram {
     pub t: DateTime<Utc>,
     pub service: Option<String>,
-    pub hist: BTreeMap<i16, i64>,
+    pub hist: latency::Histogram,
     pub max: Option<f64>,
 }
 
@@ -485,62 +734,79 @@ pub async fn latency_by_bucket(
     by_service: bool,
     percentiles: &[f64],
 ) -> Result<LatencyRows, DbError> {
-    let mut w = filter_sql_on(f, table);
+    let mut w = filter_sql_on(f, table, bucket_secs);
     w.params.push(Box::new(bucket_secs as f64));
     let n = w.params.len();
     let service = if by_service { "service" } else { "NULL::text" };
-    match table {
-        Table::Rollup => {
-            // Sum bucket counts in SQL so only one row per histogram bucket crosses the wire.
-            let sql = format!(
-                "WITH g AS (
-                     SELECT date_bin(${n} * interval '1 second', bucket, to_timestamp(0)) AS t, {service} AS s,
-                            latency_hist, latency_max
-                     FROM comm_rollup_1m{where_} AND latency_n > 0)
-                 SELECT t, s, jsonb_object_agg(k, c), max(m)
-                 FROM (SELECT t, s, k, sum(v::int8) AS c, max(latency_max) AS m
-                       FROM g, jsonb_each_text(latency_hist) AS h(k, v) GROUP BY 1, 2, 3) x
-                 GROUP BY 1, 2 ORDER BY 1, 2",
-                where_ = w.sql
-            );
-            let rows = client.query(&sql, &w.refs()).await?;
-            Ok(LatencyRows::Histograms(
-                rows.iter()
-                    .map(|r| {
-                        let mut hist = BTreeMap::new();
-                        latency::from_json(&r.get::<_, serde_json::Value>(2), &mut hist);
-                        BucketHistogram {
-                            t: r.get(0),
-                            service: r.get(1),
-                            hist,
-                            max: r.get(3),
-                        }
-                    })
-                    .collect(),
-            ))
+    if table.is_rollup() {
+        // Histograms are summed here rather than in SQL: expanding jsonb into rows costs far more than parsing
+        // its text once (see `latency::add_json`).
+        let sql = format!(
+            "SELECT date_bin(${n} * interval '1 second', bucket, to_timestamp(0)) AS t, {service} AS s,
+                    latency_hist, latency_max
+             FROM {table}{where_} AND latency_n > 0",
+            table = table.name(),
+            where_ = w.sql
+        );
+        let rows = client.query(&sql, &w.refs()).await?;
+        let mut merged: BTreeMap<(DateTime<Utc>, Option<String>), BucketHistogram> =
+            BTreeMap::new();
+        for r in &rows {
+            let (t, s): (DateTime<Utc>, Option<String>) = (r.get(0), r.get(1));
+            let h = merged
+                .entry((t, s.clone()))
+                .or_insert_with(|| BucketHistogram {
+                    t,
+                    service: s,
+                    hist: latency::Histogram::default(),
+                    max: None,
+                });
+            let json: RawJsonb<'_> = r.get(2);
+            latency::add_json(json.0, &mut h.hist).map_err(DbError::Corrupt)?;
+            if let Some(m) = r.get::<_, Option<f64>>(3) {
+                h.max = Some(h.max.map_or(m, |x: f64| x.max(m)));
+            }
         }
-        Table::Raw => {
-            w.params.push(Box::new(percentiles.to_vec()));
-            let sql = format!(
-                "SELECT date_bin(${n} * interval '1 second', ts, to_timestamp(0)) AS t, {service} AS s, count(*),
-                        percentile_disc(${p}::float8[]) WITHIN GROUP (ORDER BY latency_ms), max(latency_ms)
-                 FROM comm_logs{where_} AND latency_ms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
-                p = n + 1,
-                where_ = w.sql
-            );
-            let rows = client.query(&sql, &w.refs()).await?;
-            Ok(LatencyRows::Exact(
-                rows.iter()
-                    .map(|r| BucketExact {
-                        t: r.get(0),
-                        service: r.get(1),
-                        count: r.get(2),
-                        percentiles: r.get(3),
-                        max: r.get(4),
-                    })
-                    .collect(),
-            ))
+        return Ok(LatencyRows::Histograms(merged.into_values().collect()));
+    }
+    w.params.push(Box::new(percentiles.to_vec()));
+    let sql = format!(
+        "SELECT date_bin(${n} * interval '1 second', ts, to_timestamp(0)) AS t, {service} AS s, count(*),
+                percentile_disc(${p}::float8[]) WITHIN GROUP (ORDER BY latency_ms), max(latency_ms)
+         FROM comm_logs{where_} AND latency_ms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+        p = n + 1,
+        where_ = w.sql
+    );
+    let rows = client.query(&sql, &w.refs()).await?;
+    Ok(LatencyRows::Exact(
+        rows.iter()
+            .map(|r| BucketExact {
+                t: r.get(0),
+                service: r.get(1),
+                count: r.get(2),
+                percentiles: r.get(3),
+                max: r.get(4),
+            })
+            .collect(),
+    ))
+}
+
+/// A `jsonb` value as the text PostgreSQL sends (after its format version byte), unparsed.
+struct RawJsonb<'a>(&'a [u8]);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawJsonb<'a> {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        match raw.split_first() {
+            Some((1, text)) => Ok(RawJsonb(text)),
+            _ => Err("unsupported jsonb format version".into()),
         }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSONB
     }
 }
 
@@ -556,15 +822,19 @@ pub enum TalkerKey {
 }
 
 impl TalkerKey {
-    /// Output columns naming the talker (text), and whether the rollup has them.
-    fn columns(self) -> (&'static [&'static str], &'static str, bool) {
+    /// Output columns naming the talker (text), and the dimensions it groups on.
+    fn columns(self) -> (&'static [&'static str], &'static str, Dims) {
         match self {
-            TalkerKey::SrcIp => (&["src_ip"], "host(src_ip)", false),
-            TalkerKey::DstIp => (&["dst_ip"], "host(dst_ip)", false),
-            TalkerKey::Pair => (&["src_ip", "dst_ip"], "host(src_ip), host(dst_ip)", false),
-            TalkerKey::DstPort => (&["dst_port"], "dst_port::text", true),
-            TalkerKey::Service => (&["service"], "service", true),
-            TalkerKey::Protocol => (&["protocol"], "protocol", true),
+            TalkerKey::SrcIp => (&["src_ip"], "host(src_ip)", Dims::SRC_IP),
+            TalkerKey::DstIp => (&["dst_ip"], "host(dst_ip)", Dims::DST_IP),
+            TalkerKey::Pair => (
+                &["src_ip", "dst_ip"],
+                "host(src_ip), host(dst_ip)",
+                Dims::SRC_IP.with(Dims::DST_IP),
+            ),
+            TalkerKey::DstPort => (&["dst_port"], "dst_port::text", Dims::DST_PORT),
+            TalkerKey::Service => (&["service"], "service", Dims::SERVICE),
+            TalkerKey::Protocol => (&["protocol"], "protocol", Dims::PROTOCOL),
         }
     }
 
@@ -572,7 +842,7 @@ impl TalkerKey {
         self.columns().0
     }
 
-    pub fn in_rollup(self) -> bool {
+    pub fn dims(self) -> Dims {
         self.columns().2
     }
 }
@@ -594,7 +864,8 @@ pub async fn top_talkers(
     by_bytes: bool,
     limit: i64,
 ) -> Result<(Vec<Talker>, Counts), DbError> {
-    let mut w = filter_sql_on(f, table);
+    // No buckets: every tier may answer.
+    let mut w = filter_sql_on(f, table, 86_400);
     let (names, select, _) = by.columns();
     let keys: Vec<String> = (1..=names.len()).map(|i| format!("k{i}")).collect();
     let metric = if by_bytes {
@@ -636,4 +907,79 @@ pub async fn top_talkers(
     let total_sql = format!("SELECT {} FROM {}{}", table.counts(), table.name(), w.sql);
     let total = counts_at(&client.query_one(&total_sql, &w.refs()).await?, 0);
     Ok((top, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3600;
+    const M: i64 = 60;
+
+    #[test]
+    fn segments_cover_the_window_once_from_the_coarsest_tiers() {
+        let day = 1_795_305_600; // 2026-11-22T00:00:00Z
+                                 // 09:43-11:17: minutes, 5 minutes, the 10:00 hour, 5 minutes, minutes.
+        let got = segments(day + 9 * H + 43 * M, day + 11 * H + 17 * M, 86_400);
+        assert_eq!(
+            got,
+            [
+                (60, day + 9 * H + 43 * M, day + 9 * H + 45 * M),
+                (300, day + 9 * H + 45 * M, day + 10 * H),
+                (3600, day + 10 * H, day + 11 * H),
+                (300, day + 11 * H, day + 11 * H + 15 * M),
+                (60, day + 11 * H + 15 * M, day + 11 * H + 17 * M),
+            ]
+        );
+        // A 5-minute bucket never reads hourly rows; a minute bucket reads only minutes.
+        let five: Vec<i32> = segments(day, day + 2 * H, 300)
+            .iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(five, [300]);
+        assert_eq!(segments(day, day + 2 * H, 60), [(60, day, day + 2 * H)]);
+        assert_eq!(segments(day, day + H, 3600), [(3600, day, day + H)]);
+        assert!(segments(day, day, 3600).is_empty());
+        // Any minute-aligned window is covered exactly, without gaps or overlaps.
+        for (from, to) in [(7, 7 + 3), (7, 200), (59, 61), (0, 1440), (13, 1439)] {
+            let segs = segments(day + from * M, day + to * M, 86_400);
+            let mut at = day + from * M;
+            for (res, a, b) in segs {
+                assert_eq!(a, at);
+                assert!(b > a && a % i64::from(res) == 0 && b % i64::from(res) == 0);
+                at = b;
+            }
+            assert_eq!(at, day + to * M);
+        }
+    }
+
+    #[test]
+    fn the_narrowest_table_with_every_dimension_answers() {
+        let f = |q: &str| {
+            let params = q
+                .split('&')
+                .filter(|kv| !kv.is_empty())
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Filters::parse(&params, &["min_latency_ms"], Utc::now()).unwrap()
+        };
+        use Table::*;
+        for (q, group, latency, want) in [
+            ("", Dims::NONE, false, CommRollupService),
+            ("", Dims::NONE, true, CommRollupService),
+            ("service=web", Dims::SERVICE, true, CommRollupService),
+            ("host=a", Dims::NONE, true, CommRollup),
+            ("status=500", Dims::SERVICE, false, CommRollup),
+            ("src=10.0.0.0/8", Dims::NONE, false, CommRollupSrc),
+            ("", Dims::SRC_IP, false, CommRollupSrc),
+            ("src=10.0.0.0/8", Dims::NONE, true, CommLogs),
+            ("dst=10.0.0.1", Dims::NONE, false, CommRollupDst),
+            ("", Dims::SRC_IP.with(Dims::DST_IP), false, CommLogs),
+            ("src=10.0.0.0/8", Dims::SERVICE, false, CommLogs),
+            ("min_latency_ms=5", Dims::NONE, false, CommLogs),
+        ] {
+            assert_eq!(Table::choose(&f(q), group, latency), want, "{q} {group:?}");
+        }
+    }
 }

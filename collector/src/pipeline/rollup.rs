@@ -1,14 +1,21 @@
-//! Per-minute rollup contributions of one COPY, computed from the very rows being copied, so the rollup written
-//! in the same transaction always matches what lands in `comm_logs` (retries, bisection and all).
+//! Rollup contributions of one COPY, computed from the very rows being copied, so the rollups written in the same
+//! transaction always match what lands in `comm_logs` (retries, bisection and all).
 //!
-//! Reading the encoded rows back (length-prefixed fields, see `copy.rs`) costs a hash-map update per row and
-//! needs nothing kept per event between decode and COPY.
+//! Four shapes (see `db/migrations/0003_rollup_tiers.sql`), each at every resolution in [`TIERS`]. Rows are read
+//! back from the encoded COPY buffer (length-prefixed fields, see `copy.rs`): nothing is kept per event between
+//! decode and COPY. Each row costs one hash-map update per shape at minute resolution; the coarser tiers are
+//! summed from those minute groups, which are few.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 
 use crate::query::latency;
+
+/// Bucket widths kept for every rollup, in seconds, finest first.
+pub const TIERS: [i32; 3] = [60, 300, 3600];
 
 /// Microseconds between the Unix epoch and PostgreSQL's (the COPY encoding's timestamp origin).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -18,6 +25,8 @@ const MINUTE_US: i64 = 60_000_000;
 mod col {
     pub const TS: usize = 0;
     pub const PRODUCER: usize = 2;
+    pub const SRC_IP: usize = 3;
+    pub const DST_IP: usize = 5;
     pub const DST_PORT: usize = 6;
     pub const PROTOCOL: usize = 7;
     pub const SERVICE: usize = 8;
@@ -29,11 +38,19 @@ mod col {
     pub const COUNT: usize = 16;
 }
 
-/// The rollup key; field order is the sort order, which is also the order upserts take row locks in.
+/// A rollup key; field order is the sort order, which is also the order upserts take row locks in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key<'a> {
-    /// Minute, in Unix microseconds.
+pub struct Key<D> {
+    /// Bucket width in seconds (one of [`TIERS`]).
+    pub res: i32,
+    /// Bucket start, in Unix microseconds.
     pub bucket_us: i64,
+    pub dims: D,
+}
+
+/// The dimensions of `comm_rollup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Full<'a> {
     pub producer: &'a str,
     pub service: Option<&'a str>,
     pub protocol: Option<&'a str>,
@@ -47,17 +64,90 @@ pub struct Agg {
     pub events: i64,
     pub bytes_in: i64,
     pub bytes_out: i64,
+    /// Status ≥ 500.
+    pub errors: i64,
+    /// Status 400–499.
+    pub client_errors: i64,
     pub latency_n: i64,
     pub latency_sum: f64,
     pub latency_max: Option<f64>,
-    /// Histogram bucket → count (see [`latency`]).
+    /// Histogram bucket → count (see [`latency`]); kept for the shapes that have latency.
     pub hist: BTreeMap<i16, i64>,
 }
 
-/// The aggregated contributions of a set of rows.
+impl Agg {
+    fn merge(&mut self, o: &Agg) {
+        self.events += o.events;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.errors += o.errors;
+        self.client_errors += o.client_errors;
+        self.latency_n += o.latency_n;
+        self.latency_sum += o.latency_sum;
+        self.latency_max = match (self.latency_max, o.latency_max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for (b, c) in &o.hist {
+            *self.hist.entry(*b).or_default() += c;
+        }
+    }
+}
+
+/// One row's values that rollups sum.
+struct Values {
+    bytes_in: i64,
+    bytes_out: i64,
+    status: Option<i32>,
+    latency: Option<f64>,
+}
+
+impl Values {
+    fn add_to(&self, agg: &mut Agg, with_hist: bool) {
+        agg.events += 1;
+        agg.bytes_in += self.bytes_in;
+        agg.bytes_out += self.bytes_out;
+        match self.status {
+            Some(s) if s >= 500 => agg.errors += 1,
+            Some(400..=499) => agg.client_errors += 1,
+            _ => {}
+        }
+        if let Some(ms) = self.latency {
+            agg.latency_n += 1;
+            agg.latency_sum += ms;
+            agg.latency_max = Some(agg.latency_max.map_or(ms, |m| m.max(ms)));
+            if with_hist {
+                *agg.hist.entry(latency::bucket(ms)).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Groups of one shape at every tier, sorted by key.
+pub type Groups<D> = Vec<(Key<D>, Agg)>;
+
+/// Every rollup row one flush adds to.
+#[derive(Debug, Default)]
+pub struct Flush<'a> {
+    pub full: Groups<Full<'a>>,
+    pub service: Groups<Option<&'a str>>,
+    pub src: Groups<Option<IpAddr>>,
+    pub dst: Groups<Option<IpAddr>>,
+}
+
+impl Flush<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.full.is_empty()
+    }
+}
+
+/// The per-minute contributions of a set of rows, before they are summed into the coarser tiers.
 #[derive(Debug, Default)]
 pub struct Rollup<'a> {
-    groups: HashMap<Key<'a>, Agg>,
+    full: HashMap<(i64, Full<'a>), Agg>,
+    service: HashMap<(i64, Option<&'a str>), Agg>,
+    src: HashMap<(i64, Option<IpAddr>), Agg>,
+    dst: HashMap<(i64, Option<IpAddr>), Agg>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,8 +192,8 @@ impl<'a> Rollup<'a> {
                 .ok()
         };
         let ts_us = int8(col::TS)?? + PG_EPOCH_OFFSET_US;
-        let key = Key {
-            bucket_us: ts_us.div_euclid(MINUTE_US) * MINUTE_US,
+        let minute = ts_us.div_euclid(MINUTE_US) * MINUTE_US;
+        let full = Full {
             producer: text(col::PRODUCER)??,
             service: text(col::SERVICE)?,
             protocol: text(col::PROTOCOL)?,
@@ -111,38 +201,91 @@ impl<'a> Rollup<'a> {
             dst_port: int4(col::DST_PORT)?,
             status: int4(col::STATUS)?,
         };
-        let latency = f[col::LATENCY]
-            .map(|b| b.try_into().map(f64::from_be_bytes))
-            .transpose()
-            .ok()?;
-        let agg = self.groups.entry(key).or_default();
-        agg.events += 1;
-        agg.bytes_in += int8(col::BYTES_IN)?.unwrap_or(0);
-        agg.bytes_out += int8(col::BYTES_OUT)?.unwrap_or(0);
-        if let Some(ms) = latency {
-            agg.latency_n += 1;
-            agg.latency_sum += ms;
-            agg.latency_max = Some(agg.latency_max.map_or(ms, |m| m.max(ms)));
-            *agg.hist.entry(latency::bucket(ms)).or_default() += 1;
-        }
+        let v = Values {
+            bytes_in: int8(col::BYTES_IN)?.unwrap_or(0),
+            bytes_out: int8(col::BYTES_OUT)?.unwrap_or(0),
+            status: full.status,
+            latency: f[col::LATENCY]
+                .map(|b| b.try_into().map(f64::from_be_bytes))
+                .transpose()
+                .ok()?,
+        };
+        // A present but unreadable address is a malformed row, unlike a null one.
+        let inet = |i: usize| match f[i] {
+            None => Some(None),
+            Some(b) => read_inet(b).map(Some),
+        };
+        let (src, dst) = (inet(col::SRC_IP)?, inet(col::DST_IP)?);
+        v.add_to(
+            self.service.entry((minute, full.service)).or_default(),
+            true,
+        );
+        v.add_to(self.full.entry((minute, full)).or_default(), true);
+        v.add_to(self.src.entry((minute, src)).or_default(), false);
+        v.add_to(self.dst.entry((minute, dst)).or_default(), false);
         Some(())
     }
 
-    /// Groups sorted by key: upserting in one global order means concurrent writers never deadlock.
-    pub fn into_sorted(self) -> Vec<(Key<'a>, Agg)> {
-        let mut v: Vec<_> = self.groups.into_iter().collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+    /// Every tier's groups, each shape sorted by key: upserting in one global order means concurrent writers
+    /// never deadlock.
+    pub fn into_flush(self) -> Flush<'a> {
+        Flush {
+            full: tiers(self.full),
+            service: tiers(self.service),
+            src: tiers(self.src),
+            dst: tiers(self.dst),
+        }
     }
 }
 
-/// The rollup of every row in `chunks`.
-pub fn of_chunks(chunks: &[Bytes]) -> Result<Vec<(Key<'_>, Agg)>, MalformedRow> {
+/// The minute groups plus their sums per 5 minutes and per hour.
+fn tiers<D: Copy + Ord + Hash>(minutes: HashMap<(i64, D), Agg>) -> Groups<D> {
+    let mut coarse: HashMap<Key<D>, Agg> = HashMap::new();
+    for ((minute, dims), agg) in &minutes {
+        for res in &TIERS[1..] {
+            let width = i64::from(*res) * 1_000_000;
+            let key = Key {
+                res: *res,
+                bucket_us: minute.div_euclid(width) * width,
+                dims: *dims,
+            };
+            coarse.entry(key).or_default().merge(agg);
+        }
+    }
+    let mut v: Groups<D> = minutes
+        .into_iter()
+        .map(|((bucket_us, dims), agg)| {
+            (
+                Key {
+                    res: TIERS[0],
+                    bucket_us,
+                    dims,
+                },
+                agg,
+            )
+        })
+        .chain(coarse)
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The rollups of every row in `chunks`.
+pub fn of_chunks(chunks: &[Bytes]) -> Result<Flush<'_>, MalformedRow> {
     let mut r = Rollup::default();
     for c in chunks {
         r.add_rows(c)?;
     }
-    Ok(r.into_sorted())
+    Ok(r.into_flush())
+}
+
+/// An `inet` in PostgreSQL's binary form: family, bits, is_cidr, length, address.
+fn read_inet(b: &[u8]) -> Option<IpAddr> {
+    match (b.first()?, b.get(4..)?) {
+        (2, a) => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(a).ok()?))),
+        (3, a) => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(a).ok()?))),
+        _ => None,
+    }
 }
 
 fn read_i16(b: &[u8], at: usize) -> Option<i16> {
@@ -170,32 +313,57 @@ mod tests {
     }
 
     #[test]
-    fn groups_by_minute_and_dimensions() {
+    fn groups_by_tier_bucket_and_dimensions() {
         let buf = rows(&[
-            r#"{"timestamp":"2026-11-22T10:00:05Z","service":"web","status":200,"bytes_in":10,"latency_ms":2}"#,
-            r#"{"timestamp":"2026-11-22T10:00:59Z","service":"web","status":200,"bytes_out":7,"latency_ms":8}"#,
-            r#"{"timestamp":"2026-11-22T10:01:00Z","service":"web","status":200}"#,
+            r#"{"timestamp":"2026-11-22T10:00:05Z","service":"web","status":200,"bytes_in":10,"latency_ms":2,"src_ip":"10.0.0.1"}"#,
+            r#"{"timestamp":"2026-11-22T10:00:59Z","service":"web","status":404,"bytes_out":7,"latency_ms":8,"src_ip":"2001:db8::1"}"#,
+            r#"{"timestamp":"2026-11-22T10:01:00Z","service":"web","status":404,"src_ip":"10.0.0.1"}"#,
             r#"{"timestamp":"2026-11-22T10:00:30Z","service":"api","status":500,"latency_ms":0}"#,
         ]);
         let mut r = Rollup::default();
         r.add_rows(&buf).unwrap();
-        let groups = r.into_sorted();
-        assert_eq!(groups.len(), 3);
-        let (k, a) = &groups[1];
+        let flush = r.into_flush();
+        let res: Vec<i32> = flush.full.iter().map(|(k, _)| k.res).collect();
+        assert_eq!(res, [60, 60, 60, 60, 300, 300, 300, 3600, 3600, 3600]);
+        let (k, a) = &flush.full[1];
         assert_eq!(
-            (k.service, k.status, k.producer),
+            (k.dims.service, k.dims.status, k.dims.producer),
             (Some("web"), Some(200), "p")
         );
         assert_eq!(k.bucket_us, 1_795_341_600_000_000);
         assert_eq!(
             (a.events, a.bytes_in, a.bytes_out, a.latency_n),
-            (2, 10, 7, 2)
+            (1, 10, 0, 1)
+        );
+        assert_eq!(flush.full[0].0.dims.service, Some("api"), "sorted by key");
+        assert_eq!(flush.full[0].1.hist.get(&latency::ZERO), Some(&1));
+        assert_eq!(flush.full[0].1.errors, 1);
+        let (k, a) = &flush.full[6];
+        assert_eq!(
+            (k.res, k.dims.service, k.dims.status),
+            (300, Some("web"), Some(404))
+        );
+        assert_eq!((a.events, a.client_errors, a.latency_n), (2, 2, 1));
+
+        // Per service: web has 3 events in the 10:00 hour, with both latencies in its histogram.
+        let (k, a) = flush.service.last().unwrap();
+        assert_eq!((k.res, k.dims), (3600, Some("web")));
+        assert_eq!(
+            (a.events, a.bytes_in, a.bytes_out, a.client_errors),
+            (3, 10, 7, 2)
         );
         assert_eq!((a.latency_sum, a.latency_max), (10.0, Some(8.0)));
         assert_eq!(a.hist.values().sum::<i64>(), 2);
-        assert_eq!(groups[0].0.service, Some("api"), "sorted by key");
-        assert_eq!(groups[0].1.hist.get(&latency::ZERO), Some(&1));
-        assert_eq!(groups[2].1.latency_n, 0);
+
+        // Per source: no histogram; a missing address is its own group.
+        let hour: Vec<_> = flush.src.iter().filter(|(k, _)| k.res == 3600).collect();
+        assert_eq!(hour.len(), 3);
+        assert_eq!(hour[0].0.dims, None);
+        assert_eq!(hour[1].0.dims, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!((hour[1].1.events, hour[1].1.bytes_in), (2, 10));
+        assert_eq!(hour[2].0.dims, Some("2001:db8::1".parse().unwrap()));
+        assert!(flush.src.iter().all(|(_, a)| a.hist.is_empty()));
+        assert_eq!(flush.dst.iter().filter(|(k, _)| k.res == 60).count(), 2);
     }
 
     #[test]

@@ -231,7 +231,7 @@ async fn write_once(
     flush_id: Uuid,
 ) -> Result<(), DbError> {
     // The rollup of exactly these rows, computed before the transaction opens.
-    let groups = rollup::of_chunks(chunks).map_err(|e| DbError::MalformedRows(e.to_string()))?;
+    let rollups = rollup::of_chunks(chunks).map_err(|e| DbError::MalformedRows(e.to_string()))?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if rows > 0 {
@@ -244,7 +244,7 @@ async fn write_once(
         sink.feed(Bytes::from_static(copy::TRAILER)).await?;
         sink.as_mut().finish().await?;
     }
-    queries::upsert_rollup(&tx, &groups).await?;
+    queries::upsert_rollup(&tx, &rollups).await?;
     queries::insert_rejects(&tx, rejects.iter().copied()).await?;
     queries::record_flush(&tx, flush_id, rows, rejects.len()).await?;
     tx.commit().await?;

@@ -31,9 +31,58 @@ pub fn estimate(bucket: i16) -> f64 {
     2.0 * GAMMA.powi(i32::from(bucket)) / (GAMMA + 1.0)
 }
 
+/// A histogram being merged for reading: dense counts over the bucket range seen so far, so that adding the
+/// thousands of stored histograms one answer covers is an index, not a tree walk.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    zeros: i64,
+    /// Bucket of `counts[0]`.
+    lo: i32,
+    counts: Vec<i64>,
+}
+
+impl Histogram {
+    pub fn add(&mut self, bucket: i16, n: i64) {
+        if bucket == ZERO {
+            self.zeros += n;
+            return;
+        }
+        let b = i32::from(bucket);
+        if self.counts.is_empty() {
+            self.lo = b;
+        }
+        if b < self.lo {
+            let grow = (self.lo - b) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.lo = b;
+        }
+        let at = (b - self.lo) as usize;
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0);
+        }
+        self.counts[at] += n;
+    }
+
+    pub fn total(&self) -> i64 {
+        self.zeros + self.counts.iter().sum::<i64>()
+    }
+
+    /// (bucket, count) in ascending order of latency, empty buckets left out.
+    pub fn iter(&self) -> impl Iterator<Item = (i16, i64)> + '_ {
+        std::iter::once((ZERO, self.zeros))
+            .chain(
+                self.counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ((self.lo + i as i32) as i16, *c)),
+            )
+            .filter(|(_, c)| *c != 0)
+    }
+}
+
 /// Nearest-rank percentiles (`ps` in 0..=1) of a histogram; `None` when it is empty.
-pub fn percentiles(hist: &BTreeMap<i16, i64>, ps: &[f64]) -> Option<Vec<f64>> {
-    let n: i64 = hist.values().sum();
+pub fn percentiles(hist: &Histogram, ps: &[f64]) -> Option<Vec<f64>> {
+    let n = hist.total();
     if n == 0 {
         return None;
     }
@@ -42,34 +91,84 @@ pub fn percentiles(hist: &BTreeMap<i16, i64>, ps: &[f64]) -> Option<Vec<f64>> {
             .map(|p| {
                 let rank = ((p * n as f64).ceil() as i64).clamp(1, n);
                 let mut seen = 0;
-                for (b, c) in hist {
+                let mut last = 0.0;
+                for (b, c) in hist.iter() {
                     seen += c;
+                    last = estimate(b);
                     if seen >= rank {
-                        return estimate(*b);
+                        break;
                     }
                 }
-                hist.keys().next_back().map_or(0.0, |b| estimate(*b))
+                last
             })
             .collect(),
     )
 }
 
-/// Parses a histogram stored as `{"<bucket>": count}` (`"z"` marks zero), as the rollup keeps it.
-pub fn from_json(v: &serde_json::Value, into: &mut BTreeMap<i16, i64>) {
-    if let Some(map) = v.as_object() {
-        for (k, c) in map {
-            let b = if k == "z" {
-                Some(ZERO)
-            } else {
-                k.parse::<i16>().ok()
-            };
-            if let (Some(b), Some(c)) = (
-                b,
-                c.as_i64()
-                    .or_else(|| c.as_str().and_then(|s| s.parse().ok())),
-            ) {
-                *into.entry(b).or_default() += c;
-            }
+/// Adds a histogram stored as the jsonb text `{"<bucket>": count, ...}` (`"z"` marks zero), as the rollups keep
+/// it, to `into`. A hand-written scanner: this is the one loop a latency answer spends its time in.
+pub fn add_json(text: &[u8], into: &mut Histogram) -> Result<(), String> {
+    let bad =
+        |at: usize| format!("latency histogram is not {{\"bucket\": count}} JSON at byte {at}");
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while text.get(*i).is_some_and(|c| c.is_ascii_whitespace()) {
+            *i += 1;
+        }
+    };
+    let int = |i: &mut usize| -> Option<i64> {
+        let neg = text.get(*i) == Some(&b'-');
+        if neg {
+            *i += 1;
+        }
+        let start = *i;
+        let mut v: i64 = 0;
+        while let Some(d) = text.get(*i).filter(|c| c.is_ascii_digit()) {
+            v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+            *i += 1;
+        }
+        (*i > start).then_some(if neg { -v } else { v })
+    };
+    skip_ws(&mut i);
+    if text.get(i) != Some(&b'{') {
+        return Err(bad(i));
+    }
+    i += 1;
+    skip_ws(&mut i);
+    if text.get(i) == Some(&b'}') {
+        return Ok(());
+    }
+    loop {
+        skip_ws(&mut i);
+        if text.get(i) != Some(&b'"') {
+            return Err(bad(i));
+        }
+        i += 1;
+        let bucket = if text.get(i) == Some(&b'z') {
+            i += 1;
+            ZERO
+        } else {
+            int(&mut i)
+                .and_then(|b| i16::try_from(b).ok())
+                .ok_or_else(|| bad(i))?
+        };
+        if text.get(i) != Some(&b'"') {
+            return Err(bad(i));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        if text.get(i) != Some(&b':') {
+            return Err(bad(i));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let n = int(&mut i).ok_or_else(|| bad(i))?;
+        into.add(bucket, n);
+        skip_ws(&mut i);
+        match text.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => return Ok(()),
+            _ => return Err(bad(i)),
         }
     }
 }
@@ -109,9 +208,15 @@ mod tests {
     #[test]
     fn percentiles_match_nearest_rank_within_the_bound() {
         let values: Vec<f64> = (1..=1000).map(|i| (i as f64 * 0.731).powf(1.7)).collect();
-        let mut hist = BTreeMap::new();
-        for v in &values {
-            *hist.entry(bucket(*v)).or_default() += 1;
+        let mut hist = Histogram::default();
+        // Added out of order, so the dense range grows both ways.
+        for v in values
+            .iter()
+            .rev()
+            .step_by(2)
+            .chain(values.iter().step_by(2))
+        {
+            hist.add(bucket(*v), 1);
         }
         let ps = [0.5, 0.9, 0.95, 0.99, 1.0];
         let got = percentiles(&hist, &ps).unwrap();
@@ -122,16 +227,39 @@ mod tests {
                 "p{p}: {g} vs {exact}"
             );
         }
-        assert_eq!(percentiles(&BTreeMap::new(), &ps), None);
+        assert_eq!(percentiles(&Histogram::default(), &ps), None);
     }
 
     #[test]
-    fn json_round_trip() {
-        let mut h = BTreeMap::from([(ZERO, 2), (-5, 1), (300, 7)]);
-        let mut back = BTreeMap::new();
-        from_json(&to_json(&h), &mut back);
-        assert_eq!(back, h);
-        from_json(&to_json(&h), &mut h);
-        assert_eq!(h[&300], 14);
+    fn stored_json_adds_up() {
+        let h = BTreeMap::from([(ZERO, 2), (-5, 1), (300, 7)]);
+        let text = to_json(&h).to_string();
+        let mut back = Histogram::default();
+        add_json(text.as_bytes(), &mut back).unwrap();
+        assert_eq!(
+            back.iter().collect::<Vec<_>>(),
+            [(ZERO, 2), (-5, 1), (300, 7)]
+        );
+        // PostgreSQL's own jsonb text: spaces, keys sorted by length.
+        add_json(br#"{"z": 1, "-5": 2, "300": 3}"#, &mut back).unwrap();
+        add_json(b"{}", &mut back).unwrap();
+        assert_eq!(
+            back.iter().collect::<Vec<_>>(),
+            [(ZERO, 3), (-5, 3), (300, 10)]
+        );
+        assert_eq!(back.total(), 16);
+        for bad in [
+            &b"[]"[..],
+            b"{\"x\": 1}",
+            b"{\"1\": }",
+            b"{\"1\": 2",
+            b"{\"99999\": 1}",
+        ] {
+            assert!(
+                add_json(bad, &mut back).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

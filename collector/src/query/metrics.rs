@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::filters::{Filters, ParamError};
 use super::latency;
-use crate::db::queries::{self, Counts, LatencyRows, Table, TalkerKey};
+use crate::db::queries::{self, Counts, Dims, LatencyRows, Table, TalkerKey};
 use crate::db::DbError;
 
 /// Most buckets one answer may hold.
@@ -86,6 +86,14 @@ pub fn parse_group_by(params: &HashMap<String, String>) -> Result<bool, ParamErr
     }
 }
 
+fn group_dims(by_service: bool) -> Dims {
+    if by_service {
+        Dims::SERVICE
+    } else {
+        Dims::NONE
+    }
+}
+
 /// Widens the window to whole buckets (the rollup's grain is a minute), so rollup and raw agree exactly.
 pub fn align(f: &mut Filters, secs: i64) {
     let floor = |t: DateTime<Utc>| {
@@ -111,7 +119,8 @@ pub struct Window {
     pub bucket: &'static str,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    /// `rollup` (per-minute aggregates) or `raw` (comm_logs, when filtering on IPs).
+    /// The table the answer was read from: the narrowest rollup with every dimension the query needs, or
+    /// `comm_logs`.
     pub source: Table,
 }
 
@@ -136,7 +145,7 @@ pub async fn volume(
     f: &Filters,
     bucket: Bucket,
 ) -> Result<Volume, DbError> {
-    let table = Table::for_filters(f);
+    let table = Table::choose(f, Dims::NONE, false);
     let rows = queries::counts_by_bucket(client, f, table, bucket.secs, false).await?;
     let by_t: HashMap<DateTime<Utc>, Counts> = rows.into_iter().map(|r| (r.t, r.counts)).collect();
     let point = |t, c: Counts| VolumePoint {
@@ -230,7 +239,7 @@ pub async fn error_rate(
     bucket: Bucket,
     by_service: bool,
 ) -> Result<ErrorRate, DbError> {
-    let table = Table::for_filters(f);
+    let table = Table::choose(f, group_dims(by_service), false);
     let rows = queries::counts_by_bucket(client, f, table, bucket.secs, by_service).await?;
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, Counts>> = BTreeMap::new();
     let mut overall = Counts::default();
@@ -318,7 +327,7 @@ pub async fn latency(
     bucket: Bucket,
     by_service: bool,
 ) -> Result<LatencyAnswer, DbError> {
-    let table = Table::for_filters(f);
+    let table = Table::choose(f, group_dims(by_service), true);
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>> =
         BTreeMap::new();
     let relative_error =
@@ -330,7 +339,7 @@ pub async fn latency(
                     let p = latency::percentiles(&r.hist, &PERCENTILES).unwrap_or_default();
                     let point = LatencyPoint {
                         t: Some(r.t),
-                        count: r.hist.values().sum(),
+                        count: r.hist.total(),
                         p50: p.first().copied(),
                         p90: p.get(1).copied(),
                         p95: p.get(2).copied(),
@@ -490,11 +499,7 @@ pub async fn top_talkers(
     f: &Filters,
     q: TopQuery,
 ) -> Result<TopTalkers, DbError> {
-    let table = if q.by.in_rollup() {
-        Table::for_filters(f)
-    } else {
-        Table::Raw
-    };
+    let table = Table::choose(f, q.by.dims(), false);
     let (rows, total) = queries::top_talkers(client, f, table, q.by, q.by_bytes, q.limit).await?;
     let total_metric = if q.by_bytes {
         total.bytes_in + total.bytes_out

@@ -64,22 +64,28 @@ async fn volume_equals_sql_with_every_bucket_present() {
     load(&app).await;
     // (filters, SQL condition, expected source)
     let cases = [
-        ("", "true", "rollup"),
+        ("", "true", "comm_rollup_service"),
+        ("&service=dns", "service = 'dns'", "comm_rollup_service"),
         (
             "&service=web&status_class=5xx",
             "service = 'web' AND status BETWEEN 500 AND 599",
-            "rollup",
+            "comm_rollup",
         ),
         (
             "&dst_port=443&producer=producer-a",
             "dst_port = 443 AND producer = 'producer-a'",
-            "rollup",
+            "comm_rollup",
         ),
-        ("&src=10.1.0.0/16", "src_ip <<= '10.1.0.0/16'", "raw"),
+        (
+            "&src=10.1.0.0/16",
+            "src_ip <<= '10.1.0.0/16'",
+            "comm_rollup_src",
+        ),
+        ("&dst=192.0.2.4", "dst_ip = '192.0.2.4'", "comm_rollup_dst"),
         (
             "&src=2001:db8::/32&status=404",
             "family(src_ip) = 6 AND status = 404",
-            "raw",
+            "comm_logs",
         ),
     ];
     for (filter, cond, source) in cases {
@@ -297,102 +303,120 @@ async fn latency_percentiles_within_the_stated_bound_of_exact() {
 async fn top_talkers_equal_sql_by_every_key() {
     let app = spawn_app().await;
     load(&app).await;
-    let w = format!("ts >= '{FROM}' AND ts < '{END}'");
     let cases = [
-        ("by=src_ip", "host(src_ip)", "count(*)", "raw"),
+        ("by=src_ip", "host(src_ip)", "count(*)", "comm_rollup_src"),
         (
             "by=dst_ip&metric=bytes",
             "host(dst_ip)",
             "coalesce(sum(bytes_in), 0) + coalesce(sum(bytes_out), 0)",
-            "raw",
+            "comm_rollup_dst",
         ),
         (
             "by=pair",
             "host(src_ip) || ' ' || host(dst_ip)",
             "count(*)",
-            "raw",
+            "comm_logs",
         ),
         (
             "by=dst_port&metric=bytes",
             "dst_port::text",
             "coalesce(sum(bytes_in), 0) + coalesce(sum(bytes_out), 0)",
-            "rollup",
+            "comm_rollup",
         ),
-        ("by=service", "service", "count(*)", "rollup"),
-        ("by=service&src=10.1.0.0/16", "service", "count(*)", "raw"),
+        ("by=service", "service", "count(*)", "comm_rollup_service"),
+        (
+            "by=src_ip&src=10.1.0.0/16",
+            "host(src_ip)",
+            "count(*)",
+            "comm_rollup_src",
+        ),
+        (
+            "by=service&src=10.1.0.0/16",
+            "service",
+            "count(*)",
+            "comm_logs",
+        ),
     ];
-    for (query, key, metric, source) in cases {
-        let body = ok(
-            &app,
-            &format!("/metrics/top-talkers?from={FROM}&to={END}&limit=5&{query}"),
-        )
-        .await;
-        assert_eq!(body["source"], source, "{query}");
-        let cond = if query.contains("src=") {
-            format!("{w} AND src_ip <<= '10.1.0.0/16'")
-        } else {
-            w.clone()
-        };
-        let want: Vec<(Option<String>, i64)> = app
-            .db
-            .query(
-                &format!(
-                    "SELECT {key} AS k, ({metric})::int8 AS m FROM comm_logs WHERE {cond}
-                     GROUP BY {group} ORDER BY m DESC, {order} LIMIT 5",
-                    group = if key.contains("||") {
-                        "host(src_ip), host(dst_ip)"
-                    } else {
-                        key
-                    },
-                    order = if key.contains("||") {
-                        "host(src_ip) ASC NULLS LAST, host(dst_ip) ASC NULLS LAST"
-                    } else {
-                        "1 ASC NULLS LAST"
-                    },
-                ),
-                &[],
+    // The whole data set (two whole hours), and a window that is read from all three tiers: hour rows for
+    // 10:00-11:00, 5-minute rows for 11:00-11:15 and minute rows for 11:15-11:17 (and empty edges before 10:00).
+    for (from, to) in [
+        (FROM, END),
+        ("2026-11-22T09:43:00Z", "2026-11-22T11:17:00Z"),
+    ] {
+        let w = format!("ts >= '{from}' AND ts < '{to}'");
+        for (query, key, metric, source) in cases {
+            let body = ok(
+                &app,
+                &format!("/metrics/top-talkers?from={from}&to={to}&limit=5&{query}"),
             )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let metric_field = if query.contains("bytes") {
-            "bytes"
-        } else {
-            "events"
-        };
-        let got: Vec<(Option<String>, i64)> = body["top"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                let k = match query {
-                    // `||` in the SQL is NULL when either side is.
-                    q if q.starts_with("by=pair") => t["src_ip"]
-                        .as_str()
-                        .zip(t["dst_ip"].as_str())
-                        .map(|(s, d)| format!("{s} {d}")),
-                    q => t[q.trim_start_matches("by=").split('&').next().unwrap()]
-                        .as_str()
-                        .map(str::to_string),
-                };
-                (k, t[metric_field].as_i64().unwrap())
-            })
-            .collect();
-        assert_eq!(got, want, "{query}");
-        let total = body[if metric_field == "bytes" {
-            "total_bytes"
-        } else {
-            "total_events"
-        }]
-        .as_i64()
-        .unwrap();
-        let share = body["top"][0]["share"].as_f64().unwrap();
-        assert!(
-            (share - want[0].1 as f64 / total as f64).abs() < 1e-12,
-            "{query}"
-        );
+            .await;
+            assert_eq!(body["source"], source, "{query}");
+            let cond = if query.contains("src=") {
+                format!("{w} AND src_ip <<= '10.1.0.0/16'")
+            } else {
+                w.clone()
+            };
+            let want: Vec<(Option<String>, i64)> = app
+                .db
+                .query(
+                    &format!(
+                        "SELECT {key} AS k, ({metric})::int8 AS m FROM comm_logs WHERE {cond}
+                     GROUP BY {group} ORDER BY m DESC, {order} LIMIT 5",
+                        group = if key.contains("||") {
+                            "host(src_ip), host(dst_ip)"
+                        } else {
+                            key
+                        },
+                        order = if key.contains("||") {
+                            "host(src_ip) ASC NULLS LAST, host(dst_ip) ASC NULLS LAST"
+                        } else {
+                            "1 ASC NULLS LAST"
+                        },
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let metric_field = if query.contains("bytes") {
+                "bytes"
+            } else {
+                "events"
+            };
+            let got: Vec<(Option<String>, i64)> = body["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    let k = match query {
+                        // `||` in the SQL is NULL when either side is.
+                        q if q.starts_with("by=pair") => t["src_ip"]
+                            .as_str()
+                            .zip(t["dst_ip"].as_str())
+                            .map(|(s, d)| format!("{s} {d}")),
+                        q => t[q.trim_start_matches("by=").split('&').next().unwrap()]
+                            .as_str()
+                            .map(str::to_string),
+                    };
+                    (k, t[metric_field].as_i64().unwrap())
+                })
+                .collect();
+            assert_eq!(got, want, "{query}");
+            let total = body[if metric_field == "bytes" {
+                "total_bytes"
+            } else {
+                "total_events"
+            }]
+            .as_i64()
+            .unwrap();
+            let share = body["top"][0]["share"].as_f64().unwrap();
+            assert!(
+                (share - want[0].1 as f64 / total as f64).abs() < 1e-12,
+                "{query}"
+            );
+        }
     }
     app.stop().await.unwrap();
 }
@@ -531,7 +555,7 @@ async fn query_cli_answers_as_the_api_does() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines[0],
-        "2026-11-22T10:00:00Z → 2026-11-22T12:00:00Z, from rollup"
+        "2026-11-22T10:00:00Z → 2026-11-22T12:00:00Z, from comm_rollup_service"
     );
     assert!(lines[1].starts_with("service  events  bytes"), "{table}");
     assert_eq!(lines.len(), 2 + 3, "{table}");

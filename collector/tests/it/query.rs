@@ -122,12 +122,12 @@ async fn rollup_equals_the_raw_aggregate() {
     load(&app).await;
     app.assert_rollup_matches_raw().await;
     // The same events again, through another producer and in NDJSON: rollup rows merge (upsert) exactly.
-    let again = app.count("SELECT count(*) FROM comm_rollup_1m").await;
+    let again = app.count("SELECT count(*) FROM comm_rollup").await;
     let (status, _) = app.ingest_json(r#"[{"timestamp":"2026-11-22T10:00:01Z","service":"web","status":200,"dst_port":443,"latency_ms":3}]"#).await;
     assert_eq!(status, 202);
     app.wait_rows(EVENTS as i64 + 1).await;
     assert_eq!(
-        app.count("SELECT count(*) FROM comm_rollup_1m").await,
+        app.count("SELECT count(*) FROM comm_rollup").await,
         again,
         "merged into an existing minute"
     );

@@ -128,31 +128,73 @@ impl TestApp {
         self.count(sql).await
     }
 
-    /// Asserts that comm_rollup_1m holds exactly the per-minute aggregate of comm_logs (both directions).
+    /// Asserts that every rollup table, at every tier, holds exactly what `comm_rollup_rebuild` (SQL over
+    /// comm_logs) computes: counts, bytes, latency sums and the histograms themselves. The writer's rollups are
+    /// restored afterwards (the check runs in a transaction it rolls back).
     pub async fn assert_rollup_matches_raw(&self) {
-        let sql = "
-            WITH raw AS (
-                SELECT date_trunc('minute', ts) AS b, producer, service, protocol, host, dst_port, status,
-                       count(*) AS events, coalesce(sum(bytes_in), 0)::int8 AS bi, coalesce(sum(bytes_out), 0)::int8 AS bo,
-                       count(latency_ms) AS ln, round(coalesce(sum(latency_ms), 0)::numeric, 6) AS ls, max(latency_ms) AS lm
-                FROM comm_logs GROUP BY 1, 2, 3, 4, 5, 6, 7),
-            ru AS (
-                SELECT bucket, producer, service, protocol, host, dst_port, status, events, bytes_in, bytes_out,
-                       latency_n, round(latency_sum::numeric, 6), latency_max
-                FROM comm_rollup_1m)
-            SELECT (SELECT count(*) FROM (SELECT * FROM raw EXCEPT ALL SELECT * FROM ru) x)
-                 + (SELECT count(*) FROM (SELECT * FROM ru EXCEPT ALL SELECT * FROM raw) y)
-                 + (SELECT count(*) FROM comm_rollup_1m r
-                    WHERE latency_n <> (SELECT coalesce(sum(v::int8), 0) FROM jsonb_each_text(r.latency_hist) AS h(k, v)))";
-        assert_eq!(
-            self.count(sql).await,
-            0,
-            "rollup differs from the raw aggregate"
-        );
-        assert!(
-            self.count("SELECT count(*) FROM comm_rollup_1m").await > 0
-                || self.count("SELECT count(*) FROM comm_logs").await == 0
-        );
+        const TABLES: [&str; 4] = [
+            "comm_rollup",
+            "comm_rollup_service",
+            "comm_rollup_src",
+            "comm_rollup_dst",
+        ];
+        let raw = self.count("SELECT count(*) FROM comm_logs").await;
+        let db = &self.db;
+        db.batch_execute("BEGIN").await.unwrap();
+        let mut problems = Vec::new();
+        for t in TABLES {
+            // Every tier sums to the raw row count (so neither side below can be vacuously empty).
+            let per_tier = db
+                .query(
+                    &format!("SELECT res, sum(events)::int8 FROM {t} GROUP BY 1 ORDER BY 1"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let per_tier: Vec<(i32, i64)> = per_tier.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let want: Vec<(i32, i64)> = if raw == 0 {
+                vec![]
+            } else {
+                vec![(60, raw), (300, raw), (3600, raw)]
+            };
+            if per_tier != want {
+                problems.push(format!("{t}: events per tier {per_tier:?}, want {want:?}"));
+            }
+            db.batch_execute(&format!(
+                "CREATE TEMP TABLE written_{t} AS SELECT * FROM {t}"
+            ))
+            .await
+            .unwrap();
+        }
+        db.batch_execute(
+            "SELECT comm_rollup_rebuild(date_trunc('hour', min(ts)), date_trunc('hour', max(ts)) + interval '1 hour')
+             FROM comm_logs HAVING count(*) > 0",
+        )
+        .await
+        .unwrap();
+        for t in TABLES {
+            if t == "comm_rollup" || t == "comm_rollup_service" {
+                // Float sums in another order: equal to 6 decimals.
+                for side in [format!("written_{t}"), t.to_string()] {
+                    db.batch_execute(&format!(
+                        "UPDATE {side} SET latency_sum = round(latency_sum::numeric, 6)"
+                    ))
+                    .await
+                    .unwrap();
+                }
+            }
+            let diff = self
+                .count(&format!(
+                    "SELECT (SELECT count(*) FROM (SELECT * FROM written_{t} EXCEPT ALL SELECT * FROM {t}) a)
+                          + (SELECT count(*) FROM (SELECT * FROM {t} EXCEPT ALL SELECT * FROM written_{t}) b)"
+                ))
+                .await;
+            if diff != 0 {
+                problems.push(format!("{t}: {diff} rows differ from the raw aggregate"));
+            }
+        }
+        db.batch_execute("ROLLBACK").await.unwrap();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     /// Graceful shutdown; returns what the collector's run returned.

@@ -1,0 +1,164 @@
+-- Rollups in three resolutions and four shapes, replacing comm_rollup_1m.
+--
+-- A /metrics answer costs what it reads. One per-minute table over 24 hours is 1440 × (dimension combinations)
+-- rows, and IP questions had to read comm_logs. So every rollup is kept at `res` = 60, 300 and 3600 seconds, and
+-- a query reads whole hours from the hourly rows, whole 5-minute spans from the 5-minute rows and only the
+-- remaining edge minutes from the per-minute rows (query side: db/queries.rs, `Segments`). And there are four
+-- shapes, each query reading the narrowest one that holds every dimension it filters or groups on:
+--
+--   comm_rollup          producer, service, protocol, host, dst_port, status   (counts, latency)
+--   comm_rollup_service  service                                               (counts, latency)
+--   comm_rollup_src      src_ip                                                (counts)
+--   comm_rollup_dst      dst_ip                                                (counts)
+--
+-- Source × destination pairs are not rolled up: their number grows with the traffic's fan-out, close to the
+-- number of events; by=pair reads comm_logs.
+--
+-- All are written by the writer in the same transaction as the COPY (pipeline/rollup.rs), so counts and bytes
+-- equal the raw aggregate exactly. `errors` counts status >= 500 and `client_errors` status 400-499.
+-- Latency is the mergeable histogram described in 0002_rollups.sql (≤ 1% relative error).
+--
+-- Cost at ingest: each flush upserts one row per (tier, minute/5 min/hour, key) it touches. The IP shapes
+-- dominate (a flush touching N distinct sources upserts about 3N rows); BENCHMARKS.md has the measured rates.
+--
+-- Distribution (Citus): each unique key holds a candidate hash column: service, src_ip, dst_ip (comm_rollup:
+-- service).
+
+CREATE TABLE comm_rollup (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    producer      text        NOT NULL,
+    service       text,
+    protocol      text,
+    host          text,
+    dst_port      integer,
+    status        integer,
+    events        bigint      NOT NULL,
+    bytes_in      bigint      NOT NULL,
+    bytes_out     bigint      NOT NULL,
+    errors        bigint      NOT NULL,
+    client_errors bigint      NOT NULL,
+    latency_n     bigint      NOT NULL,
+    latency_sum   double precision NOT NULL,
+    latency_max   double precision,
+    latency_hist  jsonb       NOT NULL,
+    CONSTRAINT comm_rollup_key UNIQUE NULLS NOT DISTINCT
+        (res, bucket, producer, service, protocol, host, dst_port, status)
+);
+
+CREATE TABLE comm_rollup_service (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    service       text,
+    events        bigint      NOT NULL,
+    bytes_in      bigint      NOT NULL,
+    bytes_out     bigint      NOT NULL,
+    errors        bigint      NOT NULL,
+    client_errors bigint      NOT NULL,
+    latency_n     bigint      NOT NULL,
+    latency_sum   double precision NOT NULL,
+    latency_max   double precision,
+    latency_hist  jsonb       NOT NULL,
+    CONSTRAINT comm_rollup_service_key UNIQUE NULLS NOT DISTINCT (res, bucket, service)
+);
+
+CREATE TABLE comm_rollup_src (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    src_ip        inet,
+    events        bigint      NOT NULL,
+    bytes_in      bigint      NOT NULL,
+    bytes_out     bigint      NOT NULL,
+    errors        bigint      NOT NULL,
+    client_errors bigint      NOT NULL,
+    CONSTRAINT comm_rollup_src_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip)
+);
+
+CREATE TABLE comm_rollup_dst (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    dst_ip        inet,
+    events        bigint      NOT NULL,
+    bytes_in      bigint      NOT NULL,
+    bytes_out     bigint      NOT NULL,
+    errors        bigint      NOT NULL,
+    client_errors bigint      NOT NULL,
+    CONSTRAINT comm_rollup_dst_key UNIQUE NULLS NOT DISTINCT (res, bucket, dst_ip)
+);
+
+-- The histogram bucket of a latency, as pipeline/rollup.rs computes it.
+CREATE FUNCTION latency_bucket_key(ms double precision) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN ms <= 0 THEN 'z' ELSE ceil(ln(ms) / ln(1.02))::int::text END
+$$;
+
+-- Recomputes every rollup row of [from_ts, to_ts) (whole hours) from comm_logs, exactly as the writer would have
+-- written it. Used below to carry existing data over, and by operators after editing comm_logs by hand.
+CREATE FUNCTION comm_rollup_rebuild(from_ts timestamptz, to_ts timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r integer;
+BEGIN
+    IF date_trunc('hour', from_ts) <> from_ts OR date_trunc('hour', to_ts) <> to_ts THEN
+        RAISE EXCEPTION 'comm_rollup_rebuild: % and % must be whole hours', from_ts, to_ts;
+    END IF;
+    DELETE FROM comm_rollup WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_service WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_src WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_dst WHERE bucket >= from_ts AND bucket < to_ts;
+    FOREACH r IN ARRAY ARRAY[60, 300, 3600] LOOP
+        INSERT INTO comm_rollup
+        SELECT r, b, producer, service, protocol, host, dst_port, status, sum(n), sum(bi), sum(bo), sum(e), sum(ce),
+               sum(ln), sum(ls), max(lm), coalesce(jsonb_object_agg(k, ln) FILTER (WHERE k IS NOT NULL), '{}')
+        FROM (SELECT date_bin(r * interval '1 second', ts, to_timestamp(0)) AS b, producer, service, protocol, host,
+                     dst_port, status, latency_bucket_key(latency_ms) AS k, count(*) AS n,
+                     coalesce(sum(bytes_in), 0) AS bi, coalesce(sum(bytes_out), 0) AS bo,
+                     count(*) FILTER (WHERE status >= 500) AS e,
+                     count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS ce,
+                     count(latency_ms) AS ln, coalesce(sum(latency_ms), 0) AS ls, max(latency_ms) AS lm
+              FROM comm_logs WHERE ts >= from_ts AND ts < to_ts
+              GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) AS per_latency_bucket
+        GROUP BY b, producer, service, protocol, host, dst_port, status;
+
+        INSERT INTO comm_rollup_service
+        SELECT r, b, service, sum(n), sum(bi), sum(bo), sum(e), sum(ce), sum(ln), sum(ls), max(lm),
+               coalesce(jsonb_object_agg(k, ln) FILTER (WHERE k IS NOT NULL), '{}')
+        FROM (SELECT date_bin(r * interval '1 second', ts, to_timestamp(0)) AS b, service,
+                     latency_bucket_key(latency_ms) AS k, count(*) AS n,
+                     coalesce(sum(bytes_in), 0) AS bi, coalesce(sum(bytes_out), 0) AS bo,
+                     count(*) FILTER (WHERE status >= 500) AS e,
+                     count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS ce,
+                     count(latency_ms) AS ln, coalesce(sum(latency_ms), 0) AS ls, max(latency_ms) AS lm
+              FROM comm_logs WHERE ts >= from_ts AND ts < to_ts
+              GROUP BY 1, 2, 3) AS per_latency_bucket
+        GROUP BY b, service;
+
+        INSERT INTO comm_rollup_src
+        SELECT r, date_bin(r * interval '1 second', ts, to_timestamp(0)), src_ip, count(*),
+               coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
+               count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+        FROM comm_logs WHERE ts >= from_ts AND ts < to_ts GROUP BY 2, 3;
+
+        INSERT INTO comm_rollup_dst
+        SELECT r, date_bin(r * interval '1 second', ts, to_timestamp(0)), dst_ip, count(*),
+               coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
+               count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+        FROM comm_logs WHERE ts >= from_ts AND ts < to_ts GROUP BY 2, 3;
+    END LOOP;
+END
+$$;
+
+-- Carry existing events over, then retire the single-resolution table.
+DO $$
+DECLARE
+    lo timestamptz;
+    hi timestamptz;
+BEGIN
+    SELECT date_trunc('hour', min(ts)), date_trunc('hour', max(ts)) + interval '1 hour' INTO lo, hi FROM comm_logs;
+    IF lo IS NOT NULL THEN
+        PERFORM comm_rollup_rebuild(lo, hi);
+    END IF;
+END
+$$;
+
+DROP TABLE comm_rollup_1m;
