@@ -3,7 +3,7 @@
 -- A /metrics answer costs what it reads. One per-minute table over 24 hours is 1440 × (dimension combinations)
 -- rows, and IP questions had to read comm_logs. So every rollup is kept at `res` = 60, 300 and 3600 seconds, and
 -- a query reads whole hours from the hourly rows, whole 5-minute spans from the 5-minute rows and only the
--- remaining edge minutes from the per-minute rows (query side: db/queries.rs, `Segments`). And there are four
+-- remaining edge minutes from the per-minute rows (query side: db/queries.rs, `segments`). And there are four
 -- shapes, each query reading the narrowest one that holds every dimension it filters or groups on:
 --
 --   comm_rollup          producer, service, protocol, host, dst_port, status   (counts, latency)
@@ -11,8 +11,10 @@
 --   comm_rollup_src      src_ip                                                (counts)
 --   comm_rollup_dst      dst_ip                                                (counts)
 --
--- Source × destination pairs are not rolled up: their number grows with the traffic's fan-out, close to the
--- number of events; by=pair reads comm_logs.
+-- The IP shapes have no minute rows (300 and 3600 only): with many distinct addresses a minute barely aggregates,
+-- and every tier costs about one upserted row per distinct address in a flush. Answers from them are in whole
+-- 5 minutes. Source × destination pairs are not rolled up: their number grows with the traffic's fan-out, close
+-- to the number of events; by=pair reads comm_logs.
 --
 -- All are written by the writer in the same transaction as the COPY (pipeline/rollup.rs), so counts and bytes
 -- equal the raw aggregate exactly. `errors` counts status >= 500 and `client_errors` status 400-499.
@@ -132,6 +134,8 @@ BEGIN
               FROM comm_logs WHERE ts >= from_ts AND ts < to_ts
               GROUP BY 1, 2, 3) AS per_latency_bucket
         GROUP BY b, service;
+
+        CONTINUE WHEN r = 60;  -- the IP shapes keep no minute rows
 
         INSERT INTO comm_rollup_src
         SELECT r, date_bin(r * interval '1 second', ts, to_timestamp(0)), src_ip, count(*),

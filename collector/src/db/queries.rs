@@ -197,17 +197,35 @@ impl Table {
         Table::CommLogs,
     ];
 
-    /// The table answering a query on `dims` (filters and grouping), with latency histograms when `latency`.
-    /// A per-event latency filter needs the raw events.
-    pub fn choose(f: &Filters, group: Dims, latency: bool) -> Table {
+    /// The table answering a query on `dims` (filters and grouping), with latency histograms when `latency`,
+    /// in buckets of `grain` seconds. A per-event latency filter needs the raw events.
+    pub fn choose(f: &Filters, group: Dims, latency: bool, grain: i64) -> Table {
         let need = Dims::of_filters(f).with(group);
         if f.min_latency_ms.is_some() {
             return Table::CommLogs;
         }
         Table::ALL
             .into_iter()
-            .find(|t| t.dims().covers(need) && (!latency || t.has_latency()))
+            .find(|t| {
+                t.dims().covers(need)
+                    && (!latency || t.has_latency())
+                    && grain % i64::from(t.finest()) == 0
+            })
             .unwrap_or(Table::CommLogs)
+    }
+
+    /// Bucket widths this table is kept at (seconds, finest first; see `pipeline::rollup`).
+    fn tiers(self) -> &'static [i32] {
+        match self {
+            Table::CommRollupSrc | Table::CommRollupDst => &rollup::IP_TIERS,
+            Table::CommRollupService | Table::CommRollup => &rollup::TIERS,
+            Table::CommLogs => &[1],
+        }
+    }
+
+    /// Its finest grain in seconds: windows it answers start and end on a multiple.
+    pub fn finest(self) -> i32 {
+        self.tiers()[0]
     }
 
     fn dims(self) -> Dims {
@@ -267,9 +285,10 @@ impl Table {
 }
 
 /// Splits [from, to) (Unix seconds, whole minutes) into spans each read from one rollup tier: whole hours from
-/// the hourly rows, whole 5-minute spans from the 5-minute rows, the rest from the minute rows. Only tiers that
-/// divide `max_res` are used, so that no rollup row straddles an answer's bucket.
-pub fn segments(from: i64, to: i64, max_res: i64) -> Vec<(i32, i64, i64)> {
+/// the hourly rows, whole 5-minute spans from the 5-minute rows, the rest from the minute rows. Only `tiers` that
+/// divide `max_res` are used, so that no rollup row straddles an answer's bucket; [from, to) must be a multiple
+/// of the finest.
+pub fn segments(from: i64, to: i64, max_res: i64, tiers: &[i32]) -> Vec<(i32, i64, i64)> {
     fn split(from: i64, to: i64, tiers: &[i32], out: &mut Vec<(i32, i64, i64)>) {
         let Some((&res, finer)) = tiers.split_last() else {
             return;
@@ -289,7 +308,7 @@ pub fn segments(from: i64, to: i64, max_res: i64) -> Vec<(i32, i64, i64)> {
             split(from, to, finer, out);
         }
     }
-    let tiers: Vec<i32> = rollup::TIERS
+    let tiers: Vec<i32> = tiers
         .iter()
         .copied()
         .filter(|t| i64::from(*t) <= max_res.max(60) && max_res.max(60) % i64::from(*t) == 0)
@@ -303,7 +322,7 @@ pub fn segments(from: i64, to: i64, max_res: i64) -> Vec<(i32, i64, i64)> {
 fn filter_sql_on(f: &Filters, table: Table, max_res: i64) -> Where {
     let mut w = Where::default();
     if table.is_rollup() {
-        let segs = segments(f.from.timestamp(), f.to.timestamp(), max_res);
+        let segs = segments(f.from.timestamp(), f.to.timestamp(), max_res, table.tiers());
         let mut cond = String::from("(");
         let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
         for (i, (res, from, to)) in segs.iter().enumerate() {
@@ -867,28 +886,26 @@ pub async fn top_talkers(
     // No buckets: every tier may answer.
     let mut w = filter_sql_on(f, table, 86_400);
     let (names, select, _) = by.columns();
-    let keys: Vec<String> = (1..=names.len()).map(|i| format!("k{i}")).collect();
     let metric = if by_bytes {
         "bytes_in + bytes_out"
     } else {
         "events"
     };
     w.params.push(Box::new(limit));
+    // Group on the stored values and turn only the groups into text; the total comes from the same groups.
     let sql = format!(
-        "SELECT * FROM (SELECT {select}, {counts} FROM {table}{where_} GROUP BY {group})
-                      AS g({keys}, events, bytes_in, bytes_out, errors, client_errors)
+        "SELECT {select}, events, bytes_in, bytes_out, errors, client_errors,
+                sum(events) OVER ()::int8, sum(bytes_in) OVER ()::int8, sum(bytes_out) OVER ()::int8,
+                sum(errors) OVER ()::int8, sum(client_errors) OVER ()::int8
+         FROM (SELECT {columns}, {counts} FROM {table}{where_} GROUP BY {columns})
+              AS g({columns}, events, bytes_in, bytes_out, errors, client_errors)
          ORDER BY {metric} DESC, {order_keys} LIMIT ${lim}",
+        columns = names.join(", "),
         counts = table.counts(),
         table = table.name(),
         where_ = w.sql,
-        group = (1..=names.len())
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        keys = keys.join(", "),
-        order_keys = keys
-            .iter()
-            .map(|k| format!("{k} ASC NULLS LAST"))
+        order_keys = (1..=names.len())
+            .map(|i| format!("{i} ASC NULLS LAST"))
             .collect::<Vec<_>>()
             .join(", "),
         lim = w.params.len(),
@@ -903,9 +920,9 @@ pub async fn top_talkers(
             counts: counts_at(r, names.len()),
         })
         .collect();
-    w.params.pop();
-    let total_sql = format!("SELECT {} FROM {}{}", table.counts(), table.name(), w.sql);
-    let total = counts_at(&client.query_one(&total_sql, &w.refs()).await?, 0);
+    let total = rows
+        .first()
+        .map_or_else(Counts::default, |r| counts_at(r, names.len() + 5));
     Ok((top, total))
 }
 
@@ -915,12 +932,13 @@ mod tests {
 
     const H: i64 = 3600;
     const M: i64 = 60;
+    const T: [i32; 3] = rollup::TIERS;
 
     #[test]
     fn segments_cover_the_window_once_from_the_coarsest_tiers() {
         let day = 1_795_305_600; // 2026-11-22T00:00:00Z
                                  // 09:43-11:17: minutes, 5 minutes, the 10:00 hour, 5 minutes, minutes.
-        let got = segments(day + 9 * H + 43 * M, day + 11 * H + 17 * M, 86_400);
+        let got = segments(day + 9 * H + 43 * M, day + 11 * H + 17 * M, 86_400, &T);
         assert_eq!(
             got,
             [
@@ -932,17 +950,17 @@ mod tests {
             ]
         );
         // A 5-minute bucket never reads hourly rows; a minute bucket reads only minutes.
-        let five: Vec<i32> = segments(day, day + 2 * H, 300)
+        let five: Vec<i32> = segments(day, day + 2 * H, 300, &T)
             .iter()
             .map(|s| s.0)
             .collect();
         assert_eq!(five, [300]);
-        assert_eq!(segments(day, day + 2 * H, 60), [(60, day, day + 2 * H)]);
-        assert_eq!(segments(day, day + H, 3600), [(3600, day, day + H)]);
-        assert!(segments(day, day, 3600).is_empty());
+        assert_eq!(segments(day, day + 2 * H, 60, &T), [(60, day, day + 2 * H)]);
+        assert_eq!(segments(day, day + H, 3600, &T), [(3600, day, day + H)]);
+        assert!(segments(day, day, 3600, &T).is_empty());
         // Any minute-aligned window is covered exactly, without gaps or overlaps.
         for (from, to) in [(7, 7 + 3), (7, 200), (59, 61), (0, 1440), (13, 1439)] {
-            let segs = segments(day + from * M, day + to * M, 86_400);
+            let segs = segments(day + from * M, day + to * M, 86_400, &T);
             let mut at = day + from * M;
             for (res, a, b) in segs {
                 assert_eq!(a, at);
@@ -951,6 +969,15 @@ mod tests {
             }
             assert_eq!(at, day + to * M);
         }
+        // Without minute rows, a 5-minute-aligned window starts from 5-minute rows.
+        assert_eq!(
+            segments(day + 55 * M, day + 2 * H + 5 * M, 86_400, &rollup::IP_TIERS),
+            [
+                (300, day + 55 * M, day + H),
+                (3600, day + H, day + 2 * H),
+                (300, day + 2 * H, day + 2 * H + 5 * M)
+            ]
+        );
     }
 
     #[test]
@@ -965,21 +992,28 @@ mod tests {
             Filters::parse(&params, &["min_latency_ms"], Utc::now()).unwrap()
         };
         use Table::*;
-        for (q, group, latency, want) in [
-            ("", Dims::NONE, false, CommRollupService),
-            ("", Dims::NONE, true, CommRollupService),
-            ("service=web", Dims::SERVICE, true, CommRollupService),
-            ("host=a", Dims::NONE, true, CommRollup),
-            ("status=500", Dims::SERVICE, false, CommRollup),
-            ("src=10.0.0.0/8", Dims::NONE, false, CommRollupSrc),
-            ("", Dims::SRC_IP, false, CommRollupSrc),
-            ("src=10.0.0.0/8", Dims::NONE, true, CommLogs),
-            ("dst=10.0.0.1", Dims::NONE, false, CommRollupDst),
-            ("", Dims::SRC_IP.with(Dims::DST_IP), false, CommLogs),
-            ("src=10.0.0.0/8", Dims::SERVICE, false, CommLogs),
-            ("min_latency_ms=5", Dims::NONE, false, CommLogs),
+        for (q, group, latency, grain, want) in [
+            ("", Dims::NONE, false, 60, CommRollupService),
+            ("", Dims::NONE, true, 300, CommRollupService),
+            ("service=web", Dims::SERVICE, true, 300, CommRollupService),
+            ("host=a", Dims::NONE, true, 300, CommRollup),
+            ("status=500", Dims::SERVICE, false, 300, CommRollup),
+            ("src=10.0.0.0/8", Dims::NONE, false, 300, CommRollupSrc),
+            ("", Dims::SRC_IP, false, 300, CommRollupSrc),
+            ("src=10.0.0.0/8", Dims::NONE, true, 300, CommLogs),
+            ("dst=10.0.0.1", Dims::NONE, false, 300, CommRollupDst),
+            ("", Dims::SRC_IP.with(Dims::DST_IP), false, 300, CommLogs),
+            ("src=10.0.0.0/8", Dims::SERVICE, false, 300, CommLogs),
+            ("min_latency_ms=5", Dims::NONE, false, 300, CommLogs),
+            // The IP shapes have no minute rows.
+            ("src=10.0.0.0/8", Dims::NONE, false, 60, CommLogs),
+            ("", Dims::DST_IP, false, 3600, CommRollupDst),
         ] {
-            assert_eq!(Table::choose(&f(q), group, latency), want, "{q} {group:?}");
+            assert_eq!(
+                Table::choose(&f(q), group, latency, grain),
+                want,
+                "{q} {group:?} {grain}"
+            );
         }
     }
 }

@@ -14,8 +14,11 @@ use bytes::Bytes;
 
 use crate::query::latency;
 
-/// Bucket widths kept for every rollup, in seconds, finest first.
+/// Bucket widths kept, in seconds, finest first.
 pub const TIERS: [i32; 3] = [60, 300, 3600];
+/// The IP shapes skip the minute: with many distinct addresses their rows barely aggregate at that grain, and each
+/// tier costs about one upserted row per distinct address in a flush.
+pub const IP_TIERS: [i32; 2] = [300, 3600];
 
 /// Microseconds between the Unix epoch and PostgreSQL's (the COPY encoding's timestamp origin).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -230,19 +233,20 @@ impl<'a> Rollup<'a> {
     /// never deadlock.
     pub fn into_flush(self) -> Flush<'a> {
         Flush {
-            full: tiers(self.full),
-            service: tiers(self.service),
-            src: tiers(self.src),
-            dst: tiers(self.dst),
+            full: tiers(self.full, &TIERS),
+            service: tiers(self.service, &TIERS),
+            src: tiers(self.src, &IP_TIERS),
+            dst: tiers(self.dst, &IP_TIERS),
         }
     }
 }
 
-/// The minute groups plus their sums per 5 minutes and per hour.
-fn tiers<D: Copy + Ord + Hash>(minutes: HashMap<(i64, D), Agg>) -> Groups<D> {
+/// The minute groups summed into each of `tiers` (the minute groups themselves when 60 is one).
+fn tiers<D: Copy + Ord + Hash>(minutes: HashMap<(i64, D), Agg>, tiers: &[i32]) -> Groups<D> {
+    let keep_minutes = tiers.first() == Some(&60);
     let mut coarse: HashMap<Key<D>, Agg> = HashMap::new();
     for ((minute, dims), agg) in &minutes {
-        for res in &TIERS[1..] {
+        for res in tiers.iter().filter(|r| **r != 60) {
             let width = i64::from(*res) * 1_000_000;
             let key = Key {
                 res: *res,
@@ -254,6 +258,7 @@ fn tiers<D: Copy + Ord + Hash>(minutes: HashMap<(i64, D), Agg>) -> Groups<D> {
     }
     let mut v: Groups<D> = minutes
         .into_iter()
+        .filter(|_| keep_minutes)
         .map(|((bucket_us, dims), agg)| {
             (
                 Key {
@@ -363,7 +368,11 @@ mod tests {
         assert_eq!((hour[1].1.events, hour[1].1.bytes_in), (2, 10));
         assert_eq!(hour[2].0.dims, Some("2001:db8::1".parse().unwrap()));
         assert!(flush.src.iter().all(|(_, a)| a.hist.is_empty()));
-        assert_eq!(flush.dst.iter().filter(|(k, _)| k.res == 60).count(), 2);
+        assert!(flush.src.iter().chain(&flush.dst).all(|(k, _)| k.res != 60));
+        assert_eq!(
+            flush.dst.iter().map(|(k, _)| k.res).collect::<Vec<_>>(),
+            [300, 3600]
+        );
     }
 
     #[test]

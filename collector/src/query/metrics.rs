@@ -145,7 +145,7 @@ pub async fn volume(
     f: &Filters,
     bucket: Bucket,
 ) -> Result<Volume, DbError> {
-    let table = Table::choose(f, Dims::NONE, false);
+    let table = Table::choose(f, Dims::NONE, false, bucket.secs);
     let rows = queries::counts_by_bucket(client, f, table, bucket.secs, false).await?;
     let by_t: HashMap<DateTime<Utc>, Counts> = rows.into_iter().map(|r| (r.t, r.counts)).collect();
     let point = |t, c: Counts| VolumePoint {
@@ -239,7 +239,7 @@ pub async fn error_rate(
     bucket: Bucket,
     by_service: bool,
 ) -> Result<ErrorRate, DbError> {
-    let table = Table::choose(f, group_dims(by_service), false);
+    let table = Table::choose(f, group_dims(by_service), false, bucket.secs);
     let rows = queries::counts_by_bucket(client, f, table, bucket.secs, by_service).await?;
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, Counts>> = BTreeMap::new();
     let mut overall = Counts::default();
@@ -327,7 +327,7 @@ pub async fn latency(
     bucket: Bucket,
     by_service: bool,
 ) -> Result<LatencyAnswer, DbError> {
-    let table = Table::choose(f, group_dims(by_service), true);
+    let table = Table::choose(f, group_dims(by_service), true, bucket.secs);
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>> =
         BTreeMap::new();
     let relative_error =
@@ -499,7 +499,11 @@ pub async fn top_talkers(
     f: &Filters,
     q: TopQuery,
 ) -> Result<TopTalkers, DbError> {
-    let table = Table::choose(f, q.by.dims(), false);
+    // Ranking sources or destinations from their rollup means a window of whole 5 minutes; the answer says which.
+    let table = Table::choose(f, q.by.dims(), false, 300);
+    let mut f = f.clone();
+    align(&mut f, i64::from(table.finest()).max(60));
+    let f = &f;
     let (rows, total) = queries::top_talkers(client, f, table, q.by, q.by_bytes, q.limit).await?;
     let total_metric = if q.by_bytes {
         total.bytes_in + total.bytes_out

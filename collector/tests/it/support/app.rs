@@ -152,10 +152,10 @@ impl TestApp {
                 .await
                 .unwrap();
             let per_tier: Vec<(i32, i64)> = per_tier.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let want: Vec<(i32, i64)> = if raw == 0 {
-                vec![]
-            } else {
-                vec![(60, raw), (300, raw), (3600, raw)]
+            let want: Vec<(i32, i64)> = match (raw, t.ends_with("_src") || t.ends_with("_dst")) {
+                (0, _) => vec![],
+                (_, true) => vec![(300, raw), (3600, raw)],
+                (_, false) => vec![(60, raw), (300, raw), (3600, raw)],
             };
             if per_tier != want {
                 problems.push(format!("{t}: events per tier {per_tier:?}, want {want:?}"));
