@@ -18,10 +18,16 @@
 --
 -- All are written by the writer in the same transaction as the COPY (pipeline/rollup.rs), so counts and bytes
 -- equal the raw aggregate exactly. `errors` counts status >= 500 and `client_errors` status 400-499.
--- Latency is the mergeable histogram described in 0002_rollups.sql (≤ 1% relative error).
+-- Latency is the mergeable histogram described in 0002_rollups.sql (≤ 1% relative error), now stored as int8[]
+-- pairs {bucket, count, bucket, count, ...} in ascending bucket order, zero latencies under bucket -32768: an
+-- answer over 24 hours merges thousands of them, and arrays cross the wire in binary where jsonb is printed as
+-- text number by number.
 --
 -- Cost at ingest: each flush upserts one row per (tier, minute/5 min/hour, key) it touches. The IP shapes
 -- dominate (a flush touching N distinct sources upserts about 3N rows); BENCHMARKS.md has the measured rates.
+--
+-- Rows are updated in place by every flush that touches them; free space on each page (fillfactor) lets those
+-- updates stay on the page (HOT) instead of touching the index.
 --
 -- Distribution (Citus): each unique key holds a candidate hash column: service, src_ip, dst_ip (comm_rollup:
 -- service).
@@ -43,10 +49,10 @@ CREATE TABLE comm_rollup (
     latency_n     bigint      NOT NULL,
     latency_sum   double precision NOT NULL,
     latency_max   double precision,
-    latency_hist  jsonb       NOT NULL,
+    latency_hist  int8[]      NOT NULL,
     CONSTRAINT comm_rollup_key UNIQUE NULLS NOT DISTINCT
         (res, bucket, producer, service, protocol, host, dst_port, status)
-);
+) WITH (fillfactor = 70);
 
 CREATE TABLE comm_rollup_service (
     res           integer     NOT NULL,
@@ -60,9 +66,9 @@ CREATE TABLE comm_rollup_service (
     latency_n     bigint      NOT NULL,
     latency_sum   double precision NOT NULL,
     latency_max   double precision,
-    latency_hist  jsonb       NOT NULL,
+    latency_hist  int8[]      NOT NULL,
     CONSTRAINT comm_rollup_service_key UNIQUE NULLS NOT DISTINCT (res, bucket, service)
-);
+) WITH (fillfactor = 70);
 
 CREATE TABLE comm_rollup_src (
     res           integer     NOT NULL,
@@ -74,7 +80,7 @@ CREATE TABLE comm_rollup_src (
     errors        bigint      NOT NULL,
     client_errors bigint      NOT NULL,
     CONSTRAINT comm_rollup_src_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip)
-);
+) WITH (fillfactor = 70);
 
 CREATE TABLE comm_rollup_dst (
     res           integer     NOT NULL,
@@ -86,12 +92,28 @@ CREATE TABLE comm_rollup_dst (
     errors        bigint      NOT NULL,
     client_errors bigint      NOT NULL,
     CONSTRAINT comm_rollup_dst_key UNIQUE NULLS NOT DISTINCT (res, bucket, dst_ip)
-);
+) WITH (fillfactor = 70);
 
--- The histogram bucket of a latency, as pipeline/rollup.rs computes it.
-CREATE FUNCTION latency_bucket_key(ms double precision) RETURNS text
+-- The histogram bucket of a latency, as query/latency.rs computes it.
+CREATE FUNCTION latency_bucket(ms double precision) RETURNS int8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN ms <= 0 THEN 'z' ELSE ceil(ln(ms) / ln(1.02))::int::text END
+    SELECT CASE WHEN ms <= 0 THEN -32768 ELSE ceil(ln(ms) / ln(1.02))::int8 END
+$$;
+
+-- {{bucket, count}, ...} (from array_agg(ARRAY[bucket, count] ORDER BY bucket)) as the stored flat pairs.
+CREATE FUNCTION latency_hist_flatten(pairs int8[]) RETURNS int8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(array_agg(x ORDER BY o), '{}') FROM unnest(pairs) WITH ORDINALITY AS u(x, o)
+$$;
+
+-- Adds two histograms bucket by bucket.
+DROP FUNCTION latency_hist_merge(jsonb, jsonb);
+CREATE FUNCTION latency_hist_merge(a int8[], b int8[]) RETURNS int8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT latency_hist_flatten(array_agg(ARRAY[k, n] ORDER BY k))
+    FROM (SELECT h[i] AS k, sum(h[i + 1])::int8 AS n
+          FROM (VALUES (a), (b)) AS x(h), generate_series(1, coalesce(array_length(h, 1), 0), 2) AS i
+          GROUP BY 1) AS s
 $$;
 
 -- Recomputes every rollup row of [from_ts, to_ts) (whole hours) from comm_logs, exactly as the writer would have
@@ -111,9 +133,10 @@ BEGIN
     FOREACH r IN ARRAY ARRAY[60, 300, 3600] LOOP
         INSERT INTO comm_rollup
         SELECT r, b, producer, service, protocol, host, dst_port, status, sum(n), sum(bi), sum(bo), sum(e), sum(ce),
-               sum(ln), sum(ls), max(lm), coalesce(jsonb_object_agg(k, ln) FILTER (WHERE k IS NOT NULL), '{}')
+               sum(ln), sum(ls), max(lm),
+               latency_hist_flatten(array_agg(ARRAY[k, ln] ORDER BY k) FILTER (WHERE k IS NOT NULL))
         FROM (SELECT date_bin(r * interval '1 second', ts, to_timestamp(0)) AS b, producer, service, protocol, host,
-                     dst_port, status, latency_bucket_key(latency_ms) AS k, count(*) AS n,
+                     dst_port, status, latency_bucket(latency_ms) AS k, count(*) AS n,
                      coalesce(sum(bytes_in), 0) AS bi, coalesce(sum(bytes_out), 0) AS bo,
                      count(*) FILTER (WHERE status >= 500) AS e,
                      count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS ce,
@@ -124,9 +147,9 @@ BEGIN
 
         INSERT INTO comm_rollup_service
         SELECT r, b, service, sum(n), sum(bi), sum(bo), sum(e), sum(ce), sum(ln), sum(ls), max(lm),
-               coalesce(jsonb_object_agg(k, ln) FILTER (WHERE k IS NOT NULL), '{}')
+               latency_hist_flatten(array_agg(ARRAY[k, ln] ORDER BY k) FILTER (WHERE k IS NOT NULL))
         FROM (SELECT date_bin(r * interval '1 second', ts, to_timestamp(0)) AS b, service,
-                     latency_bucket_key(latency_ms) AS k, count(*) AS n,
+                     latency_bucket(latency_ms) AS k, count(*) AS n,
                      coalesce(sum(bytes_in), 0) AS bi, coalesce(sum(bytes_out), 0) AS bo,
                      count(*) FILTER (WHERE status >= 500) AS e,
                      count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS ce,

@@ -564,7 +564,7 @@ struct Columns {
 }
 
 /// Count, sum, max and histogram per group.
-type LatencyColumns = (Vec<i64>, Vec<f64>, Vec<Option<f64>>, Vec<serde_json::Value>);
+type LatencyColumns = (Vec<i64>, Vec<f64>, Vec<Option<f64>>, Vec<String>);
 
 impl Columns {
     fn of<D>(groups: &[(rollup::Key<D>, rollup::Agg)], latency: bool) -> Columns {
@@ -590,7 +590,7 @@ impl Columns {
                 n.push(a.latency_n);
                 sum.push(a.latency_sum);
                 max.push(a.latency_max);
-                hist.push(latency::to_json(&a.hist));
+                hist.push(latency::to_pairs_literal(&a.hist));
             }
         }
         c
@@ -607,6 +607,7 @@ async fn upsert_shape(
     if c.res.is_empty() {
         return Ok(());
     }
+    // (column, element type bound)
     let mut columns = vec![("res", "int4"), ("bucket", "timestamptz")];
     columns.extend(dims.iter().map(|(n, t, _)| (*n, *t)));
     let key: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
@@ -627,7 +628,8 @@ async fn upsert_shape(
             ("latency_n", "int8"),
             ("latency_sum", "float8"),
             ("latency_max", "float8"),
-            ("latency_hist", "jsonb"),
+            // Histograms travel as array literals: unnest cannot return an array per row from an array.
+            ("latency_hist", "text"),
         ]);
         params.extend([n as &(dyn ToSql + Sync), sum, max, hist]);
         sums.extend(["latency_n", "latency_sum"]);
@@ -636,6 +638,16 @@ async fn upsert_shape(
             .into();
     }
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    let values: Vec<&str> = names
+        .iter()
+        .map(|n| {
+            if *n == "latency_hist" {
+                "latency_hist::int8[]"
+            } else {
+                n
+            }
+        })
+        .collect();
     let arrays: Vec<String> = columns
         .iter()
         .enumerate()
@@ -647,9 +659,10 @@ async fn upsert_shape(
         .collect();
     let sql = format!(
         "INSERT INTO {table} AS r ({names})
-         SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord
+         SELECT {values} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord
          ON CONFLICT ({key}) DO UPDATE SET {sets}{latency_sets}",
         names = names.join(", "),
+        values = values.join(", "),
         arrays = arrays.join(", "),
         key = key.join(", "),
         sets = sets.join(", "),
@@ -758,8 +771,7 @@ pub async fn latency_by_bucket(
     let n = w.params.len();
     let service = if by_service { "service" } else { "NULL::text" };
     if table.is_rollup() {
-        // Histograms are summed here rather than in SQL: expanding jsonb into rows costs far more than parsing
-        // its text once (see `latency::add_json`).
+        // Histograms are summed here rather than in SQL, where each would be expanded into a row per bucket.
         let sql = format!(
             "SELECT date_bin(${n} * interval '1 second', bucket, to_timestamp(0)) AS t, {service} AS s,
                     latency_hist, latency_max
@@ -780,8 +792,8 @@ pub async fn latency_by_bucket(
                     hist: latency::Histogram::default(),
                     max: None,
                 });
-            let json: RawJsonb<'_> = r.get(2);
-            latency::add_json(json.0, &mut h.hist).map_err(DbError::Corrupt)?;
+            let pairs: Vec<i64> = r.get(2);
+            latency::add_pairs(&pairs, &mut h.hist).map_err(DbError::Corrupt)?;
             if let Some(m) = r.get::<_, Option<f64>>(3) {
                 h.max = Some(h.max.map_or(m, |x: f64| x.max(m)));
             }
@@ -808,25 +820,6 @@ pub async fn latency_by_bucket(
             })
             .collect(),
     ))
-}
-
-/// A `jsonb` value as the text PostgreSQL sends (after its format version byte), unparsed.
-struct RawJsonb<'a>(&'a [u8]);
-
-impl<'a> tokio_postgres::types::FromSql<'a> for RawJsonb<'a> {
-    fn from_sql(
-        _: &tokio_postgres::types::Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        match raw.split_first() {
-            Some((1, text)) => Ok(RawJsonb(text)),
-            _ => Err("unsupported jsonb format version".into()),
-        }
-    }
-
-    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-        *ty == tokio_postgres::types::Type::JSONB
-    }
 }
 
 /// What top talkers are ranked by.

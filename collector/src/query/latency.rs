@@ -5,6 +5,7 @@
 //! the exact latency of the event at that rank (nearest-rank definition: rank ⌈p·n⌉, as `percentile_disc`).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 const GAMMA: f64 = 1.02;
 /// The bucket of latencies of exactly zero.
@@ -105,89 +106,34 @@ pub fn percentiles(hist: &Histogram, ps: &[f64]) -> Option<Vec<f64>> {
     )
 }
 
-/// Adds a histogram stored as the jsonb text `{"<bucket>": count, ...}` (`"z"` marks zero), as the rollups keep
-/// it, to `into`. A hand-written scanner: this is the one loop a latency answer spends its time in.
-pub fn add_json(text: &[u8], into: &mut Histogram) -> Result<(), String> {
-    let bad =
-        |at: usize| format!("latency histogram is not {{\"bucket\": count}} JSON at byte {at}");
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while text.get(*i).is_some_and(|c| c.is_ascii_whitespace()) {
-            *i += 1;
-        }
-    };
-    let int = |i: &mut usize| -> Option<i64> {
-        let neg = text.get(*i) == Some(&b'-');
-        if neg {
-            *i += 1;
-        }
-        let start = *i;
-        let mut v: i64 = 0;
-        while let Some(d) = text.get(*i).filter(|c| c.is_ascii_digit()) {
-            v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
-            *i += 1;
-        }
-        (*i > start).then_some(if neg { -v } else { v })
-    };
-    skip_ws(&mut i);
-    if text.get(i) != Some(&b'{') {
-        return Err(bad(i));
+/// Adds a histogram stored as the rollups keep it, flat pairs `[bucket, count, bucket, count, ...]`, to `into`.
+pub fn add_pairs(pairs: &[i64], into: &mut Histogram) -> Result<(), String> {
+    if pairs.len() % 2 != 0 {
+        return Err(format!(
+            "latency histogram has {} numbers, not pairs",
+            pairs.len()
+        ));
     }
-    i += 1;
-    skip_ws(&mut i);
-    if text.get(i) == Some(&b'}') {
-        return Ok(());
+    for pair in pairs.chunks_exact(2) {
+        let bucket = i16::try_from(pair[0])
+            .map_err(|_| format!("latency histogram bucket {} is out of range", pair[0]))?;
+        into.add(bucket, pair[1]);
     }
-    loop {
-        skip_ws(&mut i);
-        if text.get(i) != Some(&b'"') {
-            return Err(bad(i));
-        }
-        i += 1;
-        let bucket = if text.get(i) == Some(&b'z') {
-            i += 1;
-            ZERO
-        } else {
-            int(&mut i)
-                .and_then(|b| i16::try_from(b).ok())
-                .ok_or_else(|| bad(i))?
-        };
-        if text.get(i) != Some(&b'"') {
-            return Err(bad(i));
-        }
-        i += 1;
-        skip_ws(&mut i);
-        if text.get(i) != Some(&b':') {
-            return Err(bad(i));
-        }
-        i += 1;
-        skip_ws(&mut i);
-        let n = int(&mut i).ok_or_else(|| bad(i))?;
-        into.add(bucket, n);
-        skip_ws(&mut i);
-        match text.get(i) {
-            Some(b',') => i += 1,
-            Some(b'}') => return Ok(()),
-            _ => return Err(bad(i)),
-        }
-    }
+    Ok(())
 }
 
-pub fn to_json(hist: &BTreeMap<i16, i64>) -> serde_json::Value {
-    serde_json::Value::Object(
-        hist.iter()
-            .map(|(b, c)| {
-                (
-                    if *b == ZERO {
-                        "z".to_string()
-                    } else {
-                        b.to_string()
-                    },
-                    serde_json::Value::from(*c),
-                )
-            })
-            .collect(),
-    )
+/// A histogram as the array literal of its stored pairs, in ascending bucket order.
+pub fn to_pairs_literal(hist: &BTreeMap<i16, i64>) -> String {
+    let mut s = String::with_capacity(2 + hist.len() * 10);
+    s.push('{');
+    for (i, (b, c)) in hist.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{b},{c}");
+    }
+    s.push('}');
+    s
 }
 
 #[cfg(test)]
@@ -231,35 +177,20 @@ mod tests {
     }
 
     #[test]
-    fn stored_json_adds_up() {
+    fn stored_pairs_add_up() {
         let h = BTreeMap::from([(ZERO, 2), (-5, 1), (300, 7)]);
-        let text = to_json(&h).to_string();
+        assert_eq!(to_pairs_literal(&h), "{-32768,2,-5,1,300,7}");
+        assert_eq!(to_pairs_literal(&BTreeMap::new()), "{}");
         let mut back = Histogram::default();
-        add_json(text.as_bytes(), &mut back).unwrap();
-        assert_eq!(
-            back.iter().collect::<Vec<_>>(),
-            [(ZERO, 2), (-5, 1), (300, 7)]
-        );
-        // PostgreSQL's own jsonb text: spaces, keys sorted by length.
-        add_json(br#"{"z": 1, "-5": 2, "300": 3}"#, &mut back).unwrap();
-        add_json(b"{}", &mut back).unwrap();
+        add_pairs(&[-32768, 2, -5, 1, 300, 7], &mut back).unwrap();
+        add_pairs(&[-5, 2, 300, 3, -32768, 1], &mut back).unwrap();
+        add_pairs(&[], &mut back).unwrap();
         assert_eq!(
             back.iter().collect::<Vec<_>>(),
             [(ZERO, 3), (-5, 3), (300, 10)]
         );
         assert_eq!(back.total(), 16);
-        for bad in [
-            &b"[]"[..],
-            b"{\"x\": 1}",
-            b"{\"1\": }",
-            b"{\"1\": 2",
-            b"{\"99999\": 1}",
-        ] {
-            assert!(
-                add_json(bad, &mut back).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
+        assert!(add_pairs(&[1, 2, 3], &mut back).is_err());
+        assert!(add_pairs(&[99_999, 1], &mut back).is_err());
     }
 }
