@@ -126,11 +126,11 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
-        name: "error-rate of sources in 10.20.0.0/24",
-        path: "/metrics/error-rate?src=10.20.0.0/24&",
+        name: "error-rate of sources in 10.0.1.0/24",
+        path: "/metrics/error-rate?src=10.0.1.0/24&",
         sql: Some(
             "SELECT date_bin($2::text::interval, ts, to_timestamp(0)), count(*), count(*) FILTER (WHERE status >= 500)
-             FROM comm_logs WHERE ts >= now() - $1::text::interval AND src_ip <<= '10.20.0.0/24' GROUP BY 1",
+             FROM comm_logs WHERE ts >= now() - $1::text::interval AND src_ip <<= '10.0.1.0/24' GROUP BY 1",
         ),
     },
     Case {
@@ -193,7 +193,7 @@ const CASES: &[Case] = &[
         ),
     },
     Case { name: "logs, newest 100", path: "/api/logs?limit=100&", sql: None },
-    Case { name: "logs of one source IP", path: "/api/logs?src=10.20.0.7&limit=100&", sql: None },
+    Case { name: "logs of one source IP", path: "/api/logs?src=10.0.0.7&limit=100&", sql: None },
 ];
 
 /// Rows per rollup table and tier, as a sentence.
