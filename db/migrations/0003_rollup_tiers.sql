@@ -94,6 +94,11 @@ CREATE TABLE comm_rollup_dst (
     CONSTRAINT comm_rollup_dst_key UNIQUE NULLS NOT DISTINCT (res, bucket, dst_ip)
 ) WITH (fillfactor = 70);
 
+-- `src`/`dst` filters (`<<=` a network) read a range of this index instead of every address of every bucket.
+-- Updates leave key columns alone, so they stay HOT all the same.
+CREATE INDEX comm_rollup_src_by_ip ON comm_rollup_src (src_ip, res, bucket);
+CREATE INDEX comm_rollup_dst_by_ip ON comm_rollup_dst (dst_ip, res, bucket);
+
 -- The histogram bucket of a latency, as query/latency.rs computes it.
 CREATE FUNCTION latency_bucket(ms double precision) RETURNS int8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$

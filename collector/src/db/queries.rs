@@ -420,9 +420,23 @@ pub async fn logs(
     limit: i64,
 ) -> Result<Vec<LogRow>, DbError> {
     // Newest first with only BRIN on ts means sorting every row of the window. Instead, look at the newest
-    // minute first and widen ×8 until a window holds a full page (its newest rows are then the newest overall)
-    // or covers the whole range: each try scans a narrow, BRIN-selected slice.
+    // minute that has events first and widen ×8 until a window holds a full page (its newest rows are then the
+    // newest overall) or covers the whole range: each try scans a narrow, BRIN-selected slice. The per-minute
+    // rollup says which minute that is, so a stretch without events costs nothing.
     let top = after.map_or(f.to, |p| us_to_datetime(p.ts_us + 1).min(f.to));
+    let first_minute =
+        us_to_datetime(f.from.timestamp_micros().div_euclid(60_000_000) * 60_000_000);
+    let newest: Option<DateTime<Utc>> = client
+        .query_one(
+            "SELECT max(bucket) FROM comm_rollup_service WHERE res = 60 AND bucket >= $1 AND bucket < $2",
+            &[&first_minute, &top],
+        )
+        .await?
+        .get(0);
+    let Some(newest) = newest else {
+        return Ok(Vec::new());
+    };
+    let top = top.min(newest + chrono::Duration::minutes(1));
     let mut span = chrono::Duration::minutes(1);
     loop {
         let window_from = (top - span).max(f.from);

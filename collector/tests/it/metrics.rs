@@ -157,6 +157,18 @@ async fn volume_equals_sql_with_every_bucket_present() {
     };
     let in_next = app.count("SELECT count(*) FROM comm_logs WHERE service='web' AND status=500 AND ts >= '2026-11-22T10:05:00Z' AND ts < '2026-11-22T10:10:00Z'").await;
     assert_eq!(at("2026-11-22T10:05:00Z"), in_next);
+    // Without `bucket`, an address filter gets the smallest bucket its rollup keeps.
+    let body = ok(
+        &app,
+        &format!("/metrics/volume?from={FROM}&to={END}&src=10.1.0.0/16"),
+    )
+    .await;
+    assert_eq!(
+        (&body["bucket"], &body["source"]),
+        (&Value::from("5m"), &Value::from("comm_rollup_src"))
+    );
+    let body = ok(&app, &format!("/metrics/volume?from={FROM}&to={END}")).await;
+    assert_eq!(body["bucket"], "1m");
     // Empty ranges: all buckets, all zero.
     let body = ok(
         &app,
@@ -347,9 +359,19 @@ async fn top_talkers_equal_sql_by_every_key() {
     // The whole data set (two whole hours), and a window that is read from all three tiers: hour rows for
     // 10:00-11:00, 5-minute rows for 11:00-11:15 and minute rows for 11:15-11:17 (and empty edges before 10:00);
     // the IP shapes, without minute rows, answer for 09:40-11:20.
-    for (from, to) in [
-        (FROM, END),
-        ("2026-11-22T09:43:00Z", "2026-11-22T11:17:00Z"),
+    // A window of 6 hours or more is read from the address rollups in whole hours.
+    for (from, to, ip_window) in [
+        (FROM, END, (FROM, END)),
+        (
+            "2026-11-22T09:43:00Z",
+            "2026-11-22T11:17:00Z",
+            ("2026-11-22T09:40:00Z", "2026-11-22T11:20:00Z"),
+        ),
+        (
+            "2026-11-22T05:43:00Z",
+            "2026-11-22T11:47:00Z",
+            ("2026-11-22T05:00:00Z", "2026-11-22T12:00:00Z"),
+        ),
     ] {
         for (query, key, metric, source) in cases {
             let body = ok(
@@ -361,11 +383,7 @@ async fn top_talkers_equal_sql_by_every_key() {
             // Ranking addresses from their rollup widens the window to whole 5 minutes, and says so.
             let window = (body["from"].as_str().unwrap(), body["to"].as_str().unwrap());
             let ip_shape = source.ends_with("_src") || source.ends_with("_dst");
-            let want_window = if from != FROM && ip_shape {
-                ("2026-11-22T09:40:00Z", "2026-11-22T11:20:00Z")
-            } else {
-                (from, to)
-            };
+            let want_window = if ip_shape { ip_window } else { (from, to) };
             assert_eq!(window, want_window, "{query}");
             let w = format!("ts >= '{}' AND ts < '{}'", window.0, window.1);
             let cond = if query.contains("src=") {
