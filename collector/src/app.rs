@@ -15,6 +15,7 @@ use crate::db::{self, migrate, partitions, DbError};
 use crate::event::Limits;
 use crate::http::{self, AppState};
 use crate::pipeline::batch::BuildLimits;
+use crate::pipeline::compact;
 use crate::pipeline::queue::Queue;
 use crate::pipeline::writer::{self, WriterConfig};
 use crate::telemetry::Stats;
@@ -159,6 +160,12 @@ pub async fn run(
         })
         .collect();
     drop(rx);
+    let compact_stop = CancellationToken::new();
+    let compactor = tokio::spawn(compact::run(
+        pool.clone(),
+        Duration::from_millis(cfg.rollup_compact_ms.max(1)),
+        compact_stop.clone(),
+    ));
     let maintenance_stop = CancellationToken::new();
     let maintenance = tokio::spawn(partitions::maintain(
         pool.clone(),
@@ -205,6 +212,8 @@ pub async fn run(
         .is_ok();
     maintenance_stop.cancel();
     let _ = maintenance.await;
+    compact_stop.cancel();
+    let _ = compactor.await;
     served.map_err(|source| AppError::Io {
         what: "serving HTTP".into(),
         source,

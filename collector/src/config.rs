@@ -101,6 +101,10 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_FLUSH_INTERVAL_MS", default_value_t = 200)]
     pub flush_interval_ms: u64,
 
+    /// How often rollup deltas written with each COPY are merged into the keyed rollup rows, in milliseconds.
+    #[arg(long, env = "COLLECTOR_ROLLUP_COMPACT_MS", default_value_t = 1_000)]
+    pub rollup_compact_ms: u64,
+
     /// Cap of the writers' retry backoff, in milliseconds.
     #[arg(long, env = "COLLECTOR_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]
     pub retry_max_backoff_ms: u64,

@@ -16,18 +16,18 @@
 -- 5 minutes. Source × destination pairs are not rolled up: their number grows with the traffic's fan-out, close
 -- to the number of events; by=pair reads comm_logs.
 --
--- All are written by the writer in the same transaction as the COPY (pipeline/rollup.rs), so counts and bytes
--- equal the raw aggregate exactly. `errors` counts status >= 500 and `client_errors` status 400-499.
+-- All are computed by the writer from the rows it copies (pipeline/rollup.rs) and written in the same transaction
+-- as the COPY (as deltas, see below), so counts and bytes equal the raw aggregate exactly. `errors` counts status >= 500 and `client_errors` status 400-499.
 -- Latency is the mergeable histogram described in 0002_rollups.sql (≤ 1% relative error), now stored as int8[]
 -- pairs {bucket, count, bucket, count, ...} in ascending bucket order, zero latencies under bucket -32768: an
 -- answer over 24 hours merges thousands of them, and arrays cross the wire in binary where jsonb is printed as
 -- text number by number.
 --
--- Cost at ingest: each flush upserts one row per (tier, minute/5 min/hour, key) it touches. The IP shapes
--- dominate (a flush touching N distinct sources upserts about 3N rows); BENCHMARKS.md has the measured rates.
+-- Cost at ingest: each flush appends one delta row per (tier, bucket, key) it touches. The IP shapes dominate
+-- (a flush touching N distinct sources appends about 2N rows); BENCHMARKS.md has the measured rates.
 --
--- Rows are updated in place by every flush that touches them; free space on each page (fillfactor) lets those
--- updates stay on the page (HOT) instead of touching the index.
+-- Rows are updated in place by every compaction that touches them; free space on each page (fillfactor) lets
+-- those updates stay on the page (HOT) instead of touching the index.
 --
 -- Distribution (Citus): each unique key holds a candidate hash column: service, src_ip, dst_ip (comm_rollup:
 -- service).
@@ -94,6 +94,16 @@ CREATE TABLE comm_rollup_dst (
     CONSTRAINT comm_rollup_dst_key UNIQUE NULLS NOT DISTINCT (res, bucket, dst_ip)
 ) WITH (fillfactor = 70);
 
+-- Writers do not update these tables. Each flush appends its contributions to a `_delta` twin in the COPY's
+-- transaction (a plain insert: no conflicts, no row locks, no histogram merge), and one compactor moves the
+-- deltas into the keyed rows every second or so, deleting them in the same transaction (pipeline/compact.rs).
+-- Queries read a table together with its delta, so either copy of a contribution is seen, never both. Merging
+-- at ingest instead cost 4 writers a histogram merge and a row lock per key per flush, and halved the rate.
+CREATE TABLE comm_rollup_delta (LIKE comm_rollup INCLUDING DEFAULTS);
+CREATE TABLE comm_rollup_service_delta (LIKE comm_rollup_service INCLUDING DEFAULTS);
+CREATE TABLE comm_rollup_src_delta (LIKE comm_rollup_src INCLUDING DEFAULTS);
+CREATE TABLE comm_rollup_dst_delta (LIKE comm_rollup_dst INCLUDING DEFAULTS);
+
 -- `src`/`dst` filters (`<<=` a network) read a range of this index instead of every address of every bucket.
 -- Updates leave key columns alone, so they stay HOT all the same.
 CREATE INDEX comm_rollup_src_by_ip ON comm_rollup_src (src_ip, res, bucket);
@@ -135,6 +145,10 @@ BEGIN
     DELETE FROM comm_rollup_service WHERE bucket >= from_ts AND bucket < to_ts;
     DELETE FROM comm_rollup_src WHERE bucket >= from_ts AND bucket < to_ts;
     DELETE FROM comm_rollup_dst WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_service_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_src_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_dst_delta WHERE bucket >= from_ts AND bucket < to_ts;
     FOREACH r IN ARRAY ARRAY[60, 300, 3600] LOOP
         INSERT INTO comm_rollup
         SELECT r, b, producer, service, protocol, host, dst_port, status, sum(n), sum(bi), sum(bo), sum(e), sum(ce),

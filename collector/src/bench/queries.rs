@@ -29,6 +29,13 @@ pub async fn load(pool: &Pool, cfg: &ServeConfig, rows: usize, seed: u64) -> any
     let next = Arc::new(AtomicUsize::new(0));
     let batches = rows.div_ceil(LOAD_BATCH);
     let started = Instant::now();
+    // The collector's own compactor keeps the rollup deltas small as they are written.
+    let compact_stop = tokio_util::sync::CancellationToken::new();
+    let compactor = tokio::spawn(crate::pipeline::compact::run(
+        pool.clone(),
+        Duration::from_millis(cfg.rollup_compact_ms.max(1)),
+        compact_stop.clone(),
+    ));
     let mut tasks = Vec::new();
     // Generation and encoding take a core; two loaders keep the database busy meanwhile.
     for _ in 0..2 {
@@ -63,6 +70,8 @@ pub async fn load(pool: &Pool, cfg: &ServeConfig, rows: usize, seed: u64) -> any
     for t in tasks {
         t.await??;
     }
+    compact_stop.cancel();
+    compactor.await?;
     let secs = started.elapsed().as_secs_f64();
     // Upserts leave a dead version of a rollup row per flush; autovacuum would clear them on a live system.
     pool.get().await?.batch_execute("VACUUM ANALYZE").await?;
@@ -228,7 +237,9 @@ pub async fn run(
     rows: usize,
     seed: u64,
 ) -> anyhow::Result<String> {
-    eprintln!("Loading {rows} events over 24 hours (COPY + rollup) ...");
+    eprintln!(
+        "Loading {rows} events over 24 hours (COPY + rollup deltas, compacted as they come) ..."
+    );
     let load_rate = load(pool, cfg, rows, seed).await?;
     let collector = super::Collector::start(cfg, url).await?;
     let addr = collector.addr;

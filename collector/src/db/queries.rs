@@ -254,12 +254,21 @@ impl Table {
         self != Table::CommLogs
     }
 
+    /// What a query reads: a rollup together with its not yet compacted deltas (see `pipeline::compact`).
     fn name(self) -> &'static str {
         match self {
-            Table::CommRollupService => "comm_rollup_service",
-            Table::CommRollupSrc => "comm_rollup_src",
-            Table::CommRollupDst => "comm_rollup_dst",
-            Table::CommRollup => "comm_rollup",
+            Table::CommRollupService => {
+                "(SELECT * FROM comm_rollup_service UNION ALL SELECT * FROM comm_rollup_service_delta) AS r"
+            }
+            Table::CommRollupSrc => {
+                "(SELECT * FROM comm_rollup_src UNION ALL SELECT * FROM comm_rollup_src_delta) AS r"
+            }
+            Table::CommRollupDst => {
+                "(SELECT * FROM comm_rollup_dst UNION ALL SELECT * FROM comm_rollup_dst_delta) AS r"
+            }
+            Table::CommRollup => {
+                "(SELECT * FROM comm_rollup UNION ALL SELECT * FROM comm_rollup_delta) AS r"
+            }
             Table::CommLogs => "comm_logs",
         }
     }
@@ -428,7 +437,9 @@ pub async fn logs(
         us_to_datetime(f.from.timestamp_micros().div_euclid(60_000_000) * 60_000_000);
     let newest: Option<DateTime<Utc>> = client
         .query_one(
-            "SELECT max(bucket) FROM comm_rollup_service WHERE res = 60 AND bucket >= $1 AND bucket < $2",
+            "SELECT max(bucket) FROM (SELECT bucket, res FROM comm_rollup_service
+                                     UNION ALL SELECT bucket, res FROM comm_rollup_service_delta) AS r
+             WHERE res = 60 AND bucket >= $1 AND bucket < $2",
             &[&first_minute, &top],
         )
         .await?
@@ -504,15 +515,36 @@ async fn logs_since(
         .collect())
 }
 
-/// Adds one flush's rollup groups to every rollup table (each shape sorted by key, and the shapes always in this
-/// order, so concurrent writers take row locks in one global order; see `pipeline::rollup`).
-pub async fn upsert_rollup(
+/// How rollup groups are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Appended to the `_delta` tables: what a writer does in its COPY's transaction.
+    Delta,
+    /// Added into the keyed rows: what the compactor does with the deltas it takes.
+    Merge,
+}
+
+/// Appends one flush's rollup groups to the `_delta` tables (see `pipeline::compact`).
+pub async fn insert_rollup_deltas(
     client: &impl GenericClient,
     flush: &rollup::Flush<'_>,
 ) -> Result<(), DbError> {
-    if flush.is_empty() {
-        return Ok(());
-    }
+    write_rollup(client, flush, Write::Delta).await
+}
+
+/// Adds groups into the keyed rollup rows (each shape sorted by key, the shapes always in this order).
+pub async fn merge_rollup(
+    client: &impl GenericClient,
+    flush: &rollup::Flush<'_>,
+) -> Result<(), DbError> {
+    write_rollup(client, flush, Write::Merge).await
+}
+
+async fn write_rollup(
+    client: &impl GenericClient,
+    flush: &rollup::Flush<'_>,
+    how: Write,
+) -> Result<(), DbError> {
     let (mut producer, mut service, mut protocol, mut host) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut dst_port, mut status) = (Vec::new(), Vec::new());
@@ -524,9 +556,10 @@ pub async fn upsert_rollup(
         dst_port.push(k.dims.dst_port);
         status.push(k.dims.status);
     }
-    upsert_shape(
+    write_shape(
         client,
         "comm_rollup",
+        how,
         &[
             ("producer", "text", &producer),
             ("service", "text", &service),
@@ -539,29 +572,152 @@ pub async fn upsert_rollup(
     )
     .await?;
     let service: Vec<_> = flush.service.iter().map(|(k, _)| k.dims).collect();
-    upsert_shape(
+    write_shape(
         client,
         "comm_rollup_service",
+        how,
         &[("service", "text", &service)],
         &Columns::of(&flush.service, true),
     )
     .await?;
     let src: Vec<_> = flush.src.iter().map(|(k, _)| k.dims).collect();
-    upsert_shape(
+    write_shape(
         client,
         "comm_rollup_src",
+        how,
         &[("src_ip", "inet", &src)],
         &Columns::of(&flush.src, false),
     )
     .await?;
     let dst: Vec<_> = flush.dst.iter().map(|(k, _)| k.dims).collect();
-    upsert_shape(
+    write_shape(
         client,
         "comm_rollup_dst",
+        how,
         &[("dst_ip", "inet", &dst)],
         &Columns::of(&flush.dst, false),
     )
     .await
+}
+
+/// Rows of the `_delta` tables, deleted as they are read (the caller's transaction decides whether for good).
+pub struct Deltas {
+    pub full: Vec<tokio_postgres::Row>,
+    pub service: Vec<tokio_postgres::Row>,
+    pub src: Vec<tokio_postgres::Row>,
+    pub dst: Vec<tokio_postgres::Row>,
+}
+
+const COUNT_COLUMNS: &str = "events, bytes_in, bytes_out, errors, client_errors";
+const LATENCY_COLUMNS: &str = "latency_n, latency_sum, latency_max, latency_hist";
+
+/// Deletes and returns every delta row: `res, bucket, <dims>, <counts>[, <latency>]` (see [`delta_groups`]).
+pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, DbError> {
+    let take = |table: &str, dims: &str, latency: bool| {
+        format!(
+            "DELETE FROM {table}_delta RETURNING res, bucket, {dims}, {COUNT_COLUMNS}{}",
+            if latency {
+                format!(", {LATENCY_COLUMNS}")
+            } else {
+                String::new()
+            }
+        )
+    };
+    Ok(Deltas {
+        full: client
+            .query(
+                &take(
+                    "comm_rollup",
+                    "producer, service, protocol, host, dst_port, status",
+                    true,
+                ),
+                &[],
+            )
+            .await?,
+        service: client
+            .query(&take("comm_rollup_service", "service", true), &[])
+            .await?,
+        src: client
+            .query(&take("comm_rollup_src", "src_ip", false), &[])
+            .await?,
+        dst: client
+            .query(&take("comm_rollup_dst", "dst_ip", false), &[])
+            .await?,
+    })
+}
+
+impl Deltas {
+    pub fn len(&self) -> usize {
+        self.full.len() + self.service.len() + self.src.len() + self.dst.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The deltas summed per key.
+    pub fn groups(&self) -> Result<rollup::Flush<'_>, DbError> {
+        let full = delta_groups(&self.full, 6, true, |r| {
+            Ok(rollup::Full {
+                producer: r.try_get(2)?,
+                service: r.try_get(3)?,
+                protocol: r.try_get(4)?,
+                host: r.try_get(5)?,
+                dst_port: r.try_get(6)?,
+                status: r.try_get(7)?,
+            })
+        })?;
+        Ok(rollup::Flush {
+            full,
+            service: delta_groups(&self.service, 1, true, |r| r.try_get(2))?,
+            src: delta_groups(&self.src, 1, false, |r| r.try_get(2))?,
+            dst: delta_groups(&self.dst, 1, false, |r| r.try_get(2))?,
+        })
+    }
+}
+
+/// Sums delta rows with `ndims` key columns after `res, bucket` into sorted groups.
+fn delta_groups<'r, D: Copy + Ord + std::hash::Hash>(
+    rows: &'r [tokio_postgres::Row],
+    ndims: usize,
+    latency: bool,
+    dims: impl Fn(&'r tokio_postgres::Row) -> Result<D, tokio_postgres::Error>,
+) -> Result<rollup::Groups<D>, DbError> {
+    let mut groups: std::collections::HashMap<rollup::Key<D>, rollup::Agg> =
+        std::collections::HashMap::new();
+    for r in rows {
+        let bucket: DateTime<Utc> = r.try_get(1)?;
+        let key = rollup::Key {
+            res: r.try_get(0)?,
+            bucket_us: bucket.timestamp_micros(),
+            dims: dims(r)?,
+        };
+        let at = 2 + ndims;
+        let mut a = rollup::Agg {
+            events: r.try_get(at)?,
+            bytes_in: r.try_get(at + 1)?,
+            bytes_out: r.try_get(at + 2)?,
+            errors: r.try_get(at + 3)?,
+            client_errors: r.try_get(at + 4)?,
+            ..Default::default()
+        };
+        if latency {
+            a.latency_n = r.try_get(at + 5)?;
+            a.latency_sum = r.try_get(at + 6)?;
+            a.latency_max = r.try_get(at + 7)?;
+            let pairs: Vec<i64> = r.try_get(at + 8)?;
+            for pair in pairs.chunks(2) {
+                match (pair.first().map(|b| i16::try_from(*b)), pair.get(1)) {
+                    (Some(Ok(b)), Some(n)) => *a.hist.entry(b).or_default() += n,
+                    _ => return Err(DbError::Corrupt(format!("latency histogram {pairs:?}"))),
+                }
+            }
+        }
+        groups.entry(key).or_default().merge(&a);
+    }
+    let mut v: rollup::Groups<D> = groups.into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
 }
 
 /// The key time and the summed values of a shape's groups, as arrays to bind.
@@ -611,10 +767,11 @@ impl Columns {
     }
 }
 
-/// Upserts one shape: `dims` are (column, element type, values) of its key after `res, bucket`.
-async fn upsert_shape(
+/// Writes one shape: `dims` are (column, element type, values) of its key after `res, bucket`.
+async fn write_shape(
     client: &impl GenericClient,
     table: &str,
+    how: Write,
     dims: &[(&str, &str, &(dyn ToSql + Sync))],
     c: &Columns,
 ) -> Result<(), DbError> {
@@ -671,16 +828,25 @@ async fn upsert_shape(
         .iter()
         .map(|n| format!("{n} = r.{n} + excluded.{n}"))
         .collect();
-    let sql = format!(
-        "INSERT INTO {table} AS r ({names})
-         SELECT {values} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord
-         ON CONFLICT ({key}) DO UPDATE SET {sets}{latency_sets}",
+    let insert = format!(
+        "SELECT {values} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord",
         names = names.join(", "),
         values = values.join(", "),
         arrays = arrays.join(", "),
-        key = key.join(", "),
-        sets = sets.join(", "),
     );
+    let sql = match how {
+        Write::Delta => format!(
+            "INSERT INTO {table}_delta ({names}) {insert}",
+            names = names.join(", ")
+        ),
+        Write::Merge => format!(
+            "INSERT INTO {table} AS r ({names}) {insert}
+             ON CONFLICT ({key}) DO UPDATE SET {sets}{latency_sets}",
+            names = names.join(", "),
+            key = key.join(", "),
+            sets = sets.join(", "),
+        ),
+    };
     client.execute(&sql, &params).await?;
     Ok(())
 }

@@ -79,7 +79,7 @@ pub struct Agg {
 }
 
 impl Agg {
-    fn merge(&mut self, o: &Agg) {
+    pub fn merge(&mut self, o: &Agg) {
         self.events += o.events;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;

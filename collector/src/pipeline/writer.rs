@@ -244,7 +244,7 @@ async fn write_once(
         sink.feed(Bytes::from_static(copy::TRAILER)).await?;
         sink.as_mut().finish().await?;
     }
-    queries::upsert_rollup(&tx, &rollups).await?;
+    queries::insert_rollup_deltas(&tx, &rollups).await?;
     queries::insert_rejects(&tx, rejects.iter().copied()).await?;
     queries::record_flush(&tx, flush_id, rows, rejects.len()).await?;
     tx.commit().await?;

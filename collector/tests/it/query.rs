@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::support::{spawn_app, TestApp};
+use crate::support::{spawn_app, spawn_app_with, TestApp};
 
 use crate::support::data::{load, END, EVENTS};
 
@@ -121,18 +121,64 @@ async fn rollup_equals_the_raw_aggregate() {
     let app = spawn_app().await;
     load(&app).await;
     app.assert_rollup_matches_raw().await;
-    // The same events again, through another producer and in NDJSON: rollup rows merge (upsert) exactly.
-    let again = app.count("SELECT count(*) FROM comm_rollup").await;
+    // One more event in an existing minute, with existing dimensions: compaction merges it into existing rows.
+    let rows = app.count("SELECT count(*) FROM comm_rollup").await;
     let (status, _) = app.ingest_json(r#"[{"timestamp":"2026-11-22T10:00:01Z","service":"web","status":200,"dst_port":443,"latency_ms":3}]"#).await;
     assert_eq!(status, 202);
     app.wait_rows(EVENTS as i64 + 1).await;
+    app.assert_rollup_matches_raw().await;
     assert_eq!(
         app.count("SELECT count(*) FROM comm_rollup").await,
-        again,
+        rows,
         "merged into an existing minute"
     );
+    app.stop().await.unwrap();
+}
+
+/// Answers read the rollup deltas not yet compacted, and the same answers after compaction.
+#[tokio::test]
+async fn answers_are_the_same_before_and_after_compaction() {
+    let app = spawn_app_with(|c| c.rollup_compact_ms = 3_600_000).await;
+    load(&app).await;
+    let deltas = "SELECT count(*) FROM comm_rollup_service_delta";
+    assert!(app.count(deltas).await > 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM comm_rollup_service").await,
+        0
+    );
+    let paths = [
+        format!("/metrics/volume?from=2026-11-22T10:00:00Z&to={END}&bucket=5m"),
+        format!("/metrics/latency?from=2026-11-22T10:00:00Z&to={END}&bucket=1h&group_by=service"),
+        format!("/metrics/top-talkers?from=2026-11-22T10:00:00Z&to={END}&by=src_ip&limit=20"),
+        format!("/metrics/error-rate?from=2026-11-22T10:00:00Z&to={END}&src=10.1.0.0/16"),
+    ];
+    let mut before = Vec::new();
+    for p in &paths {
+        before.push(metrics_get(&app, p).await);
+    }
+    let total: i64 = before[0]["total"]["events"].as_i64().unwrap();
+    assert_eq!(total, EVENTS as i64);
+    let pool = collector::db::pool(&app.db_url, 1).unwrap();
+    let moved = collector::pipeline::compact::once(&pool).await.unwrap();
+    assert!(moved > 0);
+    assert_eq!(app.count(deltas).await, 0);
+    for (p, b) in paths.iter().zip(&before) {
+        assert_eq!(&metrics_get(&app, p).await, b, "{p}");
+    }
     app.assert_rollup_matches_raw().await;
     app.stop().await.unwrap();
+}
+
+async fn metrics_get(app: &TestApp, path: &str) -> Value {
+    let r = app
+        .http
+        .get(format!("{}{path}", app.url))
+        .header("x-api-key", crate::support::app::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
 }
 
 #[tokio::test]

@@ -138,6 +138,16 @@ impl TestApp {
             "comm_rollup_src",
             "comm_rollup_dst",
         ];
+        // The writers append deltas; the compactor moves them into the keyed rows within a second or so.
+        let deltas = "SELECT (SELECT count(*) FROM comm_rollup_delta) + (SELECT count(*) FROM comm_rollup_service_delta)
+                    + (SELECT count(*) FROM comm_rollup_src_delta) + (SELECT count(*) FROM comm_rollup_dst_delta)";
+        for _ in 0..600 {
+            if self.count(deltas).await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(self.count(deltas).await, 0, "deltas not compacted");
         let raw = self.count("SELECT count(*) FROM comm_logs").await;
         let db = &self.db;
         db.batch_execute("BEGIN").await.unwrap();

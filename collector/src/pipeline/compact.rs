@@ -1,0 +1,44 @@
+//! Moves rollup deltas into the keyed rollup rows.
+//!
+//! Writers append each flush's rollup contributions to the `_delta` tables inside the COPY's transaction, which
+//! costs them neither row locks nor histogram merges. This task, the only one updating the keyed rows, takes
+//! every delta (`DELETE ... RETURNING`), sums them per key here, and adds the sums to the keyed rows in the same
+//! transaction: a contribution is in exactly one of the two places at any moment, and queries read both.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{queries, DbError};
+
+/// Compacts every `every` until `shutdown`, then once more (after the writers have drained, when the caller
+/// cancels last).
+pub async fn run(pool: Pool, every: Duration, shutdown: CancellationToken) {
+    loop {
+        let stop = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(every) => false,
+        };
+        if let Err(e) = once(&pool).await {
+            tracing::warn!(error = %e, "Rollup compaction failed; the deltas stay and are retried");
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// One compaction; returns the delta rows moved.
+pub async fn once(pool: &Pool) -> Result<usize, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let deltas = queries::take_rollup_deltas(&tx).await?;
+    if deltas.is_empty() {
+        return Ok(0);
+    }
+    queries::merge_rollup(&tx, &deltas.groups()?).await?;
+    tx.commit().await?;
+    tracing::debug!(rows = deltas.len(), "Rollup deltas compacted");
+    Ok(deltas.len())
+}
