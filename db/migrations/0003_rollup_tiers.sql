@@ -23,8 +23,8 @@
 -- answer over 24 hours merges thousands of them, and arrays cross the wire in binary where jsonb is printed as
 -- text number by number.
 --
--- Cost at ingest: each flush appends one delta row per (tier, bucket, key) it touches. The IP shapes dominate
--- (a flush touching N distinct sources appends about 2N rows); BENCHMARKS.md has the measured rates.
+-- Cost at ingest: each flush appends one delta row per (finest bucket, key) it touches. The IP shapes dominate
+-- (a flush touching N distinct sources appends about N rows); BENCHMARKS.md has the measured rates.
 --
 -- Rows are updated in place by every compaction that touches them; free space on each page (fillfactor) lets
 -- those updates stay on the page (HOT) instead of touching the index.
@@ -94,10 +94,11 @@ CREATE TABLE comm_rollup_dst (
     CONSTRAINT comm_rollup_dst_key UNIQUE NULLS NOT DISTINCT (res, bucket, dst_ip)
 ) WITH (fillfactor = 70);
 
--- Writers do not update these tables. Each flush appends its contributions to a `_delta` twin in the COPY's
--- transaction (a plain insert: no conflicts, no row locks, no histogram merge), and one compactor moves the
--- deltas into the keyed rows every second or so, deleting them in the same transaction (pipeline/compact.rs).
--- Queries read a table together with its delta, so either copy of a contribution is seen, never both. Merging
+-- Writers do not update these tables. Each flush appends its contributions, at the shape's finest tier only, to
+-- a `_delta` twin in the COPY's transaction (a plain insert: no conflicts, no row locks, no histogram merge), and
+-- one compactor moves the deltas into the keyed rows of every tier every second or so, deleting them in the same
+-- transaction (pipeline/compact.rs). Queries read a table together with its delta (presented at every tier), so
+-- either copy of a contribution is seen, never both. Merging
 -- at ingest instead cost 4 writers a histogram merge and a row lock per key per flush, and halved the rate.
 CREATE TABLE comm_rollup_delta (LIKE comm_rollup INCLUDING DEFAULTS);
 CREATE TABLE comm_rollup_service_delta (LIKE comm_rollup_service INCLUDING DEFAULTS);

@@ -254,23 +254,34 @@ impl Table {
         self != Table::CommLogs
     }
 
-    /// What a query reads: a rollup together with its not yet compacted deltas (see `pipeline::compact`).
-    fn name(self) -> &'static str {
-        match self {
-            Table::CommRollupService => {
-                "(SELECT * FROM comm_rollup_service UNION ALL SELECT * FROM comm_rollup_service_delta) AS r"
-            }
-            Table::CommRollupSrc => {
-                "(SELECT * FROM comm_rollup_src UNION ALL SELECT * FROM comm_rollup_src_delta) AS r"
-            }
-            Table::CommRollupDst => {
-                "(SELECT * FROM comm_rollup_dst UNION ALL SELECT * FROM comm_rollup_dst_delta) AS r"
-            }
-            Table::CommRollup => {
-                "(SELECT * FROM comm_rollup UNION ALL SELECT * FROM comm_rollup_delta) AS r"
-            }
-            Table::CommLogs => "comm_logs",
-        }
+    /// What a query reads: a rollup together with its deltas not yet compacted (see `pipeline::compact`). A
+    /// delta row holds its shape's finest tier; it is presented at every tier, so that whichever tier a
+    /// segment reads (see [`segments`]) counts it exactly once.
+    fn name(self) -> String {
+        let (table, columns) = match self {
+            Table::CommLogs => return "comm_logs".into(),
+            Table::CommRollupService => ("comm_rollup_service", "service"),
+            Table::CommRollupSrc => ("comm_rollup_src", "src_ip"),
+            Table::CommRollupDst => ("comm_rollup_dst", "dst_ip"),
+            Table::CommRollup => (
+                "comm_rollup",
+                "producer, service, protocol, host, dst_port, status",
+            ),
+        };
+        let latency = if self.has_latency() {
+            format!(", {LATENCY_COLUMNS}")
+        } else {
+            String::new()
+        };
+        let tiers: Vec<String> = self.tiers().iter().map(|t| format!("({t})")).collect();
+        format!(
+            "(SELECT * FROM {table}
+              UNION ALL
+              SELECT t.res, date_bin(t.res * interval '1 second', d.bucket, to_timestamp(0)), {columns},
+                     {COUNT_COLUMNS}{latency}
+              FROM {table}_delta AS d, (VALUES {tiers}) AS t(res)) AS r",
+            tiers = tiers.join(", ")
+        )
     }
 
     fn time_column(self) -> &'static str {

@@ -1,9 +1,10 @@
 //! Moves rollup deltas into the keyed rollup rows.
 //!
 //! Writers append each flush's rollup contributions to the `_delta` tables inside the COPY's transaction, which
-//! costs them neither row locks nor histogram merges. This task, the only one updating the keyed rows, takes
-//! every delta (`DELETE ... RETURNING`), sums them per key here, and adds the sums to the keyed rows in the same
-//! transaction: a contribution is in exactly one of the two places at any moment, and queries read both.
+//! costs them neither row locks nor histogram merges; they append only each shape's finest tier. This task, the
+//! only one updating the keyed rows, takes every delta (`DELETE ... RETURNING`), sums them per key and tier here,
+//! and adds the sums to the keyed rows in the same transaction: a contribution is in exactly one of the two
+//! places at any moment, and queries read both.
 
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ pub async fn once(pool: &Pool) -> Result<usize, DbError> {
     if deltas.is_empty() {
         return Ok(0);
     }
-    queries::merge_rollup(&tx, &deltas.groups()?).await?;
+    queries::merge_rollup(&tx, &deltas.groups()?.expand()).await?;
     tx.commit().await?;
     tracing::debug!(rows = deltas.len(), "Rollup deltas compacted");
     Ok(deltas.len())

@@ -229,59 +229,73 @@ impl<'a> Rollup<'a> {
         Some(())
     }
 
-    /// Every tier's groups, each shape sorted by key: upserting in one global order means concurrent writers
-    /// never deadlock.
-    pub fn into_flush(self) -> Flush<'a> {
+    /// Each shape's groups at its finest tier, sorted by key: what a writer appends as deltas. The compactor
+    /// adds the coarser tiers ([`Flush::expand`]).
+    pub fn into_deltas(self) -> Flush<'a> {
         Flush {
-            full: tiers(self.full, &TIERS),
-            service: tiers(self.service, &TIERS),
-            src: tiers(self.src, &IP_TIERS),
-            dst: tiers(self.dst, &IP_TIERS),
+            full: expand(minutes(self.full), &TIERS[..1]),
+            service: expand(minutes(self.service), &TIERS[..1]),
+            src: expand(minutes(self.src), &IP_TIERS[..1]),
+            dst: expand(minutes(self.dst), &IP_TIERS[..1]),
         }
     }
 }
 
-/// The minute groups summed into each of `tiers` (the minute groups themselves when 60 is one).
-fn tiers<D: Copy + Ord + Hash>(minutes: HashMap<(i64, D), Agg>, tiers: &[i32]) -> Groups<D> {
-    let keep_minutes = tiers.first() == Some(&60);
-    let mut coarse: HashMap<Key<D>, Agg> = HashMap::new();
-    for ((minute, dims), agg) in &minutes {
-        for res in tiers.iter().filter(|r| **r != 60) {
+impl<'a> Flush<'a> {
+    /// The same contributions at every tier each shape keeps.
+    pub fn expand(self) -> Flush<'a> {
+        Flush {
+            full: expand(self.full, &TIERS),
+            service: expand(self.service, &TIERS),
+            src: expand(self.src, &IP_TIERS),
+            dst: expand(self.dst, &IP_TIERS),
+        }
+    }
+}
+
+fn minutes<D>(m: HashMap<(i64, D), Agg>) -> impl Iterator<Item = (Key<D>, Agg)> {
+    m.into_iter().map(|((bucket_us, dims), agg)| {
+        (
+            Key {
+                res: TIERS[0],
+                bucket_us,
+                dims,
+            },
+            agg,
+        )
+    })
+}
+
+/// Groups summed into each of `tiers` no finer than their own, sorted by key (upserting in one global order
+/// means writers never deadlock).
+fn expand<D: Copy + Ord + Hash>(
+    groups: impl IntoIterator<Item = (Key<D>, Agg)>,
+    tiers: &[i32],
+) -> Groups<D> {
+    let mut out: HashMap<Key<D>, Agg> = HashMap::new();
+    for (k, agg) in groups {
+        for res in tiers.iter().filter(|r| **r >= k.res) {
             let width = i64::from(*res) * 1_000_000;
             let key = Key {
                 res: *res,
-                bucket_us: minute.div_euclid(width) * width,
-                dims: *dims,
+                bucket_us: k.bucket_us.div_euclid(width) * width,
+                dims: k.dims,
             };
-            coarse.entry(key).or_default().merge(agg);
+            out.entry(key).or_default().merge(&agg);
         }
     }
-    let mut v: Groups<D> = minutes
-        .into_iter()
-        .filter(|_| keep_minutes)
-        .map(|((bucket_us, dims), agg)| {
-            (
-                Key {
-                    res: TIERS[0],
-                    bucket_us,
-                    dims,
-                },
-                agg,
-            )
-        })
-        .chain(coarse)
-        .collect();
+    let mut v: Groups<D> = out.into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
-/// The rollups of every row in `chunks`.
+/// The rollup deltas of every row in `chunks`.
 pub fn of_chunks(chunks: &[Bytes]) -> Result<Flush<'_>, MalformedRow> {
     let mut r = Rollup::default();
     for c in chunks {
         r.add_rows(c)?;
     }
-    Ok(r.into_flush())
+    Ok(r.into_deltas())
 }
 
 /// An `inet` in PostgreSQL's binary form: family, bits, is_cidr, length, address.
@@ -327,7 +341,25 @@ mod tests {
         ]);
         let mut r = Rollup::default();
         r.add_rows(&buf).unwrap();
-        let flush = r.into_flush();
+        let deltas = r.into_deltas();
+        let res = |v: Vec<i32>| v.into_iter().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(
+            res(deltas.full.iter().map(|(k, _)| k.res).collect()),
+            res(vec![60])
+        );
+        assert_eq!(
+            res(deltas.service.iter().map(|(k, _)| k.res).collect()),
+            res(vec![60])
+        );
+        assert_eq!(
+            res(deltas.src.iter().map(|(k, _)| k.res).collect()),
+            res(vec![300])
+        );
+        assert_eq!(
+            res(deltas.dst.iter().map(|(k, _)| k.res).collect()),
+            res(vec![300])
+        );
+        let flush = deltas.expand();
         let res: Vec<i32> = flush.full.iter().map(|(k, _)| k.res).collect();
         assert_eq!(res, [60, 60, 60, 60, 300, 300, 300, 3600, 3600, 3600]);
         let (k, a) = &flush.full[1];
