@@ -38,7 +38,8 @@ pub async fn once(pool: &Pool) -> Result<usize, DbError> {
     if deltas.is_empty() {
         return Ok(0);
     }
-    queries::merge_rollup(&tx, &deltas.groups()?.expand()).await?;
+    let groups = super::cpu_bound(|| deltas.groups().map(|g| g.expand()))?;
+    queries::merge_rollup(&tx, &groups).await?;
     tx.commit().await?;
     tracing::debug!(rows = deltas.len(), "Rollup deltas compacted");
     Ok(deltas.len())

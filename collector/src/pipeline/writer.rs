@@ -231,7 +231,8 @@ async fn write_once(
     flush_id: Uuid,
 ) -> Result<(), DbError> {
     // The rollup of exactly these rows, computed before the transaction opens.
-    let rollups = rollup::of_chunks(chunks).map_err(|e| DbError::MalformedRows(e.to_string()))?;
+    let rollups = super::cpu_bound(|| rollup::of_chunks(chunks))
+        .map_err(|e| DbError::MalformedRows(e.to_string()))?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if rows > 0 {
