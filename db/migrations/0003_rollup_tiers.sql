@@ -133,7 +133,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Recomputes every rollup row of [from_ts, to_ts) (whole hours) from comm_logs, exactly as the writer would have
--- written it. Used below to carry existing data over, and by operators after editing comm_logs by hand.
+-- written it. Used below to carry existing data over, and by operators after editing comm_logs by hand: for hours
+-- that no longer receive events, or with ingest paused (a flush committing while it runs may be counted twice).
 CREATE FUNCTION comm_rollup_rebuild(from_ts timestamptz, to_ts timestamptz) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
