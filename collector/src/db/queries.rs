@@ -258,21 +258,10 @@ impl Table {
     /// delta row holds its shape's finest tier; it is presented at every tier, so that whichever tier a
     /// segment reads (see [`segments`]) counts it exactly once.
     fn name(self) -> String {
-        let (table, columns) = match self {
-            Table::CommLogs => return "comm_logs".into(),
-            Table::CommRollupService => ("comm_rollup_service", "service"),
-            Table::CommRollupSrc => ("comm_rollup_src", "src_ip"),
-            Table::CommRollupDst => ("comm_rollup_dst", "dst_ip"),
-            Table::CommRollup => (
-                "comm_rollup",
-                "producer, service, protocol, host, dst_port, status",
-            ),
+        let Some((table, columns)) = self.stored() else {
+            return "comm_logs".into();
         };
-        let latency = if self.has_latency() {
-            format!(", {LATENCY_COLUMNS}")
-        } else {
-            String::new()
-        };
+        let latency = self.latency_columns();
         let tiers: Vec<String> = self.tiers().iter().map(|t| format!("({t})")).collect();
         format!(
             "(SELECT * FROM {table}
@@ -282,6 +271,29 @@ impl Table {
               FROM {table}_delta AS d, (VALUES {tiers}) AS t(res)) AS r",
             tiers = tiers.join(", ")
         )
+    }
+
+    /// A rollup's table and the key columns after `res, bucket`.
+    fn stored(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Table::CommLogs => None,
+            Table::CommRollupService => Some(("comm_rollup_service", "service")),
+            Table::CommRollupSrc => Some(("comm_rollup_src", "src_ip")),
+            Table::CommRollupDst => Some(("comm_rollup_dst", "dst_ip")),
+            Table::CommRollup => Some((
+                "comm_rollup",
+                "producer, service, protocol, host, dst_port, status",
+            )),
+        }
+    }
+
+    /// `, <latency columns>` for the rollups that have them, else nothing.
+    fn latency_columns(self) -> String {
+        if self.has_latency() {
+            format!(", {LATENCY_COLUMNS}")
+        } else {
+            String::new()
+        }
     }
 
     fn time_column(self) -> &'static str {
@@ -624,36 +636,19 @@ const LATENCY_COLUMNS: &str = "latency_n, latency_sum, latency_max, latency_hist
 
 /// Deletes and returns every delta row: `res, bucket, <dims>, <counts>[, <latency>]` (see [`delta_groups`]).
 pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, DbError> {
-    let take = |table: &str, dims: &str, latency: bool| {
-        format!(
+    let take = |t: Table| async move {
+        let (table, dims) = t.stored().unwrap_or_default();
+        let sql = format!(
             "DELETE FROM {table}_delta RETURNING res, bucket, {dims}, {COUNT_COLUMNS}{}",
-            if latency {
-                format!(", {LATENCY_COLUMNS}")
-            } else {
-                String::new()
-            }
-        )
+            t.latency_columns()
+        );
+        client.query(&sql, &[]).await
     };
     Ok(Deltas {
-        full: client
-            .query(
-                &take(
-                    "comm_rollup",
-                    "producer, service, protocol, host, dst_port, status",
-                    true,
-                ),
-                &[],
-            )
-            .await?,
-        service: client
-            .query(&take("comm_rollup_service", "service", true), &[])
-            .await?,
-        src: client
-            .query(&take("comm_rollup_src", "src_ip", false), &[])
-            .await?,
-        dst: client
-            .query(&take("comm_rollup_dst", "dst_ip", false), &[])
-            .await?,
+        full: take(Table::CommRollup).await?,
+        service: take(Table::CommRollupService).await?,
+        src: take(Table::CommRollupSrc).await?,
+        dst: take(Table::CommRollupDst).await?,
     })
 }
 
@@ -716,12 +711,9 @@ fn delta_groups<'r, D: Copy + Ord + std::hash::Hash>(
             a.latency_n = r.try_get(at + 5)?;
             a.latency_sum = r.try_get(at + 6)?;
             a.latency_max = r.try_get(at + 7)?;
-            let pairs: Vec<i64> = r.try_get(at + 8)?;
-            for pair in pairs.chunks(2) {
-                match (pair.first().map(|b| i16::try_from(*b)), pair.get(1)) {
-                    (Some(Ok(b)), Some(n)) => *a.hist.entry(b).or_default() += n,
-                    _ => return Err(DbError::Corrupt(format!("latency histogram {pairs:?}"))),
-                }
+            let stored: Vec<i64> = r.try_get(at + 8)?;
+            for (b, n) in latency::pairs(&stored).map_err(DbError::Corrupt)? {
+                *a.hist.entry(b).or_default() += n;
             }
         }
         groups.entry(key).or_default().merge(&a);

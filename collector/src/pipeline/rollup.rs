@@ -138,12 +138,6 @@ pub struct Flush<'a> {
     pub dst: Groups<Option<IpAddr>>,
 }
 
-impl Flush<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.full.is_empty()
-    }
-}
-
 /// The per-minute contributions of a set of rows, before they are summed into the coarser tiers.
 #[derive(Debug, Default)]
 pub struct Rollup<'a> {

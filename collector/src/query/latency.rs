@@ -106,19 +106,29 @@ pub fn percentiles(hist: &Histogram, ps: &[f64]) -> Option<Vec<f64>> {
     )
 }
 
-/// Adds a histogram stored as the rollups keep it, flat pairs `[bucket, count, bucket, count, ...]`, to `into`.
-pub fn add_pairs(pairs: &[i64], into: &mut Histogram) -> Result<(), String> {
-    if pairs.len() % 2 != 0 {
+/// The (bucket, count) pairs of a histogram stored as the rollups keep it: `[bucket, count, bucket, count, ...]`.
+pub fn pairs(stored: &[i64]) -> Result<impl Iterator<Item = (i16, i64)> + '_, String> {
+    if stored.len() % 2 != 0 {
         return Err(format!(
             "latency histogram has {} numbers, not pairs",
-            pairs.len()
+            stored.len()
         ));
     }
-    for pair in pairs.chunks_exact(2) {
-        let bucket = i16::try_from(pair[0])
-            .map_err(|_| format!("latency histogram bucket {} is out of range", pair[0]))?;
-        into.add(bucket, pair[1]);
+    if let Some(b) = stored
+        .iter()
+        .step_by(2)
+        .find(|b| i16::try_from(**b).is_err())
+    {
+        return Err(format!("latency histogram bucket {b} is out of range"));
     }
+    Ok(stored
+        .chunks_exact(2)
+        .map(|p| (i16::try_from(p[0]).unwrap_or(ZERO), p[1])))
+}
+
+/// Adds a stored histogram (see [`pairs`]) to `into`.
+pub fn add_pairs(stored: &[i64], into: &mut Histogram) -> Result<(), String> {
+    pairs(stored)?.for_each(|(b, n)| into.add(b, n));
     Ok(())
 }
 
