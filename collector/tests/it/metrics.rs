@@ -10,23 +10,6 @@ use crate::support::{app::KEY, spawn_app, TestApp};
 
 const FROM: &str = "2026-11-22T10:00:00Z";
 
-async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    let r = app
-        .http
-        .get(format!("{}{path}", app.url))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-async fn ok(app: &TestApp, path: &str) -> Value {
-    let (status, body) = get(app, path).await;
-    assert_eq!(status, 200, "{path}: {body}");
-    body
-}
-
 /// Rows of (bucket start as RFC 3339, columns as i64) from SQL.
 async fn sql_rows(app: &TestApp, sql: &str) -> BTreeMap<String, Vec<i64>> {
     app.db
@@ -90,11 +73,11 @@ async fn volume_equals_sql_with_every_bucket_present() {
     ];
     for (filter, cond, source) in cases {
         for (bucket, interval) in [("5m", "5 minutes"), ("1h", "1 hour"), ("1m", "1 minute")] {
-            let body = ok(
-                &app,
-                &format!("/metrics/volume?from={FROM}&to={END}&bucket={bucket}{filter}"),
-            )
-            .await;
+            let body = app
+                .ok_json(&format!(
+                    "/metrics/volume?from={FROM}&to={END}&bucket={bucket}{filter}"
+                ))
+                .await;
             // The IP shapes keep no minute rows: minute buckets filtered by IP come from comm_logs.
             let ip_shape = source == "comm_rollup_src" || source == "comm_rollup_dst";
             let source = if bucket == "1m" && ip_shape {
@@ -140,11 +123,11 @@ async fn volume_equals_sql_with_every_bucket_present() {
         }
     }
     // The event at 10:05:00 starts the next 5-minute bucket; the one a microsecond earlier does not.
-    let body = ok(
-        &app,
-        &format!("/metrics/volume?from={FROM}&to={END}&bucket=5m&service=web&status=500"),
-    )
-    .await;
+    let body = app
+        .ok_json(&format!(
+            "/metrics/volume?from={FROM}&to={END}&bucket=5m&service=web&status=500"
+        ))
+        .await;
     let at = |t: &str| {
         body["series"]
             .as_array()
@@ -158,23 +141,23 @@ async fn volume_equals_sql_with_every_bucket_present() {
     let in_next = app.count("SELECT count(*) FROM comm_logs WHERE service='web' AND status=500 AND ts >= '2026-11-22T10:05:00Z' AND ts < '2026-11-22T10:10:00Z'").await;
     assert_eq!(at("2026-11-22T10:05:00Z"), in_next);
     // Without `bucket`, an address filter gets the smallest bucket its rollup keeps.
-    let body = ok(
-        &app,
-        &format!("/metrics/volume?from={FROM}&to={END}&src=10.1.0.0/16"),
-    )
-    .await;
+    let body = app
+        .ok_json(&format!(
+            "/metrics/volume?from={FROM}&to={END}&src=10.1.0.0/16"
+        ))
+        .await;
     assert_eq!(
         (&body["bucket"], &body["source"]),
         (&Value::from("5m"), &Value::from("comm_rollup_src"))
     );
-    let body = ok(&app, &format!("/metrics/volume?from={FROM}&to={END}")).await;
+    let body = app
+        .ok_json(&format!("/metrics/volume?from={FROM}&to={END}"))
+        .await;
     assert_eq!(body["bucket"], "1m");
     // Empty ranges: all buckets, all zero.
-    let body = ok(
-        &app,
-        "/metrics/volume?from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z&bucket=5m",
-    )
-    .await;
+    let body = app
+        .ok_json("/metrics/volume?from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z&bucket=5m")
+        .await;
     assert_eq!(body["series"].as_array().unwrap().len(), 12);
     assert!(body["series"]
         .as_array()
@@ -193,11 +176,11 @@ async fn error_rate_equals_sql_overall_per_bucket_and_per_service() {
         ("&src=10.0.0.0/16", "src_ip <<= '10.0.0.0/16'"),
         ("&dst_port=80", "dst_port = 80"),
     ] {
-        let body = ok(
-            &app,
-            &format!("/metrics/error-rate?from={FROM}&to={END}&bucket=5m{filter}"),
-        )
-        .await;
+        let body = app
+            .ok_json(&format!(
+                "/metrics/error-rate?from={FROM}&to={END}&bucket=5m{filter}"
+            ))
+            .await;
         let want = sql_rows(
             &app,
             &format!(
@@ -221,11 +204,11 @@ async fn error_rate_equals_sql_overall_per_bucket_and_per_service() {
         let ratio = body["overall"]["error_ratio"].as_f64().unwrap();
         assert!((ratio - errors as f64 / total as f64).abs() < 1e-12);
     }
-    let body = ok(
-        &app,
-        &format!("/metrics/error-rate?from={FROM}&to={END}&bucket=1h&group_by=service"),
-    )
-    .await;
+    let body = app
+        .ok_json(&format!(
+            "/metrics/error-rate?from={FROM}&to={END}&bucket=1h&group_by=service"
+        ))
+        .await;
     let groups = body["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 3);
     for g in groups {
@@ -256,11 +239,11 @@ async fn latency_percentiles_within_the_stated_bound_of_exact() {
         ("&service=api", "service = 'api'", 0.01),
         ("&src=10.1.0.0/16", "src_ip <<= '10.1.0.0/16'", 0.0),
     ] {
-        let body = ok(
-            &app,
-            &format!("/metrics/latency?from={FROM}&to={END}&bucket=1h{filter}"),
-        )
-        .await;
+        let body = app
+            .ok_json(&format!(
+                "/metrics/latency?from={FROM}&to={END}&bucket=1h{filter}"
+            ))
+            .await;
         // The answer states its own bound: 1% from the rollup, 0 (exact) from raw events.
         assert!(
             body["relative_error"].as_f64().unwrap() <= bound + 1e-12,
@@ -309,11 +292,11 @@ async fn latency_percentiles_within_the_stated_bound_of_exact() {
             );
         }
     }
-    let body = ok(
-        &app,
-        &format!("/metrics/latency?from={FROM}&to={END}&bucket=1h&group_by=service"),
-    )
-    .await;
+    let body = app
+        .ok_json(&format!(
+            "/metrics/latency?from={FROM}&to={END}&bucket=1h&group_by=service"
+        ))
+        .await;
     assert_eq!(body["groups"].as_array().unwrap().len(), 3);
     app.stop().await.unwrap();
 }
@@ -374,11 +357,11 @@ async fn top_talkers_equal_sql_by_every_key() {
         ),
     ] {
         for (query, key, metric, source) in cases {
-            let body = ok(
-                &app,
-                &format!("/metrics/top-talkers?from={from}&to={to}&limit=5&{query}"),
-            )
-            .await;
+            let body = app
+                .ok_json(&format!(
+                    "/metrics/top-talkers?from={from}&to={to}&limit=5&{query}"
+                ))
+                .await;
             assert_eq!(body["source"], source, "{query}");
             // Ranking addresses from their rollup widens the window to whole 5 minutes, and says so.
             let window = (body["from"].as_str().unwrap(), body["to"].as_str().unwrap());
@@ -494,7 +477,7 @@ async fn metrics_bad_parameters() {
         ),
     ];
     for (path, want) in cases {
-        let (status, body) = get(&app, path).await;
+        let (status, body) = app.get_json(path).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert!(
             body["detail"].as_str().unwrap().starts_with(want),
@@ -577,7 +560,7 @@ async fn query_cli_answers_as_the_api_does() {
             vec!["--bucket", "1h", "--src", "10.1.0.0/16"],
         ),
     ] {
-        let api = ok(&app, &format!("{path}&from={FROM}&to={END}")).await;
+        let api = app.ok_json(&format!("{path}&from={FROM}&to={END}")).await;
         for args in [http(kind, &more), db(kind, &more)] {
             let mut with_json = args.clone();
             with_json.push("--json".into());

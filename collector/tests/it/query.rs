@@ -9,14 +9,7 @@ use crate::support::{spawn_app, spawn_app_with, TestApp};
 use crate::support::data::{load, END, EVENTS};
 
 async fn get(app: &TestApp, query: &str) -> (u16, Value) {
-    let r = app
-        .http
-        .get(format!("{}/api/logs?{query}", app.url))
-        .header("x-api-key", crate::support::app::KEY)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    app.get_json(&format!("/api/logs?{query}")).await
 }
 
 /// Every page of a query: messages in order, checking that each page is newest-first.
@@ -154,7 +147,7 @@ async fn answers_are_the_same_before_and_after_compaction() {
     ];
     let mut before = Vec::new();
     for p in &paths {
-        before.push(metrics_get(&app, p).await);
+        before.push(app.ok_json(p).await);
     }
     let total: i64 = before[0]["total"]["events"].as_i64().unwrap();
     assert_eq!(total, EVENTS as i64);
@@ -163,22 +156,10 @@ async fn answers_are_the_same_before_and_after_compaction() {
     assert!(moved > 0);
     assert_eq!(app.count(deltas).await, 0);
     for (p, b) in paths.iter().zip(&before) {
-        assert_eq!(&metrics_get(&app, p).await, b, "{p}");
+        assert_eq!(&app.ok_json(p).await, b, "{p}");
     }
     app.assert_rollup_matches_raw().await;
     app.stop().await.unwrap();
-}
-
-async fn metrics_get(app: &TestApp, path: &str) -> Value {
-    let r = app
-        .http
-        .get(format!("{}{path}", app.url))
-        .header("x-api-key", crate::support::app::KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
 }
 
 #[tokio::test]

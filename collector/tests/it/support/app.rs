@@ -105,6 +105,25 @@ impl TestApp {
         self.db.query_one(sql, &[param]).await.expect(sql).get(0)
     }
 
+    /// An authenticated GET of `path`: status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// [`TestApp::get_json`], asserting a 200.
+    pub async fn ok_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get_json(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.expect(sql).get(0)
     }
