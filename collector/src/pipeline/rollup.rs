@@ -226,9 +226,10 @@ impl<'a> Rollup<'a> {
     /// Each shape's groups at its finest tier, sorted by key: what a writer appends as deltas. The compactor
     /// adds the coarser tiers ([`Flush::expand`]).
     pub fn into_deltas(self) -> Flush<'a> {
+        // The minute groups are already the finest tier of these two shapes: only sorted, not summed again.
         Flush {
-            full: expand(minutes(self.full), &TIERS[..1]),
-            service: expand(minutes(self.service), &TIERS[..1]),
+            full: sorted(minutes(self.full).collect()),
+            service: sorted(minutes(self.service).collect()),
             src: expand(minutes(self.src), &IP_TIERS[..1]),
             dst: expand(minutes(self.dst), &IP_TIERS[..1]),
         }
@@ -278,9 +279,12 @@ fn expand<D: Copy + Ord + Hash>(
             out.entry(key).or_default().merge(&agg);
         }
     }
-    let mut v: Groups<D> = out.into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+    sorted(out.into_iter().collect())
+}
+
+fn sorted<D: Ord>(mut groups: Groups<D>) -> Groups<D> {
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    groups
 }
 
 /// The rollup deltas of every row in `chunks`.
