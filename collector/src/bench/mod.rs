@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// Events loaded for the query measurements (spread over 24 hours).
     #[arg(long, default_value_t = 10_000_000)]
     pub query_rows: usize,
+    /// Keep the benchmark's data directory afterwards (for EXPLAIN; start it again with pg_ctl).
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,14 +122,25 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     };
     pool.close();
     drop(pg);
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.keep_data {
+        eprintln!("Data directory kept: {}", dir.join("pg").display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
-    let report = format!(
-        "{}{}{}",
-        header(&args, &cfg, &pg_version),
-        section(&previous, "ingest", ingest_section),
-        section(&previous, "queries", queries_section)
-    );
+    // One queries section per data size, so the 10M and the 100M runs are both kept.
+    let mut sizes = vec![10_000_000, 100_000_000];
+    if !sizes.contains(&args.query_rows) {
+        sizes.push(args.query_rows);
+    }
+    let mut report =
+        header(&args, &cfg, &pg_version) + &section(&previous, "ingest", ingest_section);
+    for rows in sizes {
+        let new = (rows == args.query_rows)
+            .then(|| queries_section.clone())
+            .flatten();
+        report += &section(&previous, &format!("queries-{rows}"), new);
+    }
     std::fs::write(&args.output, &report)
         .with_context(|| format!("writing {}", args.output.display()))?;
     println!("{report}");

@@ -253,39 +253,40 @@ pub async fn run(
         "{rows} events spread evenly over the last 24 hours ({:.0} events/h), loaded with the writers' own COPY + \
          rollup transaction at {load_rate:.0} events/s. Rollup rows: {sizes}. Each endpoint is timed over HTTP on \
          loopback (the whole answer received), with its default bucket (over 1 h: 1 minute, 5 with an address filter; over 24 h: 5 minutes); \
-         `source` is the table it read. Plain SQL is the same aggregate straight from `comm_logs`. p99 of few \
-         samples is their maximum.\n",
+         `source` is the table it read; each endpoint is called once unmeasured, then timed 50 times (or for \
+         10 s), before any plain SQL runs. Plain SQL is the same aggregate straight from `comm_logs`.\n",
         rows as f64 / 24.0
     );
     let _ = writeln!(out, "| question | window | endpoint p50 ms | endpoint p99 ms | source | plain SQL p50 ms | plain SQL p99 ms |");
     let _ = writeln!(out, "|---|---|---:|---:|---|---:|---:|");
     for (window, interval, bucket, samples, sql_samples) in [
-        ("1 h", "1 hour", "1 minute", 40, 5),
+        ("1 h", "1 hour", "1 minute", 50, 5),
         // Plain SQL over 24 h of a large table takes most of a minute a run.
         (
             "24 h",
             "24 hours",
             "5 minutes",
-            20,
+            50,
             if rows > 20_000_000 { 1 } else { 3 },
         ),
     ] {
         let from = if window == "1 h" { "-1h" } else { "-24h" };
+        // Every endpoint first, then the plain SQL: a full scan of comm_logs pushes the rollups out of the
+        // caches, which no dashboard polling the endpoints would see.
+        let mut answers = Vec::new();
         for case in CASES {
+            let url = format!("http://{addr}{}from={from}", case.path);
             let mut ms = Vec::new();
             let mut source = String::from("–");
             let case_started = Instant::now();
-            for _ in 0..samples {
+            // One unmeasured call first: the measured ones are of a running system, not of its first read.
+            for i in 0..=samples {
                 // Slow (raw-path) cases stop after ~10 s of samples, with at least three.
                 if ms.len() >= 3 && case_started.elapsed() > Duration::from_secs(10) {
                     break;
                 }
                 let t = Instant::now();
-                let resp = http
-                    .get(format!("http://{addr}{}from={from}", case.path))
-                    .header("x-api-key", KEY)
-                    .send()
-                    .await?;
+                let resp = http.get(&url).header("x-api-key", KEY).send().await?;
                 anyhow::ensure!(
                     resp.status().is_success(),
                     "{} answered {}",
@@ -293,10 +294,14 @@ pub async fn run(
                     resp.status()
                 );
                 let body: serde_json::Value = resp.json().await?;
-                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                if i > 0 {
+                    ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
                 source = body["source"].as_str().unwrap_or("raw (logs)").to_string();
             }
-            let api = timing(ms);
+            answers.push((timing(ms), source));
+        }
+        for (case, (api, source)) in CASES.iter().zip(answers) {
             let sql = match case.sql {
                 Some(sql) => {
                     let mut ms = Vec::new();

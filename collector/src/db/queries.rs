@@ -711,10 +711,10 @@ fn delta_groups<'r, D: Copy + Ord + std::hash::Hash>(
             a.latency_n = r.try_get(at + 5)?;
             a.latency_sum = r.try_get(at + 6)?;
             a.latency_max = r.try_get(at + 7)?;
-            let stored: Vec<i64> = r.try_get(at + 8)?;
-            for (b, n) in latency::pairs(&stored).map_err(DbError::Corrupt)? {
-                *a.hist.entry(b).or_default() += n;
-            }
+            let stored: latency::StoredPairs<'_> = r.try_get(at + 8)?;
+            stored
+                .for_each(|b, n| *a.hist.entry(b).or_default() += n)
+                .map_err(DbError::Corrupt)?;
         }
         groups.entry(key).or_default().merge(&a);
     }
@@ -975,8 +975,10 @@ pub async fn latency_by_bucket(
                     hist: latency::Histogram::default(),
                     max: None,
                 });
-            let pairs: Vec<i64> = r.get(2);
-            latency::add_pairs(&pairs, &mut h.hist).map_err(DbError::Corrupt)?;
+            let stored: latency::StoredPairs<'_> = r.try_get(2)?;
+            stored
+                .for_each(|b, n| h.hist.add(b, n))
+                .map_err(DbError::Corrupt)?;
             if let Some(m) = r.get::<_, Option<f64>>(3) {
                 h.max = Some(h.max.map_or(m, |x: f64| x.max(m)));
             }
@@ -1059,6 +1061,20 @@ pub async fn top_talkers(
     by_bytes: bool,
     limit: i64,
 ) -> Result<(Vec<Talker>, Counts), DbError> {
+    if matches!(table, Table::CommRollupSrc | Table::CommRollupDst) {
+        if let Some(top) = top_by_threshold(client, f, table, by, by_bytes, limit).await? {
+            // Every event is in every shape: without filters, the narrowest one has the same total.
+            let of = if Dims::of_filters(f) == Dims::NONE {
+                Table::CommRollupService
+            } else {
+                table
+            };
+            let w = filter_sql_on(f, of, 86_400);
+            let sql = format!("SELECT {} FROM {}{}", of.counts(), of.name(), w.sql);
+            let total = counts_at(&client.query_one(&sql, &w.refs()).await?, 0);
+            return Ok((top, total));
+        }
+    }
     // No buckets: every tier may answer.
     let mut w = filter_sql_on(f, table, 86_400);
     let (names, select, _) = by.columns();
@@ -1100,6 +1116,134 @@ pub async fn top_talkers(
         .first()
         .map_or_else(Counts::default, |r| counts_at(r, names.len() + 5));
     Ok((top, total))
+}
+
+/// Top talkers of an address rollup without summing every address in the window, which holds thousands per
+/// bucket. `None` when the window has fewer than `limit` addresses: then summing them all is cheap.
+///
+/// Exact, by a threshold: any `limit` addresses with totals (here: the largest of one bucket) bound the
+/// `limit`-th largest total from below by τ, the least of theirs. An address has at most m rows in the window
+/// (one per bucket, plus its deltas not yet compacted), so one totalling τ or more has a row of at least τ/m.
+/// Only addresses with such a row are summed; they include every address ranked in the answer, ties too.
+async fn top_by_threshold(
+    client: &impl GenericClient,
+    f: &Filters,
+    table: Table,
+    by: TalkerKey,
+    by_bytes: bool,
+    limit: i64,
+) -> Result<Option<Vec<Talker>>, DbError> {
+    let (Some((stored, _)), [key]) = (table.stored(), by.names()) else {
+        return Ok(None);
+    };
+    let (_, select, _) = by.columns();
+    let metric = if by_bytes {
+        "bytes_in + bytes_out"
+    } else {
+        "events"
+    };
+    let segs = segments(f.from.timestamp(), f.to.timestamp(), 86_400, table.tiers());
+    let Some(&(res, _, end)) = segs.iter().max_by_key(|s| (s.0, s.2)) else {
+        return Ok(None);
+    };
+    let buckets: i64 = segs.iter().map(|(r, a, b)| (b - a) / i64::from(*r)).sum();
+    let name = table.name();
+    let at = |w: &Where| w.params.len() + 1;
+
+    // The guess: the largest addresses of the window's latest coarsest bucket.
+    let mut w = filter_sql_on(f, table, 86_400);
+    let sql = format!(
+        "SELECT {key}::text FROM {name}{where_} AND res = ${} AND bucket = ${} AND {key} IS NOT NULL
+         ORDER BY {metric} DESC LIMIT ${}",
+        at(&w),
+        at(&w) + 1,
+        at(&w) + 2,
+        where_ = w.sql,
+    );
+    w.params.push(Box::new(res));
+    w.params
+        .push(Box::new(us_to_datetime((end - i64::from(res)) * 1_000_000)));
+    w.params.push(Box::new(limit));
+    let guess: Vec<String> = client
+        .query(&sql, &w.refs())
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    // τ: the least of their totals over the window.
+    let mut w = filter_sql_on(f, table, 86_400);
+    let sql = format!(
+        "SELECT sum({metric})::int8 FROM {name}{where_} AND {key} = ANY(${}::text[]::inet[]) GROUP BY {key}",
+        at(&w),
+        where_ = w.sql,
+    );
+    w.params.push(Box::new(guess));
+    let totals = client.query(&sql, &w.refs()).await?;
+    if (totals.len() as i64) < limit || limit < 1 {
+        return Ok(None);
+    }
+    let tau = totals.iter().map(|r| r.get::<_, i64>(0)).min().unwrap_or(0);
+
+    // m: buckets in the window, plus the most delta rows any address has there.
+    let sql = format!(
+        "SELECT count(*) FROM {stored}_delta WHERE bucket >= $1 AND bucket < $2
+         GROUP BY {key} ORDER BY 1 DESC LIMIT 1"
+    );
+    let pending: i64 = client
+        .query_opt(&sql, &[&f.from, &f.to])
+        .await?
+        .map_or(0, |r| r.get(0));
+    let m = buckets + pending;
+    let threshold = if m > 0 { (tau + m - 1) / m } else { tau };
+
+    let mut w = filter_sql_on(f, table, 86_400);
+    let sql = format!(
+        "SELECT DISTINCT {key}::text FROM {name}{where_} AND {metric} >= ${}",
+        at(&w),
+        where_ = w.sql,
+    );
+    w.params.push(Box::new(threshold));
+    let candidates: Vec<Option<String>> = client
+        .query(&sql, &w.refs())
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let with_null = candidates.iter().any(Option::is_none);
+    let candidates: Vec<String> = candidates.into_iter().flatten().collect();
+
+    let mut w = filter_sql_on(f, table, 86_400);
+    let sql = format!(
+        "SELECT {select}, {counts} FROM {name}{where_}
+           AND ({key} = ANY(${}::text[]::inet[]){null})
+         GROUP BY {key} ORDER BY {metric} DESC, 1 ASC NULLS LAST LIMIT ${}",
+        at(&w),
+        at(&w) + 1,
+        counts = table.counts(),
+        where_ = w.sql,
+        null = if with_null {
+            format!(" OR {key} IS NULL")
+        } else {
+            String::new()
+        },
+        metric = if by_bytes {
+            "sum(bytes_in) + sum(bytes_out)"
+        } else {
+            "sum(events)"
+        },
+    );
+    w.params.push(Box::new(candidates));
+    w.params.push(Box::new(limit));
+    let rows = client.query(&sql, &w.refs()).await?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| Talker {
+                key: vec![r.get(0)],
+                counts: counts_at(r, 1),
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

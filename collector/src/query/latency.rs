@@ -87,49 +87,105 @@ pub fn percentiles(hist: &Histogram, ps: &[f64]) -> Option<Vec<f64>> {
     if n == 0 {
         return None;
     }
-    Some(
-        ps.iter()
-            .map(|p| {
-                let rank = ((p * n as f64).ceil() as i64).clamp(1, n);
-                let mut seen = 0;
-                let mut last = 0.0;
-                for (b, c) in hist.iter() {
-                    seen += c;
-                    last = estimate(b);
-                    if seen >= rank {
-                        break;
-                    }
-                }
-                last
-            })
-            .collect(),
-    )
+    let rank = |p: f64| ((p * n as f64).ceil() as i64).clamp(1, n);
+    // One walk for all percentiles, in ascending rank; `estimate` (a power) only where a rank is reached.
+    let mut order: Vec<usize> = (0..ps.len()).collect();
+    order.sort_by_key(|&i| rank(ps[i]));
+    let mut out = vec![0.0; ps.len()];
+    let mut pending = order.into_iter().peekable();
+    let mut seen = 0;
+    for (b, c) in hist.iter() {
+        seen += c;
+        while let Some(&i) = pending.peek() {
+            if rank(ps[i]) > seen {
+                break;
+            }
+            out[i] = estimate(b);
+            pending.next();
+        }
+        if pending.peek().is_none() {
+            break;
+        }
+    }
+    Some(out)
 }
 
-/// The (bucket, count) pairs of a histogram stored as the rollups keep it: `[bucket, count, bucket, count, ...]`.
-pub fn pairs(stored: &[i64]) -> Result<impl Iterator<Item = (i16, i64)> + '_, String> {
-    if stored.len() % 2 != 0 {
-        return Err(format!(
-            "latency histogram has {} numbers, not pairs",
-            stored.len()
-        ));
+/// Calls `f` with each (bucket, count) of a histogram stored as the rollups keep it:
+/// `[bucket, count, bucket, count, ...]`, given as its numbers in order.
+fn decode(
+    mut numbers: impl Iterator<Item = Result<i64, String>>,
+    mut f: impl FnMut(i16, i64),
+) -> Result<(), String> {
+    while let Some(bucket) = numbers.next() {
+        let bucket = bucket?;
+        let count = numbers
+            .next()
+            .ok_or("latency histogram has an odd count of numbers, not pairs")??;
+        let bucket = i16::try_from(bucket)
+            .map_err(|_| format!("latency histogram bucket {bucket} is out of range"))?;
+        f(bucket, count);
     }
-    if let Some(b) = stored
-        .iter()
-        .step_by(2)
-        .find(|b| i16::try_from(**b).is_err())
-    {
-        return Err(format!("latency histogram bucket {b} is out of range"));
-    }
-    Ok(stored
-        .chunks_exact(2)
-        .map(|p| (i16::try_from(p[0]).unwrap_or(ZERO), p[1])))
-}
-
-/// Adds a stored histogram (see [`pairs`]) to `into`.
-pub fn add_pairs(stored: &[i64], into: &mut Histogram) -> Result<(), String> {
-    pairs(stored)?.for_each(|(b, n)| into.add(b, n));
     Ok(())
+}
+
+/// Adds a stored histogram, given as its numbers, to `into`.
+pub fn add_pairs(stored: &[i64], into: &mut Histogram) -> Result<(), String> {
+    decode(stored.iter().map(|n| Ok(*n)), |b, n| into.add(b, n))
+}
+
+/// A stored histogram as PostgreSQL sends it (binary `int8[]`), read in place: an answer covers thousands of
+/// them, and copying each into a vector first cost more than adding it up.
+pub struct StoredPairs<'a>(&'a [u8]);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for StoredPairs<'a> {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(StoredPairs(raw))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::INT8_ARRAY
+    }
+}
+
+impl StoredPairs<'_> {
+    /// Calls `f` with each (bucket, count). The binary array is: dimensions, null flag, element type, then per
+    /// dimension its length and lower bound, then each element as its byte length and big-endian value.
+    pub fn for_each(&self, f: impl FnMut(i16, i64)) -> Result<(), String> {
+        let mut rest = self.0;
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            if rest.len() < n {
+                return Err("latency histogram array is truncated".into());
+            }
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Ok(head)
+        };
+        let mut int = || -> Result<i32, String> {
+            let b = take(4)?;
+            Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let dims = int()?;
+        if dims == 0 {
+            return Ok(());
+        }
+        if dims != 1 {
+            return Err(format!("latency histogram has {dims} dimensions, not 1"));
+        }
+        let (_nulls, _element_type, len, _lower) = (int()?, int()?, int()?, int()?);
+        let numbers = (0..len).map(|_| {
+            let b = take(12)?;
+            if b[..4] != 8_i32.to_be_bytes() {
+                return Err("latency histogram has a null or a number that is not int8".to_string());
+            }
+            Ok(i64::from_be_bytes([
+                b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+            ]))
+        });
+        decode(numbers, f)
+    }
 }
 
 /// A histogram as the array literal of its stored pairs, in ascending bucket order.
@@ -176,7 +232,7 @@ mod tests {
         }
         let ps = [0.5, 0.9, 0.95, 0.99, 1.0];
         let got = percentiles(&hist, &ps).unwrap();
-        for (p, g) in ps.iter().zip(got) {
+        for (p, g) in ps.iter().zip(&got) {
             let exact = values[((p * 1000.0_f64).ceil() as usize).max(1) - 1];
             assert!(
                 (g - exact).abs() / exact <= RELATIVE_ERROR + 1e-12,
@@ -184,6 +240,9 @@ mod tests {
             );
         }
         assert_eq!(percentiles(&Histogram::default(), &ps), None);
+        // Asked in any order, each percentile is the same.
+        let shuffled = percentiles(&hist, &[0.99, 0.5, 1.0]).unwrap();
+        assert_eq!(shuffled, [got[3], got[0], got[4]]);
     }
 
     #[test]
@@ -202,5 +261,38 @@ mod tests {
         assert_eq!(back.total(), 16);
         assert!(add_pairs(&[1, 2, 3], &mut back).is_err());
         assert!(add_pairs(&[99_999, 1], &mut back).is_err());
+    }
+
+    /// `int8[]` in PostgreSQL's binary form (array_send): one dimension, lower bound 1.
+    fn binary(numbers: &[i64]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for x in [1, 0, 20, numbers.len() as i32, 1] {
+            v.extend(x.to_be_bytes());
+        }
+        for n in numbers {
+            v.extend(8_i32.to_be_bytes());
+            v.extend(n.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn binary_arrays_are_read_in_place() {
+        let read = |raw: &[u8]| {
+            let mut got = Vec::new();
+            StoredPairs(raw)
+                .for_each(|b, n| got.push((b, n)))
+                .map(|()| got)
+        };
+        assert_eq!(
+            read(&binary(&[-32768, 2, -5, 1, 300, 7])),
+            Ok(vec![(ZERO, 2), (-5, 1), (300, 7)])
+        );
+        // The empty array has no dimensions.
+        assert_eq!(read(&0_i32.to_be_bytes().repeat(3)), Ok(vec![]));
+        let whole = binary(&[4, 9]);
+        assert!(read(&whole[..whole.len() - 1]).is_err());
+        assert!(read(&binary(&[4, 9, 5])).is_err());
+        assert!(read(&binary(&[70_000, 1])).is_err());
     }
 }
