@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollup tiers",
         include_str!("../../../db/migrations/0003_rollup_tiers.sql"),
     ),
+    (
+        4,
+        "uncompressed histograms",
+        include_str!("../../../db/migrations/0004_uncompressed_histograms.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers
