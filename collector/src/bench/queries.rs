@@ -213,6 +213,7 @@ async fn rollup_sizes(client: &deadpool_postgres::Object) -> anyhow::Result<Stri
         "comm_rollup_service",
         "comm_rollup_src",
         "comm_rollup_dst",
+        "comm_rollup_src_net",
     ] {
         let rows = client
             .query(

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "uncompressed histograms",
         include_str!("../../../db/migrations/0004_uncompressed_histograms.sql"),
     ),
+    (
+        5,
+        "source networks",
+        include_str!("../../../db/migrations/0005_src_networks.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

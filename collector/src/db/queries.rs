@@ -181,6 +181,7 @@ impl Dims {
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     CommRollupService,
+    CommRollupSrcNet,
     CommRollupSrc,
     CommRollupDst,
     CommRollup,
@@ -189,8 +190,9 @@ pub enum Table {
 
 impl Table {
     /// Narrowest first.
-    const ALL: [Table; 5] = [
+    const ALL: [Table; 6] = [
         Table::CommRollupService,
+        Table::CommRollupSrcNet,
         Table::CommRollupSrc,
         Table::CommRollupDst,
         Table::CommRollup,
@@ -198,18 +200,23 @@ impl Table {
     ];
 
     /// The table answering a query on `dims` (filters and grouping), with latency histograms when `latency`,
-    /// in buckets of `grain` seconds. A per-event latency filter needs the raw events.
+    /// in buckets of `grain` seconds. A per-event latency filter needs the raw events. Source networks answer
+    /// for a `src` network no longer than theirs, when sources are not grouped.
     pub fn choose(f: &Filters, group: Dims, latency: bool, grain: i64) -> Table {
         let need = Dims::of_filters(f).with(group);
         if f.min_latency_ms.is_some() {
             return Table::CommLogs;
         }
+        let by_network = !group.covers(Dims::SRC_IP)
+            && f.src
+                .is_some_and(|n| n.prefix() <= rollup::src_network_prefix(n.is_ipv4()));
         Table::ALL
             .into_iter()
             .find(|t| {
                 t.dims().covers(need)
                     && (!latency || t.has_latency())
                     && grain % i64::from(t.finest()) == 0
+                    && (*t != Table::CommRollupSrcNet || by_network)
             })
             .unwrap_or(Table::CommLogs)
     }
@@ -217,7 +224,9 @@ impl Table {
     /// Bucket widths this table is kept at (seconds, finest first; see `pipeline::rollup`).
     fn tiers(self) -> &'static [i32] {
         match self {
-            Table::CommRollupSrc | Table::CommRollupDst => &rollup::IP_TIERS,
+            Table::CommRollupSrcNet | Table::CommRollupSrc | Table::CommRollupDst => {
+                &rollup::IP_TIERS
+            }
             Table::CommRollupService | Table::CommRollup => &rollup::TIERS,
             Table::CommLogs => &[1],
         }
@@ -231,7 +240,7 @@ impl Table {
     fn dims(self) -> Dims {
         match self {
             Table::CommRollupService => Dims::SERVICE,
-            Table::CommRollupSrc => Dims::SRC_IP,
+            Table::CommRollupSrcNet | Table::CommRollupSrc => Dims::SRC_IP,
             Table::CommRollupDst => Dims::DST_IP,
             Table::CommRollup => Dims::SERVICE
                 .with(Dims::PROTOCOL)
@@ -278,6 +287,7 @@ impl Table {
         match self {
             Table::CommLogs => None,
             Table::CommRollupService => Some(("comm_rollup_service", "service")),
+            Table::CommRollupSrcNet => Some(("comm_rollup_src_net", "src_net")),
             Table::CommRollupSrc => Some(("comm_rollup_src", "src_ip")),
             Table::CommRollupDst => Some(("comm_rollup_dst", "dst_ip")),
             Table::CommRollup => Some((
@@ -390,7 +400,16 @@ fn filter_sql_on(f: &Filters, table: Table, max_res: i64) -> Where {
     }
     // ipnetwork has no driver mapping: bind the text form and let PostgreSQL parse it as inet.
     if let Some(net) = f.src {
-        w.and("src_ip <<= $::text::inet", vec![Box::new(net.to_string())]);
+        // A network row is in `net` exactly when its addresses are (`Table::choose` checks the prefix).
+        let column = if table == Table::CommRollupSrcNet {
+            "src_net"
+        } else {
+            "src_ip"
+        };
+        w.and(
+            &format!("{column} <<= $::text::inet"),
+            vec![Box::new(net.to_string())],
+        );
     }
     if let Some(net) = f.dst {
         w.and("dst_ip <<= $::text::inet", vec![Box::new(net.to_string())]);
@@ -620,6 +639,15 @@ async fn write_rollup(
         &[("dst_ip", "inet", &dst)],
         &Columns::of(&flush.dst, false),
     )
+    .await?;
+    let src_net: Vec<_> = flush.src_net.iter().map(|(k, _)| k.dims).collect();
+    write_shape(
+        client,
+        "comm_rollup_src_net",
+        how,
+        &[("src_net", "inet", &src_net)],
+        &Columns::of(&flush.src_net, false),
+    )
     .await
 }
 
@@ -629,6 +657,7 @@ pub struct Deltas {
     pub service: Vec<tokio_postgres::Row>,
     pub src: Vec<tokio_postgres::Row>,
     pub dst: Vec<tokio_postgres::Row>,
+    pub src_net: Vec<tokio_postgres::Row>,
 }
 
 const COUNT_COLUMNS: &str = "events, bytes_in, bytes_out, errors, client_errors";
@@ -649,12 +678,13 @@ pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, D
         service: take(Table::CommRollupService).await?,
         src: take(Table::CommRollupSrc).await?,
         dst: take(Table::CommRollupDst).await?,
+        src_net: take(Table::CommRollupSrcNet).await?,
     })
 }
 
 impl Deltas {
     pub fn len(&self) -> usize {
-        self.full.len() + self.service.len() + self.src.len() + self.dst.len()
+        self.full.len() + self.service.len() + self.src.len() + self.dst.len() + self.src_net.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -678,6 +708,7 @@ impl Deltas {
             service: delta_groups(&self.service, 1, true, |r| r.try_get(2))?,
             src: delta_groups(&self.src, 1, false, |r| r.try_get(2))?,
             dst: delta_groups(&self.dst, 1, false, |r| r.try_get(2))?,
+            src_net: delta_groups(&self.src_net, 1, false, |r| r.try_get(2))?,
         })
     }
 }
@@ -1318,7 +1349,20 @@ mod tests {
             ("service=web", Dims::SERVICE, true, 300, CommRollupService),
             ("host=a", Dims::NONE, true, 300, CommRollup),
             ("status=500", Dims::SERVICE, false, 300, CommRollup),
-            ("src=10.0.0.0/8", Dims::NONE, false, 300, CommRollupSrc),
+            ("src=10.0.0.0/8", Dims::NONE, false, 300, CommRollupSrcNet),
+            ("src=10.0.1.0/24", Dims::NONE, false, 3600, CommRollupSrcNet),
+            (
+                "src=2001:db8::/64",
+                Dims::NONE,
+                false,
+                300,
+                CommRollupSrcNet,
+            ),
+            // Narrower than the rolled-up networks, or grouped by address: the addresses.
+            ("src=10.0.1.0/25", Dims::NONE, false, 300, CommRollupSrc),
+            ("src=10.0.1.7", Dims::NONE, false, 300, CommRollupSrc),
+            ("src=2001:db8::/96", Dims::NONE, false, 300, CommRollupSrc),
+            ("src=10.0.0.0/8", Dims::SRC_IP, false, 300, CommRollupSrc),
             ("", Dims::SRC_IP, false, 300, CommRollupSrc),
             ("src=10.0.0.0/8", Dims::NONE, true, 300, CommLogs),
             ("dst=10.0.0.1", Dims::NONE, false, 300, CommRollupDst),

@@ -136,6 +136,8 @@ pub struct Flush<'a> {
     pub service: Groups<Option<&'a str>>,
     pub src: Groups<Option<IpAddr>>,
     pub dst: Groups<Option<IpAddr>>,
+    /// Keyed by [`src_network`].
+    pub src_net: Groups<Option<IpAddr>>,
 }
 
 /// The per-minute contributions of a set of rows, before they are summed into the coarser tiers.
@@ -145,6 +147,7 @@ pub struct Rollup<'a> {
     service: HashMap<(i64, Option<&'a str>), Agg>,
     src: HashMap<(i64, Option<IpAddr>), Agg>,
     dst: HashMap<(i64, Option<IpAddr>), Agg>,
+    src_net: HashMap<(i64, Option<IpAddr>), Agg>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +223,12 @@ impl<'a> Rollup<'a> {
         v.add_to(self.full.entry((minute, full)).or_default(), true);
         v.add_to(self.src.entry((minute, src)).or_default(), false);
         v.add_to(self.dst.entry((minute, dst)).or_default(), false);
+        v.add_to(
+            self.src_net
+                .entry((minute, src.map(src_network)))
+                .or_default(),
+            false,
+        );
         Some(())
     }
 
@@ -232,6 +241,7 @@ impl<'a> Rollup<'a> {
             service: sorted(minutes(self.service).collect()),
             src: expand(minutes(self.src), &IP_TIERS[..1]),
             dst: expand(minutes(self.dst), &IP_TIERS[..1]),
+            src_net: expand(minutes(self.src_net), &IP_TIERS[..1]),
         }
     }
 }
@@ -244,6 +254,30 @@ impl<'a> Flush<'a> {
             service: expand(self.service, &TIERS),
             src: expand(self.src, &IP_TIERS),
             dst: expand(self.dst, &IP_TIERS),
+            src_net: expand(self.src_net, &IP_TIERS),
+        }
+    }
+}
+
+/// Prefix length of the source networks rolled up: a /24 of IPv4, a /64 of IPv6.
+pub const fn src_network_prefix(ipv4: bool) -> u8 {
+    if ipv4 {
+        24
+    } else {
+        64
+    }
+}
+
+/// The network an address is rolled up under, as its first address (`src_network` in SQL).
+pub fn src_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let keep = u32::MAX << (32 - src_network_prefix(true));
+            IpAddr::V4((u32::from(a) & keep).into())
+        }
+        IpAddr::V6(a) => {
+            let keep = u128::MAX << (128 - src_network_prefix(false));
+            IpAddr::V6((u128::from(a) & keep).into())
         }
     }
 }
@@ -327,6 +361,36 @@ mod tests {
             encode_row(&mut buf, &ev, 5, "p");
         }
         buf
+    }
+
+    #[test]
+    fn sources_roll_up_under_their_network() {
+        let net = |a: &str| src_network(a.parse().unwrap()).to_string();
+        assert_eq!(net("10.0.1.77"), "10.0.1.0");
+        assert_eq!(net("10.0.1.0"), "10.0.1.0");
+        assert_eq!(net("2001:db8:1:2:3::9"), "2001:db8:1:2::");
+        let buf = rows(&[
+            r#"{"timestamp":"2026-11-22T10:00:05Z","src_ip":"10.0.1.7","bytes_in":3}"#,
+            r#"{"timestamp":"2026-11-22T10:00:06Z","src_ip":"10.0.1.200","bytes_in":4}"#,
+            r#"{"timestamp":"2026-11-22T10:00:07Z","src_ip":"10.0.2.1"}"#,
+            r#"{"timestamp":"2026-11-22T10:00:08Z"}"#,
+        ]);
+        let mut r = Rollup::default();
+        r.add_rows(&buf).unwrap();
+        let got: Vec<(i32, Option<String>, i64, i64)> = r
+            .into_deltas()
+            .src_net
+            .iter()
+            .map(|(k, a)| (k.res, k.dims.map(|ip| ip.to_string()), a.events, a.bytes_in))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (300, None, 1, 0),
+                (300, Some("10.0.1.0".into()), 2, 7),
+                (300, Some("10.0.2.0".into()), 1, 0)
+            ]
+        );
     }
 
     #[test]

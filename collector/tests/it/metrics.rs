@@ -62,6 +62,17 @@ async fn volume_equals_sql_with_every_bucket_present() {
         (
             "&src=10.1.0.0/16",
             "src_ip <<= '10.1.0.0/16'",
+            "comm_rollup_src_net",
+        ),
+        (
+            "&src=2001:db8::/64",
+            "src_ip <<= '2001:db8::/64'",
+            "comm_rollup_src_net",
+        ),
+        // Narrower than a rolled-up network: from the addresses.
+        (
+            "&src=10.1.0.0/25",
+            "src_ip <<= '10.1.0.0/25'",
             "comm_rollup_src",
         ),
         ("&dst=192.0.2.4", "dst_ip = '192.0.2.4'", "comm_rollup_dst"),
@@ -79,7 +90,7 @@ async fn volume_equals_sql_with_every_bucket_present() {
                 ))
                 .await;
             // The IP shapes keep no minute rows: minute buckets filtered by IP come from comm_logs.
-            let ip_shape = source == "comm_rollup_src" || source == "comm_rollup_dst";
+            let ip_shape = source.starts_with("comm_rollup_src") || source == "comm_rollup_dst";
             let source = if bucket == "1m" && ip_shape {
                 "comm_logs"
             } else {
@@ -148,7 +159,7 @@ async fn volume_equals_sql_with_every_bucket_present() {
         .await;
     assert_eq!(
         (&body["bucket"], &body["source"]),
-        (&Value::from("5m"), &Value::from("comm_rollup_src"))
+        (&Value::from("5m"), &Value::from("comm_rollup_src_net"))
     );
     let body = app
         .ok_json(&format!("/metrics/volume?from={FROM}&to={END}"))

@@ -151,15 +151,18 @@ impl TestApp {
     /// comm_logs) computes: counts, bytes, latency sums and the histograms themselves. The writer's rollups are
     /// restored afterwards (the check runs in a transaction it rolls back).
     pub async fn assert_rollup_matches_raw(&self) {
-        const TABLES: [&str; 4] = [
+        const TABLES: [&str; 5] = [
             "comm_rollup",
             "comm_rollup_service",
             "comm_rollup_src",
             "comm_rollup_dst",
+            "comm_rollup_src_net",
         ];
         // The writers append deltas; the compactor moves them into the keyed rows within a second or so.
-        let deltas = "SELECT (SELECT count(*) FROM comm_rollup_delta) + (SELECT count(*) FROM comm_rollup_service_delta)
-                    + (SELECT count(*) FROM comm_rollup_src_delta) + (SELECT count(*) FROM comm_rollup_dst_delta)";
+        let deltas = TABLES
+            .map(|t| format!("(SELECT count(*) FROM {t}_delta)"))
+            .join(" + ");
+        let deltas = &format!("SELECT {deltas}");
         for _ in 0..600 {
             if self.count(deltas).await == 0 {
                 break;
@@ -181,7 +184,10 @@ impl TestApp {
                 .await
                 .unwrap();
             let per_tier: Vec<(i32, i64)> = per_tier.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let want: Vec<(i32, i64)> = match (raw, t.ends_with("_src") || t.ends_with("_dst")) {
+            let want: Vec<(i32, i64)> = match (
+                raw,
+                t.ends_with("_src") || t.ends_with("_dst") || t.ends_with("_net"),
+            ) {
                 (0, _) => vec![],
                 (_, true) => vec![(300, raw), (3600, raw)],
                 (_, false) => vec![(60, raw), (300, raw), (3600, raw)],
