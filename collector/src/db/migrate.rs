@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "source networks",
         include_str!("../../../db/migrations/0005_src_networks.sql"),
     ),
+    (
+        6,
+        "packed histograms",
+        include_str!("../../../db/migrations/0006_packed_histograms.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

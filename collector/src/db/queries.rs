@@ -610,7 +610,7 @@ async fn write_rollup(
             ("dst_port", "int4", &dst_port),
             ("status", "int4", &status),
         ],
-        &Columns::of(&flush.full, true),
+        &Columns::of(&flush.full, true)?,
     )
     .await?;
     let service: Vec<_> = flush.service.iter().map(|(k, _)| k.dims).collect();
@@ -619,7 +619,7 @@ async fn write_rollup(
         "comm_rollup_service",
         how,
         &[("service", "text", &service)],
-        &Columns::of(&flush.service, true),
+        &Columns::of(&flush.service, true)?,
     )
     .await?;
     let src: Vec<_> = flush.src.iter().map(|(k, _)| k.dims).collect();
@@ -628,7 +628,7 @@ async fn write_rollup(
         "comm_rollup_src",
         how,
         &[("src_ip", "inet", &src)],
-        &Columns::of(&flush.src, false),
+        &Columns::of(&flush.src, false)?,
     )
     .await?;
     let dst: Vec<_> = flush.dst.iter().map(|(k, _)| k.dims).collect();
@@ -637,7 +637,7 @@ async fn write_rollup(
         "comm_rollup_dst",
         how,
         &[("dst_ip", "inet", &dst)],
-        &Columns::of(&flush.dst, false),
+        &Columns::of(&flush.dst, false)?,
     )
     .await?;
     let src_net: Vec<_> = flush.src_net.iter().map(|(k, _)| k.dims).collect();
@@ -646,7 +646,7 @@ async fn write_rollup(
         "comm_rollup_src_net",
         how,
         &[("src_net", "inet", &src_net)],
-        &Columns::of(&flush.src_net, false),
+        &Columns::of(&flush.src_net, false)?,
     )
     .await
 }
@@ -742,7 +742,7 @@ fn delta_groups<'r, D: Copy + Ord + std::hash::Hash>(
             a.latency_n = r.try_get(at + 5)?;
             a.latency_sum = r.try_get(at + 6)?;
             a.latency_max = r.try_get(at + 7)?;
-            let stored: latency::StoredPairs<'_> = r.try_get(at + 8)?;
+            let stored: latency::StoredHistogram<'_> = r.try_get(at + 8)?;
             stored
                 .for_each(|b, n| *a.hist.entry(b).or_default() += n)
                 .map_err(DbError::Corrupt)?;
@@ -771,7 +771,7 @@ struct Columns {
 type LatencyColumns = (Vec<i64>, Vec<f64>, Vec<Option<f64>>, Vec<String>);
 
 impl Columns {
-    fn of<D>(groups: &[(rollup::Key<D>, rollup::Agg)], latency: bool) -> Columns {
+    fn of<D>(groups: &[(rollup::Key<D>, rollup::Agg)], latency: bool) -> Result<Columns, DbError> {
         let mut c = Columns {
             res: Vec::with_capacity(groups.len()),
             bucket: Vec::with_capacity(groups.len()),
@@ -794,10 +794,12 @@ impl Columns {
                 n.push(a.latency_n);
                 sum.push(a.latency_sum);
                 max.push(a.latency_max);
-                hist.push(latency::to_pairs_literal(&a.hist));
+                hist.push(latency::to_stored_literal(&a.hist).ok_or_else(|| {
+                    DbError::Corrupt("a latency bucket counts 2^48 events or more".into())
+                })?);
             }
         }
-        c
+        Ok(c)
     }
 }
 
@@ -1006,7 +1008,7 @@ pub async fn latency_by_bucket(
                     hist: latency::Histogram::default(),
                     max: None,
                 });
-            let stored: latency::StoredPairs<'_> = r.try_get(2)?;
+            let stored: latency::StoredHistogram<'_> = r.try_get(2)?;
             stored
                 .for_each(|b, n| h.hist.add(b, n))
                 .map_err(DbError::Corrupt)?;

@@ -110,39 +110,42 @@ pub fn percentiles(hist: &Histogram, ps: &[f64]) -> Option<Vec<f64>> {
     Some(out)
 }
 
-/// Calls `f` with each (bucket, count) of a histogram stored as the rollups keep it:
-/// `[bucket, count, bucket, count, ...]`, given as its numbers in order.
-fn decode(
-    mut numbers: impl Iterator<Item = Result<i64, String>>,
-    mut f: impl FnMut(i16, i64),
-) -> Result<(), String> {
-    while let Some(bucket) = numbers.next() {
-        let bucket = bucket?;
-        let count = numbers
-            .next()
-            .ok_or("latency histogram has an odd count of numbers, not pairs")??;
-        let bucket = i16::try_from(bucket)
-            .map_err(|_| format!("latency histogram bucket {bucket} is out of range"))?;
-        f(bucket, count);
-    }
-    Ok(())
+/// Bits of a stored number holding the count; the bucket is above them (see `pack`).
+const COUNT_BITS: u32 = 48;
+
+/// One non-empty bucket as the rollups store it: bucket × 2^48 + count, so that a histogram is one `int8` per
+/// bucket and the numbers sort by bucket (db/migrations/0006_packed_histograms.sql). `None` for a count that
+/// does not fit 48 bits.
+pub fn pack(bucket: i16, count: i64) -> Option<i64> {
+    (0..1 << COUNT_BITS)
+        .contains(&count)
+        .then(|| (i64::from(bucket) << COUNT_BITS) | count)
+}
+
+/// The (bucket, count) of a stored number.
+pub fn unpack(n: i64) -> (i16, i64) {
+    // An i64 shifted right by 48 always fits i16.
+    ((n >> COUNT_BITS) as i16, n & ((1 << COUNT_BITS) - 1))
 }
 
 /// Adds a stored histogram, given as its numbers, to `into`.
-pub fn add_pairs(stored: &[i64], into: &mut Histogram) -> Result<(), String> {
-    decode(stored.iter().map(|n| Ok(*n)), |b, n| into.add(b, n))
+pub fn add_stored(stored: &[i64], into: &mut Histogram) {
+    for n in stored {
+        let (b, c) = unpack(*n);
+        into.add(b, c);
+    }
 }
 
 /// A stored histogram as PostgreSQL sends it (binary `int8[]`), read in place: an answer covers thousands of
 /// them, and copying each into a vector first cost more than adding it up.
-pub struct StoredPairs<'a>(&'a [u8]);
+pub struct StoredHistogram<'a>(&'a [u8]);
 
-impl<'a> tokio_postgres::types::FromSql<'a> for StoredPairs<'a> {
+impl<'a> tokio_postgres::types::FromSql<'a> for StoredHistogram<'a> {
     fn from_sql(
         _: &tokio_postgres::types::Type,
         raw: &'a [u8],
     ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(StoredPairs(raw))
+        Ok(StoredHistogram(raw))
     }
 
     fn accepts(ty: &tokio_postgres::types::Type) -> bool {
@@ -150,10 +153,10 @@ impl<'a> tokio_postgres::types::FromSql<'a> for StoredPairs<'a> {
     }
 }
 
-impl StoredPairs<'_> {
+impl StoredHistogram<'_> {
     /// Calls `f` with each (bucket, count). The binary array is: dimensions, null flag, element type, then per
     /// dimension its length and lower bound, then each element as its byte length and big-endian value.
-    pub fn for_each(&self, f: impl FnMut(i16, i64)) -> Result<(), String> {
+    pub fn for_each(&self, mut f: impl FnMut(i16, i64)) -> Result<(), String> {
         let mut rest = self.0;
         let mut take = |n: usize| -> Result<&[u8], String> {
             if rest.len() < n {
@@ -175,31 +178,33 @@ impl StoredPairs<'_> {
             return Err(format!("latency histogram has {dims} dimensions, not 1"));
         }
         let (_nulls, _element_type, len, _lower) = (int()?, int()?, int()?, int()?);
-        let numbers = (0..len).map(|_| {
+        for _ in 0..len {
             let b = take(12)?;
             if b[..4] != 8_i32.to_be_bytes() {
                 return Err("latency histogram has a null or a number that is not int8".to_string());
             }
-            Ok(i64::from_be_bytes([
+            let (bucket, count) = unpack(i64::from_be_bytes([
                 b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-            ]))
-        });
-        decode(numbers, f)
+            ]));
+            f(bucket, count);
+        }
+        Ok(())
     }
 }
 
-/// A histogram as the array literal of its stored pairs, in ascending bucket order.
-pub fn to_pairs_literal(hist: &BTreeMap<i16, i64>) -> String {
-    let mut s = String::with_capacity(2 + hist.len() * 10);
+/// A histogram as the array literal of its stored numbers (see [`pack`]), in ascending bucket order; `None` when
+/// a count does not fit.
+pub fn to_stored_literal(hist: &BTreeMap<i16, i64>) -> Option<String> {
+    let mut s = String::with_capacity(2 + hist.len() * 18);
     s.push('{');
     for (i, (b, c)) in hist.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{b},{c}");
+        let _ = write!(s, "{}", pack(*b, *c)?);
     }
     s.push('}');
-    s
+    Some(s)
 }
 
 #[cfg(test)]
@@ -246,21 +251,51 @@ mod tests {
     }
 
     #[test]
-    fn stored_pairs_add_up() {
+    fn stored_numbers_pack_bucket_and_count() {
+        for (b, c) in [
+            (ZERO, 0),
+            (ZERO, 5),
+            (-5, 1),
+            (0, 7),
+            (300, (1 << 48) - 1),
+            (i16::MAX, 1),
+        ] {
+            assert_eq!(unpack(pack(b, c).unwrap()), (b, c));
+        }
+        assert_eq!(pack(-1, 3), Some(-(1 << 48) + 3));
+        assert_eq!(pack(1, 1 << 48), None);
+        assert_eq!(pack(1, -1), None);
+        // Sorted numbers are sorted buckets.
+        let mut v =
+            [pack(300, 1), pack(ZERO, 9), pack(-5, 1 << 40), pack(-4, 0)].map(Option::unwrap);
+        v.sort_unstable();
+        assert_eq!(v.map(|n| unpack(n).0), [ZERO, -5, -4, 300]);
+
         let h = BTreeMap::from([(ZERO, 2), (-5, 1), (300, 7)]);
-        assert_eq!(to_pairs_literal(&h), "{-32768,2,-5,1,300,7}");
-        assert_eq!(to_pairs_literal(&BTreeMap::new()), "{}");
+        let literal = to_stored_literal(&h).unwrap();
+        let numbers: Vec<i64> = literal
+            .trim_matches(['{', '}'])
+            .split(',')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(
+            numbers,
+            [pack(ZERO, 2), pack(-5, 1), pack(300, 7)].map(Option::unwrap)
+        );
+        assert_eq!(to_stored_literal(&BTreeMap::new()).as_deref(), Some("{}"));
+        assert_eq!(to_stored_literal(&BTreeMap::from([(1, 1 << 50)])), None);
         let mut back = Histogram::default();
-        add_pairs(&[-32768, 2, -5, 1, 300, 7], &mut back).unwrap();
-        add_pairs(&[-5, 2, 300, 3, -32768, 1], &mut back).unwrap();
-        add_pairs(&[], &mut back).unwrap();
+        add_stored(&numbers, &mut back);
+        add_stored(
+            &[pack(-5, 2), pack(300, 3), pack(ZERO, 1)].map(Option::unwrap),
+            &mut back,
+        );
+        add_stored(&[], &mut back);
         assert_eq!(
             back.iter().collect::<Vec<_>>(),
             [(ZERO, 3), (-5, 3), (300, 10)]
         );
         assert_eq!(back.total(), 16);
-        assert!(add_pairs(&[1, 2, 3], &mut back).is_err());
-        assert!(add_pairs(&[99_999, 1], &mut back).is_err());
     }
 
     /// `int8[]` in PostgreSQL's binary form (array_send): one dimension, lower bound 1.
@@ -280,19 +315,24 @@ mod tests {
     fn binary_arrays_are_read_in_place() {
         let read = |raw: &[u8]| {
             let mut got = Vec::new();
-            StoredPairs(raw)
+            StoredHistogram(raw)
                 .for_each(|b, n| got.push((b, n)))
                 .map(|()| got)
         };
         assert_eq!(
-            read(&binary(&[-32768, 2, -5, 1, 300, 7])),
+            read(&binary(
+                &[pack(ZERO, 2), pack(-5, 1), pack(300, 7)].map(Option::unwrap)
+            )),
             Ok(vec![(ZERO, 2), (-5, 1), (300, 7)])
         );
         // The empty array has no dimensions.
         assert_eq!(read(&0_i32.to_be_bytes().repeat(3)), Ok(vec![]));
         let whole = binary(&[4, 9]);
         assert!(read(&whole[..whole.len() - 1]).is_err());
-        assert!(read(&binary(&[4, 9, 5])).is_err());
-        assert!(read(&binary(&[70_000, 1])).is_err());
+        // A null element.
+        let mut null = binary(&[4]);
+        null.truncate(20);
+        null.extend((-1_i32).to_be_bytes());
+        assert!(read(&null).is_err());
     }
 }
