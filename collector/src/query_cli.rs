@@ -118,8 +118,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let answer = match (&args.database_url, &args.url) {
         (Some(db), None) => {
             let pool = crate::db::pool(db, 1)?;
-            let client = pool.get().await.context("connecting to the database")?;
-            api::execute(args.kind, &params, &client).await?
+            let mut client = pool.get().await.context("connecting to the database")?;
+            api::execute(args.kind, &params, &mut client).await?
         }
         _ => over_http(&args, &params).await?,
     };

@@ -1157,7 +1157,9 @@ pub async fn top_talkers(
 /// Exact, by a threshold: any `limit` addresses with totals (here: the largest of one bucket) bound the
 /// `limit`-th largest total from below by τ, the least of theirs. An address has at most m rows in the window
 /// (one per bucket, plus its deltas not yet compacted), so one totalling τ or more has a row of at least τ/m.
-/// Only addresses with such a row are summed; they include every address ranked in the answer, ties too.
+/// Only addresses with such a row are summed; they include every address ranked in the answer, ties too. The
+/// statements must share one snapshot (`query::api::execute` runs them in one repeatable-read transaction), or
+/// a flush committed between them could add rows the bound did not count.
 async fn top_by_threshold(
     client: &impl GenericClient,
     f: &Filters,

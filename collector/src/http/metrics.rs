@@ -35,12 +35,12 @@ async fn read(
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let client = state
+    let mut client = state
         .pool
         .get()
         .await
         .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
-    api::execute(kind, &params, &client)
+    api::execute(kind, &params, &mut client)
         .await
         .map(Json)
         .map_err(|e| match e {

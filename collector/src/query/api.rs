@@ -54,7 +54,26 @@ pub enum QueryError {
 const DEFAULT_LOGS_LIMIT: i64 = 100;
 const MAX_LOGS_LIMIT: i64 = 1000;
 
+/// Answers one question in a read-only transaction with one snapshot: an answer made of several statements
+/// (top talkers by address take five) sees every one of them at the same moment of ingest and compaction.
 pub async fn execute(
+    kind: Kind,
+    params: &HashMap<String, String>,
+    client: &mut deadpool_postgres::Object,
+) -> Result<Value, QueryError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(DbError::from)?;
+    let value = answer(kind, params, &tx).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    Ok(value)
+}
+
+async fn answer(
     kind: Kind,
     params: &HashMap<String, String>,
     client: &impl GenericClient,
