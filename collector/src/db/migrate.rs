@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "packed histograms",
         include_str!("../../../db/migrations/0006_packed_histograms.sql"),
     ),
+    (
+        7,
+        "source top lists",
+        include_str!("../../../db/migrations/0007_src_top.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

@@ -579,7 +579,81 @@ pub async fn merge_rollup(
     client: &impl GenericClient,
     flush: &rollup::Flush<'_>,
 ) -> Result<(), DbError> {
-    write_rollup(client, flush, Write::Merge).await
+    write_rollup(client, flush, Write::Merge).await?;
+    // The source buckets just changed are listed again (`make_src_top_lists`, next in the same transaction:
+    // a bucket with a list has closed, so its list is replaced before anyone can read it).
+    let mut touched: Vec<(i32, DateTime<Utc>)> = flush
+        .src
+        .iter()
+        .map(|(k, _)| (k.res, us_to_datetime(k.bucket_us)))
+        .collect();
+    touched.dedup();
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let (res, bucket): (Vec<i32>, Vec<DateTime<Utc>>) = touched.into_iter().unzip();
+    client
+        .execute(
+            "INSERT INTO comm_rollup_src_top_pending SELECT DISTINCT * FROM unnest($1::int4[], $2::timestamptz[])
+             ON CONFLICT DO NOTHING",
+            &[&res, &bucket],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Rows of a closed source bucket kept in its top list, by events and by bytes each (ties beyond included).
+const TOP_ROWS: i64 = 200;
+
+/// Makes the top lists of the pending source buckets that ended at least a minute ago (see
+/// db/migrations/0007_src_top.sql); returns how many.
+pub async fn make_src_top_lists(client: &impl GenericClient) -> Result<u64, DbError> {
+    let rows = client
+        .query(
+            "DELETE FROM comm_rollup_src_top_pending
+             WHERE bucket + res * interval '1 second' <= now() - interval '1 minute' RETURNING res, bucket",
+            &[],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let res: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    let bucket: Vec<DateTime<Utc>> = rows.iter().map(|r| r.get(1)).collect();
+    // Any list left from before is replaced.
+    for table in ["comm_rollup_src_top", "comm_rollup_src_top_floor"] {
+        let sql = format!(
+            "DELETE FROM {table} t USING unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
+             WHERE t.res = p.res AND t.bucket = p.bucket"
+        );
+        client.execute(&sql, &[&res, &bucket]).await?;
+    }
+    // The floor is the TOP_ROWS-th largest value (0 when fewer rows): every row at or above it is listed.
+    client
+        .execute(
+            "INSERT INTO comm_rollup_src_top_floor
+             SELECT p.res, p.bucket,
+                    coalesce((SELECT events FROM comm_rollup_src s WHERE s.res = p.res AND s.bucket = p.bucket
+                              ORDER BY events DESC OFFSET $3::int8 - 1 LIMIT 1), 0),
+                    coalesce((SELECT bytes_in + bytes_out FROM comm_rollup_src s
+                              WHERE s.res = p.res AND s.bucket = p.bucket
+                              ORDER BY 1 DESC OFFSET $3::int8 - 1 LIMIT 1), 0)
+             FROM unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)",
+            &[&res, &bucket, &TOP_ROWS],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO comm_rollup_src_top
+             SELECT s.res, s.bucket, s.src_ip, s.events, s.bytes_in + s.bytes_out
+             FROM unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
+             JOIN comm_rollup_src_top_floor f ON f.res = p.res AND f.bucket = p.bucket
+             JOIN comm_rollup_src s ON s.res = p.res AND s.bucket = p.bucket
+             WHERE s.events >= f.events OR s.bytes_in + s.bytes_out >= f.bytes",
+            &[&res, &bucket],
+        )
+        .await?;
+    Ok(rows.len() as u64)
 }
 
 async fn write_rollup(
@@ -1151,6 +1225,71 @@ pub async fn top_talkers(
     Ok((top, total))
 }
 
+/// The sources with a row of at least `threshold` in the window of `segs`: from the top lists of the buckets
+/// whose list is complete down to the threshold, from the rows themselves in the others, and from the deltas.
+/// Every source, whatever `f.src`: the caller's sums apply the filter.
+async fn src_candidates(
+    client: &impl GenericClient,
+    f: &Filters,
+    segs: &[(i32, i64, i64)],
+    by_bytes: bool,
+    threshold: i64,
+) -> Result<Vec<Option<String>>, DbError> {
+    let (listed, stored) = if by_bytes {
+        ("bytes", "bytes_in + bytes_out")
+    } else {
+        ("events", "events")
+    };
+    let mut all: Vec<(i32, DateTime<Utc>)> = Vec::new();
+    for &(res, from, to) in segs {
+        let step = i64::from(res);
+        all.extend(
+            (0..(to - from) / step).map(|i| (res, us_to_datetime((from + i * step) * 1_000_000))),
+        );
+    }
+    let (res, bucket): (Vec<i32>, Vec<DateTime<Utc>>) = all.iter().copied().unzip();
+    let sql = format!(
+        "SELECT res, bucket FROM comm_rollup_src_top_floor
+         JOIN unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket) USING (res, bucket)
+         WHERE {listed} <= $3"
+    );
+    let covered: std::collections::HashSet<(i32, DateTime<Utc>)> = client
+        .query(&sql, &[&res, &bucket, &threshold])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let (list_res, list_bucket): (Vec<i32>, Vec<DateTime<Utc>>) = covered.iter().copied().unzip();
+    let (scan_res, scan_bucket): (Vec<i32>, Vec<DateTime<Utc>>) =
+        all.into_iter().filter(|b| !covered.contains(b)).unzip();
+    let sql = format!(
+        "SELECT src_ip::text FROM comm_rollup_src_top
+         JOIN unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket) USING (res, bucket) WHERE {listed} >= $5
+         UNION
+         SELECT src_ip::text FROM comm_rollup_src
+         JOIN unnest($3::int4[], $4::timestamptz[]) AS p(res, bucket) USING (res, bucket) WHERE {stored} >= $5
+         UNION
+         SELECT src_ip::text FROM comm_rollup_src_delta WHERE bucket >= $6 AND bucket < $7 AND {stored} >= $5"
+    );
+    Ok(client
+        .query(
+            &sql,
+            &[
+                &list_res,
+                &list_bucket,
+                &scan_res,
+                &scan_bucket,
+                &threshold,
+                &f.from,
+                &f.to,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Top talkers of an address rollup without summing every address in the window, which holds thousands per
 /// bucket. `None` when the window has fewer than `limit` addresses: then summing them all is cheap.
 ///
@@ -1232,19 +1371,23 @@ async fn top_by_threshold(
     let m = buckets + pending;
     let threshold = if m > 0 { (tau + m - 1) / m } else { tau };
 
-    let mut w = filter_sql_on(f, table, 86_400);
-    let sql = format!(
-        "SELECT DISTINCT {key}::text FROM {name}{where_} AND {metric} >= ${}",
-        at(&w),
-        where_ = w.sql,
-    );
-    w.params.push(Box::new(threshold));
-    let candidates: Vec<Option<String>> = client
-        .query(&sql, &w.refs())
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let candidates: Vec<Option<String>> = if table == Table::CommRollupSrc {
+        src_candidates(client, f, &segs, by_bytes, threshold).await?
+    } else {
+        let mut w = filter_sql_on(f, table, 86_400);
+        let sql = format!(
+            "SELECT DISTINCT {key}::text FROM {name}{where_} AND {metric} >= ${}",
+            at(&w),
+            where_ = w.sql,
+        );
+        w.params.push(Box::new(threshold));
+        client
+            .query(&sql, &w.refs())
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
     let with_null = candidates.iter().any(Option::is_none);
     let candidates: Vec<String> = candidates.into_iter().flatten().collect();
 

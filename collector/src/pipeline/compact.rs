@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{queries, DbError};
 
+/// The advisory lock held by a compaction (any number unused by others).
+const COMPACTOR_LOCK: i64 = 0x0063_6f6d_7061_6374;
+
 /// Compacts every `every` until `shutdown`, then once more (after the writers have drained, when the caller
 /// cancels last).
 pub async fn run(pool: Pool, every: Duration, shutdown: CancellationToken) {
@@ -34,12 +37,20 @@ pub async fn run(pool: Pool, every: Duration, shutdown: CancellationToken) {
 pub async fn once(pool: &Pool) -> Result<usize, DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // One compactor at a time, however many collectors share the database: a top list made while another
+    // compactor merges into its bucket would miss that merge.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COMPACTOR_LOCK])
+        .await?;
     let deltas = queries::take_rollup_deltas(&tx).await?;
-    if deltas.is_empty() {
+    if !deltas.is_empty() {
+        let groups = super::cpu_bound(|| deltas.groups().map(|g| g.expand()))?;
+        queries::merge_rollup(&tx, &groups).await?;
+    }
+    // After the merge, in its transaction: a list is made from rows no delta is still waiting for.
+    let listed = queries::make_src_top_lists(&tx).await?;
+    if deltas.is_empty() && listed == 0 {
         return Ok(0);
     }
-    let groups = super::cpu_bound(|| deltas.groups().map(|g| g.expand()))?;
-    queries::merge_rollup(&tx, &groups).await?;
     tx.commit().await?;
     tracing::debug!(rows = deltas.len(), "Rollup deltas compacted");
     Ok(deltas.len())
