@@ -1247,47 +1247,61 @@ async fn src_candidates(
             (0..(to - from) / step).map(|i| (res, us_to_datetime((from + i * step) * 1_000_000))),
         );
     }
-    let (res, bucket): (Vec<i32>, Vec<DateTime<Utc>>) = all.iter().copied().unzip();
+    // Buckets are named one by one, so that each is an index range (an array join was planned as a full scan).
+    let mut w = Where::default();
+    let cond = any_bucket(&mut w, &all);
     let sql = format!(
-        "SELECT res, bucket FROM comm_rollup_src_top_floor
-         JOIN unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket) USING (res, bucket)
-         WHERE {listed} <= $3"
+        "SELECT res, bucket FROM comm_rollup_src_top_floor WHERE {cond} AND {listed} <= ${}",
+        w.params.len() + 1
     );
+    w.params.push(Box::new(threshold));
     let covered: std::collections::HashSet<(i32, DateTime<Utc>)> = client
-        .query(&sql, &[&res, &bucket, &threshold])
+        .query(&sql, &w.refs())
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let (list_res, list_bucket): (Vec<i32>, Vec<DateTime<Utc>>) = covered.iter().copied().unzip();
-    let (scan_res, scan_bucket): (Vec<i32>, Vec<DateTime<Utc>>) =
-        all.into_iter().filter(|b| !covered.contains(b)).unzip();
+    let (listed_buckets, read_buckets): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|b| covered.contains(b));
+    let mut w = Where::default();
+    w.params.push(Box::new(threshold));
+    w.params.push(Box::new(f.from));
+    w.params.push(Box::new(f.to));
+    let in_lists = any_bucket(&mut w, &listed_buckets);
+    let in_rows = any_bucket(&mut w, &read_buckets);
     let sql = format!(
-        "SELECT src_ip::text FROM comm_rollup_src_top
-         JOIN unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket) USING (res, bucket) WHERE {listed} >= $5
+        "SELECT src_ip::text FROM comm_rollup_src_top WHERE {in_lists} AND {listed} >= $1
          UNION
-         SELECT src_ip::text FROM comm_rollup_src
-         JOIN unnest($3::int4[], $4::timestamptz[]) AS p(res, bucket) USING (res, bucket) WHERE {stored} >= $5
+         SELECT src_ip::text FROM comm_rollup_src WHERE {in_rows} AND {stored} >= $1
          UNION
-         SELECT src_ip::text FROM comm_rollup_src_delta WHERE bucket >= $6 AND bucket < $7 AND {stored} >= $5"
+         SELECT src_ip::text FROM comm_rollup_src_delta WHERE bucket >= $2 AND bucket < $3 AND {stored} >= $1"
     );
     Ok(client
-        .query(
-            &sql,
-            &[
-                &list_res,
-                &list_bucket,
-                &scan_res,
-                &scan_bucket,
-                &threshold,
-                &f.from,
-                &f.to,
-            ],
-        )
+        .query(&sql, &w.refs())
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect())
+}
+
+/// `(res = .. AND bucket = ..) OR ...` over `buckets` (false when none), its values bound in `w`.
+fn any_bucket(w: &mut Where, buckets: &[(i32, DateTime<Utc>)]) -> String {
+    if buckets.is_empty() {
+        return "false".into();
+    }
+    let conds: Vec<String> = buckets
+        .iter()
+        .map(|(res, bucket)| {
+            w.params.push(Box::new(*res));
+            w.params.push(Box::new(*bucket));
+            format!(
+                "(res = ${} AND bucket = ${})",
+                w.params.len() - 1,
+                w.params.len()
+            )
+        })
+        .collect();
+    format!("({})", conds.join(" OR "))
 }
 
 /// Top talkers of an address rollup without summing every address in the window, which holds thousands per
