@@ -824,8 +824,9 @@ fn render_ingest(results: &[Measured], limit: f64, full: f64) -> String {
             s,
             "- The collector's rows also pay for the rollups: each COPY's transaction appends the flush's rollup \
              deltas (per minute by producer/service/protocol/host/port/status and by service, per 5 minutes by \
-             source and by destination address), and the compactor merges them into the keyed rollup rows every \
-             second. The raw COPY limit pays for none of it."
+             source address, source network and destination address), and the compactor merges them into the keyed \
+             rollup rows every second (and lists the largest sources of buckets that have closed). The raw COPY \
+             limit pays for none of it."
         );
         let _ = writeln!(
             s,

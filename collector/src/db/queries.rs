@@ -605,14 +605,21 @@ pub async fn merge_rollup(
 /// Rows of a closed source bucket kept in its top list, by events and by bytes each (ties beyond included).
 const TOP_ROWS: i64 = 200;
 
-/// Makes the top lists of the pending source buckets that ended at least a minute ago (see
+/// Lists made by one compaction at most, newest buckets first: after a migration over months of data, the
+/// backlog is worked off a little every second instead of holding up the merges.
+const TOP_LISTS_PER_COMPACTION: i64 = 64;
+
+/// Makes the top lists of (some) pending source buckets that ended at least a minute ago (see
 /// db/migrations/0007_src_top.sql); returns how many.
 pub async fn make_src_top_lists(client: &impl GenericClient) -> Result<u64, DbError> {
     let rows = client
         .query(
             "DELETE FROM comm_rollup_src_top_pending
-             WHERE bucket + res * interval '1 second' <= now() - interval '1 minute' RETURNING res, bucket",
-            &[],
+             WHERE (res, bucket) IN (SELECT res, bucket FROM comm_rollup_src_top_pending
+                                     WHERE bucket + res * interval '1 second' <= now() - interval '1 minute'
+                                     ORDER BY bucket DESC LIMIT $1)
+             RETURNING res, bucket",
+            &[&TOP_LISTS_PER_COMPACTION],
         )
         .await?;
     if rows.is_empty() {
@@ -1338,19 +1345,23 @@ async fn top_by_threshold(
     let name = table.name();
     let at = |w: &Where| w.params.len() + 1;
 
-    // The guess: the largest addresses of the window's latest coarsest bucket.
+    // The guess: the largest addresses of the window's latest coarsest bucket that has rows (an empty latest
+    // hour, as when traffic stopped, would leave nothing to bound with).
     let mut w = filter_sql_on(f, table, 86_400);
     let sql = format!(
-        "SELECT {key}::text FROM {name}{where_} AND res = ${} AND bucket = ${} AND {key} IS NOT NULL
+        "SELECT {key}::text FROM {name}{where_} AND res = ${r} AND {key} IS NOT NULL
+           AND bucket = (SELECT max(bucket) FROM {stored} WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
          ORDER BY {metric} DESC LIMIT ${}",
-        at(&w),
         at(&w) + 1,
         at(&w) + 2,
+        at(&w) + 3,
+        r = at(&w),
         where_ = w.sql,
     );
     w.params.push(Box::new(res));
     w.params
-        .push(Box::new(us_to_datetime((end - i64::from(res)) * 1_000_000)));
+        .push(Box::new(us_to_datetime(f.from.timestamp() * 1_000_000)));
+    w.params.push(Box::new(us_to_datetime(end * 1_000_000)));
     w.params.push(Box::new(limit));
     let guess: Vec<String> = client
         .query(&sql, &w.refs())

@@ -46,7 +46,8 @@ pub async fn once(pool: &Pool) -> Result<usize, DbError> {
         let groups = super::cpu_bound(|| deltas.groups().map(|g| g.expand()))?;
         queries::merge_rollup(&tx, &groups).await?;
     }
-    // After the merge, in its transaction: a list is made from rows no delta is still waiting for.
+    // After the merge, in its transaction: lists are made from the rows as merged; a later merge into a listed
+    // bucket marks it pending again.
     let listed = queries::make_src_top_lists(&tx).await?;
     if deltas.is_empty() && listed == 0 {
         return Ok(0);
