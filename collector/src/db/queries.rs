@@ -703,33 +703,16 @@ async fn write_rollup(
         &Columns::of(&flush.service, true)?,
     )
     .await?;
-    let src: Vec<_> = flush.src.iter().map(|(k, _)| k.dims).collect();
-    write_shape(
-        client,
-        "comm_rollup_src",
-        how,
-        &[("src_ip", "inet", &src)],
-        &Columns::of(&flush.src, false)?,
-    )
-    .await?;
-    let dst: Vec<_> = flush.dst.iter().map(|(k, _)| k.dims).collect();
-    write_shape(
-        client,
-        "comm_rollup_dst",
-        how,
-        &[("dst_ip", "inet", &dst)],
-        &Columns::of(&flush.dst, false)?,
-    )
-    .await?;
-    let src_net: Vec<_> = flush.src_net.iter().map(|(k, _)| k.dims).collect();
-    write_shape(
-        client,
-        "comm_rollup_src_net",
-        how,
-        &[("src_net", "inet", &src_net)],
-        &Columns::of(&flush.src_net, false)?,
-    )
-    .await
+    for (table, column, groups) in [
+        ("comm_rollup_src", "src_ip", &flush.src),
+        ("comm_rollup_dst", "dst_ip", &flush.dst),
+        ("comm_rollup_src_net", "src_net", &flush.src_net),
+    ] {
+        let keys: Vec<_> = groups.iter().map(|(k, _)| k.dims).collect();
+        let columns = Columns::of(groups, false)?;
+        write_shape(client, table, how, &[(column, "inet", &keys)], &columns).await?;
+    }
+    Ok(())
 }
 
 /// Rows of the `_delta` tables, deleted as they are read (the caller's transaction decides whether for good).
