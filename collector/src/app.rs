@@ -164,6 +164,7 @@ pub async fn run(
     let compactor = tokio::spawn(compact::run(
         pool.clone(),
         Duration::from_millis(cfg.rollup_compact_ms.max(1)),
+        Some(Duration::from_millis(cfg.pair_seal_lag_ms)),
         compact_stop.clone(),
     ));
     let maintenance_stop = CancellationToken::new();

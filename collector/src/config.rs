@@ -105,6 +105,11 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_ROLLUP_COMPACT_MS", default_value_t = 1_000)]
     pub rollup_compact_ms: u64,
 
+    /// How far behind now the pair rollup is sealed from the raw events, in milliseconds: top talkers by pair
+    /// read the events since then raw, and events arriving later than this are rolled up by their writer.
+    #[arg(long, env = "COLLECTOR_PAIR_SEAL_LAG_MS", default_value_t = 5_000)]
+    pub pair_seal_lag_ms: u64,
+
     /// Cap of the writers' retry backoff, in milliseconds.
     #[arg(long, env = "COLLECTOR_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]
     pub retry_max_backoff_ms: u64,

@@ -419,20 +419,14 @@ async fn wait_healthy(addr: std::net::SocketAddr) {
 }
 
 /// Deterministic JSON batches shaped like real traffic, time-ordered within the last hour.
+/// Events without a timestamp: each is stamped when received, as live traffic is (an event stamped long
+/// before it arrives is late, and its writer rolls its pair up itself; see db/migrations/0008_pairs.sql).
 fn generate(seed: u64, events: usize, batch_size: usize) -> Vec<Bytes> {
-    let start_us = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
-    let step_us = (3_000_000_000 / events.max(1)) as i64;
     let batch_size = batch_size.max(1);
     (0..events.div_ceil(batch_size))
         .map(|b| {
             let first = b * batch_size;
-            batch(
-                seed,
-                first,
-                batch_size.min(events - first),
-                start_us,
-                step_us,
-            )
+            batch(seed, first, batch_size.min(events - first), None)
         })
         .collect()
 }
@@ -476,9 +470,10 @@ fn peak_rss_mib(pid: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Events `first .. first + n` of a stream where event i happens at `start_us + i * step_us`. Each batch has
-/// its own seed, so any batch can be made on its own (the query benchmark streams 10M+ events).
-pub(crate) fn batch(seed: u64, first: usize, n: usize, start_us: i64, step_us: i64) -> Bytes {
+/// Events `first .. first + n` of a stream where event i happens at `start_us + i * step_us` for `stamps` =
+/// `(start_us, step_us)`, or carries no timestamp. Each batch has its own seed, so any batch can be made on its
+/// own (the query benchmark streams 10M+ events).
+pub(crate) fn batch(seed: u64, first: usize, n: usize, stamps: Option<(i64, i64)>) -> Bytes {
     let mut rng = StdRng::seed_from_u64(seed ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let services = [
         ("web", 443, "tcp"),
@@ -509,15 +504,23 @@ pub(crate) fn batch(seed: u64, first: usize, n: usize, start_us: i64, step_us: i
             _ => 503,
         };
         let latency = (rng.random::<f64>() * 3.0).exp() + 0.3;
-        let ts = chrono::DateTime::from_timestamp_micros(start_us + (first + k) as i64 * step_us)
-            .unwrap_or_default();
         if k > 0 {
             s.push(',');
         }
+        s.push('{');
+        if let Some((start_us, step_us)) = stamps {
+            let ts =
+                chrono::DateTime::from_timestamp_micros(start_us + (first + k) as i64 * step_us)
+                    .unwrap_or_default();
+            let _ = write!(
+                s,
+                r#""timestamp":"{}","#,
+                ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            );
+        }
         let _ = write!(
             s,
-            r#"{{"timestamp":"{}","src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"request handled","tags":{{"env":"prod"}}}}"#,
-            ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            r#""src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"request handled","tags":{{"env":"prod"}}}}"#,
             rng.random_range(1024..65535),
             rng.random_range(1..20),
             rng.random_range(100..5_000),

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "source top lists",
         include_str!("../../../db/migrations/0007_src_top.sql"),
     ),
+    (
+        8,
+        "pair rollup",
+        include_str!("../../../db/migrations/0008_pairs.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

@@ -18,7 +18,7 @@ pub enum DbError {
     Build(String),
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
     MalformedRows(String),
@@ -31,6 +31,14 @@ pub enum DbError {
         name: &'static str,
         source: tokio_postgres::Error,
     },
+}
+
+/// The server's own message when there is one ("db error" alone says nothing).
+fn detail(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map_or_else(
+        || e.to_string(),
+        |d| format!("{} ({})", d.message(), d.code().code()),
+    )
 }
 
 impl DbError {

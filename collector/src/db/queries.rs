@@ -184,17 +184,19 @@ pub enum Table {
     CommRollupSrcNet,
     CommRollupSrc,
     CommRollupDst,
+    CommRollupPair,
     CommRollup,
     CommLogs,
 }
 
 impl Table {
     /// Narrowest first.
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 7] = [
         Table::CommRollupService,
         Table::CommRollupSrcNet,
         Table::CommRollupSrc,
         Table::CommRollupDst,
+        Table::CommRollupPair,
         Table::CommRollup,
         Table::CommLogs,
     ];
@@ -224,9 +226,10 @@ impl Table {
     /// Bucket widths this table is kept at (seconds, finest first; see `pipeline::rollup`).
     fn tiers(self) -> &'static [i32] {
         match self {
-            Table::CommRollupSrcNet | Table::CommRollupSrc | Table::CommRollupDst => {
-                &rollup::IP_TIERS
-            }
+            Table::CommRollupSrcNet
+            | Table::CommRollupSrc
+            | Table::CommRollupDst
+            | Table::CommRollupPair => &rollup::IP_TIERS,
             Table::CommRollupService | Table::CommRollup => &rollup::TIERS,
             Table::CommLogs => &[1],
         }
@@ -242,6 +245,7 @@ impl Table {
             Table::CommRollupService => Dims::SERVICE,
             Table::CommRollupSrcNet | Table::CommRollupSrc => Dims::SRC_IP,
             Table::CommRollupDst => Dims::DST_IP,
+            Table::CommRollupPair => Dims::SRC_IP.with(Dims::DST_IP),
             Table::CommRollup => Dims::SERVICE
                 .with(Dims::PROTOCOL)
                 .with(Dims::HOST)
@@ -265,20 +269,50 @@ impl Table {
 
     /// What a query reads: a rollup together with its deltas not yet compacted (see `pipeline::compact`). A
     /// delta row holds its shape's finest tier; it is presented at every tier, so that whichever tier a
-    /// segment reads (see [`segments`]) counts it exactly once.
+    /// segment reads (see [`segments`]) counts it exactly once. Pairs add the raw events not yet sealed
+    /// (db/migrations/0008_pairs.sql), presented the same way.
     fn name(self) -> String {
+        match self.stored() {
+            None => "comm_logs".into(),
+            Some((table, _)) => format!(
+                "(SELECT * FROM {table} UNION ALL SELECT * FROM {}) AS r",
+                self.pending()
+            ),
+        }
+    }
+
+    /// What a rollup has not merged yet, as a subquery at every tier: its deltas, and for pairs the raw tail.
+    fn pending(self) -> String {
         let Some((table, columns)) = self.stored() else {
             return "comm_logs".into();
         };
         let latency = self.latency_columns();
         let tiers: Vec<String> = self.tiers().iter().map(|t| format!("({t})")).collect();
+        let tiers = tiers.join(", ");
+        let valid = if self == Table::CommRollupPair {
+            format!("WHERE {VALID_PAIR_DELTA}")
+        } else {
+            String::new()
+        };
+        let tail = if self == Table::CommRollupPair {
+            format!(
+                "UNION ALL
+                 SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)), l.src_ip, l.dst_ip,
+                        {}
+                 FROM comm_logs AS l, (VALUES {tiers}) AS t(res)
+                 WHERE l.ts >= (SELECT sealed_to FROM comm_pair_seal)
+                 GROUP BY 1, 2, 3, 4",
+                Table::CommLogs.counts()
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "(SELECT * FROM {table}
-              UNION ALL
-              SELECT t.res, date_bin(t.res * interval '1 second', d.bucket, to_timestamp(0)), {columns},
+            "(SELECT t.res, date_bin(t.res * interval '1 second', d.bucket, to_timestamp(0)) AS bucket, {columns},
                      {COUNT_COLUMNS}{latency}
-              FROM {table}_delta AS d, (VALUES {tiers}) AS t(res)) AS r",
-            tiers = tiers.join(", ")
+              FROM {table}_delta AS d, (VALUES {tiers}) AS t(res)
+              {valid}
+              {tail}) AS p"
         )
     }
 
@@ -290,6 +324,7 @@ impl Table {
             Table::CommRollupSrcNet => Some(("comm_rollup_src_net", "src_net")),
             Table::CommRollupSrc => Some(("comm_rollup_src", "src_ip")),
             Table::CommRollupDst => Some(("comm_rollup_dst", "dst_ip")),
+            Table::CommRollupPair => Some(("comm_rollup_pair", "src_ip, dst_ip")),
             Table::CommRollup => Some((
                 "comm_rollup",
                 "producer, service, protocol, host, dst_port, status",
@@ -580,26 +615,180 @@ pub async fn merge_rollup(
     flush: &rollup::Flush<'_>,
 ) -> Result<(), DbError> {
     write_rollup(client, flush, Write::Merge).await?;
-    // The source buckets just changed are listed again (`make_src_top_lists`, next in the same transaction:
-    // a bucket with a list has closed, so its list is replaced before anyone can read it).
-    let mut touched: Vec<(i32, DateTime<Utc>)> = flush
-        .src
-        .iter()
-        .map(|(k, _)| (k.res, us_to_datetime(k.bucket_us)))
-        .collect();
-    touched.dedup();
-    if touched.is_empty() {
-        return Ok(());
+    // The buckets just changed are listed again (`make_top_lists`, next in the same transaction: a bucket with
+    // a list has closed, so its list is replaced before anyone can read it).
+    let src = flush.src.iter().map(|(k, _)| (k.res, k.bucket_us));
+    let pair = flush.pair.iter().map(|(k, _)| (k.res, k.bucket_us));
+    for (shape, keys) in [
+        (TopShape::SRC, src.collect::<Vec<_>>()),
+        (TopShape::PAIR, pair.collect()),
+    ] {
+        let mut touched: Vec<(i32, DateTime<Utc>)> = keys
+            .into_iter()
+            .map(|(res, us)| (res, us_to_datetime(us)))
+            .collect();
+        touched.dedup();
+        if touched.is_empty() {
+            continue;
+        }
+        let (res, bucket): (Vec<i32>, Vec<DateTime<Utc>>) = touched.into_iter().unzip();
+        let sql = format!(
+            "INSERT INTO {}_top_pending SELECT DISTINCT * FROM unnest($1::int4[], $2::timestamptz[])
+             ON CONFLICT DO NOTHING",
+            shape.table
+        );
+        client.execute(&sql, &[&res, &bucket]).await?;
     }
-    let (res, bucket): (Vec<i32>, Vec<DateTime<Utc>>) = touched.into_iter().unzip();
+    Ok(())
+}
+
+/// A rollup whose closed buckets keep top lists (db/migrations/0007_src_top.sql, 0008_pairs.sql).
+#[derive(Debug, Clone, Copy)]
+pub struct TopShape {
+    table: &'static str,
+    keys: &'static str,
+    /// When a bucket has closed: it ends at or before this.
+    closed_at: &'static str,
+}
+
+impl TopShape {
+    pub const SRC: TopShape = TopShape {
+        table: "comm_rollup_src",
+        keys: "src_ip",
+        closed_at: "now() - interval '1 minute'",
+    };
+    /// Pair buckets change only by late deltas once the seal has passed them.
+    pub const PAIR: TopShape = TopShape {
+        table: "comm_rollup_pair",
+        keys: "src_ip, dst_ip",
+        closed_at: "(SELECT sealed_to FROM comm_pair_seal)",
+    };
+
+    fn of(table: Table) -> Option<TopShape> {
+        match table {
+            Table::CommRollupSrc => Some(TopShape::SRC),
+            Table::CommRollupPair => Some(TopShape::PAIR),
+            _ => None,
+        }
+    }
+}
+
+/// Held shared by every writer transaction from reading the pair seal's bound to its commit, and exclusively by
+/// a seal while it moves the bound and takes its snapshot (db/migrations/0008_pairs.sql).
+pub const SEAL_WRITERS_LOCK: i64 = 0x7061_6972_5f77_7269;
+
+/// In a writer's transaction, before its COPY: the pair seal's bounds `(sealing_to, sealed_to)`, Unix
+/// microseconds. Rows older than `sealing_to` are the writer's to roll up as pair deltas; the shared lock keeps a
+/// seal from moving the bounds until commit.
+pub async fn pair_seal_bounds(client: &impl GenericClient) -> Result<(i64, i64), DbError> {
     client
         .execute(
-            "INSERT INTO comm_rollup_src_top_pending SELECT DISTINCT * FROM unnest($1::int4[], $2::timestamptz[])
-             ON CONFLICT DO NOTHING",
-            &[&res, &bucket],
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&SEAL_WRITERS_LOCK],
         )
         .await?;
+    // A statement of its own: in READ COMMITTED it sees bounds committed while this one waited for the lock.
+    let r = client
+        .query_one("SELECT sealing_to, sealed_to FROM comm_pair_seal", &[])
+        .await?;
+    let (sealing, sealed): (DateTime<Utc>, DateTime<Utc>) = (r.get(0), r.get(1));
+    Ok((sealing.timestamp_micros(), sealed.timestamp_micros()))
+}
+
+/// Appends a writer's pair deltas; `gen` marks those of a seal in progress, which count once it has committed.
+pub async fn insert_pair_deltas(
+    client: &impl GenericClient,
+    groups: &rollup::Groups<rollup::Pair>,
+    gen: Option<i64>,
+) -> Result<(), DbError> {
+    let (src, dst): (Vec<_>, Vec<_>) = groups.iter().map(|(k, _)| k.dims).unzip();
+    let gen = vec![gen.map(us_to_datetime); groups.len()];
+    write_shape(
+        client,
+        "comm_rollup_pair",
+        Write::Delta,
+        &[
+            ("src_ip", "inet", &src),
+            ("dst_ip", "inet", &dst),
+            ("gen", "timestamptz", &gen),
+        ],
+        &Columns::of(groups, false)?,
+    )
+    .await
+}
+
+/// The next seal's span: from the current bound to `lag_ms` before now, an hour at most (a backlog, as after
+/// a bulk load, is worked off step by step). `None` when there is nothing to seal.
+pub async fn pair_seal_span(
+    client: &impl GenericClient,
+    lag_ms: i64,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, DbError> {
+    let r = client
+        .query_one(
+            "SELECT sealed_to, least(date_trunc('second', now() - $1 * interval '1 millisecond'),
+                                     sealed_to + interval '1 hour')
+             FROM comm_pair_seal",
+            &[&(lag_ms as f64)],
+        )
+        .await?;
+    let (from, to): (DateTime<Utc>, DateTime<Utc>) = (r.get(0), r.get(1));
+    Ok((to > from).then_some((from, to)))
+}
+
+/// The first half of a seal, holding the writers' lock exclusively: drops the deltas a failed seal left (their
+/// events are in the span about to be sealed, see db/migrations/0008_pairs.sql), and publishes the new bound.
+pub async fn pair_seal_begin(
+    client: &impl GenericClient,
+    to: DateTime<Utc>,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "DELETE FROM comm_rollup_pair_delta WHERE gen > (SELECT sealed_to FROM comm_pair_seal)",
+            &[],
+        )
+        .await?;
+    client
+        .execute("UPDATE comm_pair_seal SET sealing_to = $1", &[&to])
+        .await?;
     Ok(())
+}
+
+/// The seal's work, in the snapshot it took: the pairs of [from, to) from comm_logs into the rollup, their
+/// buckets marked for new top lists, and the bound moved.
+pub async fn pair_seal_commit(
+    client: &impl GenericClient,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let tiers: Vec<String> = rollup::IP_TIERS.iter().map(|t| format!("({t})")).collect();
+    let sql = format!(
+        "INSERT INTO comm_rollup_pair AS r
+         SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)), src_ip, dst_ip, {counts}
+         FROM comm_logs, (VALUES {tiers}) AS t(res)
+         WHERE ts >= $1 AND ts < $2
+         GROUP BY 1, 2, 3, 4
+         ON CONFLICT (res, bucket, src_ip, dst_ip) DO UPDATE SET
+             events = r.events + excluded.events, bytes_in = r.bytes_in + excluded.bytes_in,
+             bytes_out = r.bytes_out + excluded.bytes_out, errors = r.errors + excluded.errors,
+             client_errors = r.client_errors + excluded.client_errors",
+        counts = Table::CommLogs.counts(),
+        tiers = tiers.join(", "),
+    );
+    let rows = client.execute(&sql, &[&from, &to]).await?;
+    let sql = format!(
+        "INSERT INTO comm_rollup_pair_top_pending
+         SELECT t.res, b
+         FROM (VALUES {tiers}) AS t(res),
+              generate_series(date_bin(t.res * interval '1 second', $1::timestamptz, to_timestamp(0)),
+                              $2::timestamptz - interval '1 microsecond', t.res * interval '1 second') AS b
+         ON CONFLICT DO NOTHING",
+        tiers = tiers.join(", "),
+    );
+    client.execute(&sql, &[&from, &to]).await?;
+    client
+        .execute("UPDATE comm_pair_seal SET sealed_to = $1", &[&to])
+        .await?;
+    Ok(rows)
 }
 
 /// Rows of a closed source bucket kept in its top list, by events and by bytes each (ties beyond included).
@@ -609,57 +798,61 @@ const TOP_ROWS: i64 = 200;
 /// backlog is worked off a little every second instead of holding up the merges.
 const TOP_LISTS_PER_COMPACTION: i64 = 64;
 
-/// Makes the top lists of (some) pending source buckets that ended at least a minute ago (see
-/// db/migrations/0007_src_top.sql); returns how many.
-pub async fn make_src_top_lists(client: &impl GenericClient) -> Result<u64, DbError> {
-    let rows = client
-        .query(
-            "DELETE FROM comm_rollup_src_top_pending
-             WHERE (res, bucket) IN (SELECT res, bucket FROM comm_rollup_src_top_pending
-                                     WHERE bucket + res * interval '1 second' <= now() - interval '1 minute'
-                                     ORDER BY bucket DESC LIMIT $1)
-             RETURNING res, bucket",
-            &[&TOP_LISTS_PER_COMPACTION],
-        )
-        .await?;
+/// Makes the top lists of (some) pending buckets of `shape` that have closed (see db/migrations/0007_src_top.sql);
+/// returns how many.
+pub async fn make_top_lists(client: &impl GenericClient, shape: TopShape) -> Result<u64, DbError> {
+    let TopShape {
+        table,
+        keys,
+        closed_at,
+    } = shape;
+    let sql = format!(
+        "DELETE FROM {table}_top_pending
+         WHERE (res, bucket) IN (SELECT res, bucket FROM {table}_top_pending
+                                 WHERE bucket + res * interval '1 second' <= {closed_at}
+                                 ORDER BY bucket DESC LIMIT $1)
+         RETURNING res, bucket"
+    );
+    let rows = client.query(&sql, &[&TOP_LISTS_PER_COMPACTION]).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let res: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     let bucket: Vec<DateTime<Utc>> = rows.iter().map(|r| r.get(1)).collect();
     // Any list left from before is replaced.
-    for table in ["comm_rollup_src_top", "comm_rollup_src_top_floor"] {
+    for t in ["top", "top_floor"] {
         let sql = format!(
-            "DELETE FROM {table} t USING unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
+            "DELETE FROM {table}_{t} t USING unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
              WHERE t.res = p.res AND t.bucket = p.bucket"
         );
         client.execute(&sql, &[&res, &bucket]).await?;
     }
     // The floor is the TOP_ROWS-th largest value (0 when fewer rows): every row at or above it is listed.
-    client
-        .execute(
-            "INSERT INTO comm_rollup_src_top_floor
-             SELECT p.res, p.bucket,
-                    coalesce((SELECT events FROM comm_rollup_src s WHERE s.res = p.res AND s.bucket = p.bucket
-                              ORDER BY events DESC OFFSET $3::int8 - 1 LIMIT 1), 0),
-                    coalesce((SELECT bytes_in + bytes_out FROM comm_rollup_src s
-                              WHERE s.res = p.res AND s.bucket = p.bucket
-                              ORDER BY 1 DESC OFFSET $3::int8 - 1 LIMIT 1), 0)
-             FROM unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)",
-            &[&res, &bucket, &TOP_ROWS],
-        )
-        .await?;
-    client
-        .execute(
-            "INSERT INTO comm_rollup_src_top
-             SELECT s.res, s.bucket, s.src_ip, s.events, s.bytes_in + s.bytes_out
-             FROM unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
-             JOIN comm_rollup_src_top_floor f ON f.res = p.res AND f.bucket = p.bucket
-             JOIN comm_rollup_src s ON s.res = p.res AND s.bucket = p.bucket
-             WHERE s.events >= f.events OR s.bytes_in + s.bytes_out >= f.bytes",
-            &[&res, &bucket],
-        )
-        .await?;
+    let sql = format!(
+        "INSERT INTO {table}_top_floor
+         SELECT p.res, p.bucket,
+                coalesce((SELECT events FROM {table} s WHERE s.res = p.res AND s.bucket = p.bucket
+                          ORDER BY events DESC OFFSET $3::int8 - 1 LIMIT 1), 0),
+                coalesce((SELECT bytes_in + bytes_out FROM {table} s
+                          WHERE s.res = p.res AND s.bucket = p.bucket
+                          ORDER BY 1 DESC OFFSET $3::int8 - 1 LIMIT 1), 0)
+         FROM unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)"
+    );
+    client.execute(&sql, &[&res, &bucket, &TOP_ROWS]).await?;
+    let sql = format!(
+        "INSERT INTO {table}_top
+         SELECT s.res, s.bucket, {s_keys}, s.events, s.bytes_in + s.bytes_out
+         FROM unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
+         JOIN {table}_top_floor f ON f.res = p.res AND f.bucket = p.bucket
+         JOIN {table} s ON s.res = p.res AND s.bucket = p.bucket
+         WHERE s.events >= f.events OR s.bytes_in + s.bytes_out >= f.bytes",
+        s_keys = keys
+            .split(", ")
+            .map(|k| format!("s.{k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    client.execute(&sql, &[&res, &bucket]).await?;
     Ok(rows.len() as u64)
 }
 
@@ -712,6 +905,15 @@ async fn write_rollup(
         let columns = Columns::of(groups, false)?;
         write_shape(client, table, how, &[(column, "inet", &keys)], &columns).await?;
     }
+    let (src, dst): (Vec<_>, Vec<_>) = flush.pair.iter().map(|(k, _)| k.dims).unzip();
+    write_shape(
+        client,
+        "comm_rollup_pair",
+        how,
+        &[("src_ip", "inet", &src), ("dst_ip", "inet", &dst)],
+        &Columns::of(&flush.pair, false)?,
+    )
+    .await?;
     Ok(())
 }
 
@@ -722,7 +924,11 @@ pub struct Deltas {
     pub src: Vec<tokio_postgres::Row>,
     pub dst: Vec<tokio_postgres::Row>,
     pub src_net: Vec<tokio_postgres::Row>,
+    pub pair: Vec<tokio_postgres::Row>,
 }
+
+/// Pair deltas of a seal in progress wait for it (db/migrations/0008_pairs.sql).
+const VALID_PAIR_DELTA: &str = "gen IS NULL OR gen <= (SELECT sealed_to FROM comm_pair_seal)";
 
 const COUNT_COLUMNS: &str = "events, bytes_in, bytes_out, errors, client_errors";
 const LATENCY_COLUMNS: &str = "latency_n, latency_sum, latency_max, latency_hist";
@@ -731,8 +937,13 @@ const LATENCY_COLUMNS: &str = "latency_n, latency_sum, latency_max, latency_hist
 pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, DbError> {
     let take = |t: Table| async move {
         let (table, dims) = t.stored().unwrap_or_default();
+        let valid = if t == Table::CommRollupPair {
+            format!("WHERE {VALID_PAIR_DELTA}")
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "DELETE FROM {table}_delta RETURNING res, bucket, {dims}, {COUNT_COLUMNS}{}",
+            "DELETE FROM {table}_delta {valid} RETURNING res, bucket, {dims}, {COUNT_COLUMNS}{}",
             t.latency_columns()
         );
         client.query(&sql, &[]).await
@@ -743,12 +954,18 @@ pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, D
         src: take(Table::CommRollupSrc).await?,
         dst: take(Table::CommRollupDst).await?,
         src_net: take(Table::CommRollupSrcNet).await?,
+        pair: take(Table::CommRollupPair).await?,
     })
 }
 
 impl Deltas {
     pub fn len(&self) -> usize {
-        self.full.len() + self.service.len() + self.src.len() + self.dst.len() + self.src_net.len()
+        self.full.len()
+            + self.service.len()
+            + self.src.len()
+            + self.dst.len()
+            + self.src_net.len()
+            + self.pair.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -773,6 +990,8 @@ impl Deltas {
             src: delta_groups(&self.src, 1, false, |r| r.try_get(2))?,
             dst: delta_groups(&self.dst, 1, false, |r| r.try_get(2))?,
             src_net: delta_groups(&self.src_net, 1, false, |r| r.try_get(2))?,
+            pair: delta_groups(&self.pair, 2, false, |r| Ok((r.try_get(2)?, r.try_get(3)?)))?,
+            earliest_us: i64::MAX,
         })
     }
 }
@@ -1158,7 +1377,10 @@ pub async fn top_talkers(
     by_bytes: bool,
     limit: i64,
 ) -> Result<(Vec<Talker>, Counts), DbError> {
-    if matches!(table, Table::CommRollupSrc | Table::CommRollupDst) {
+    if matches!(
+        table,
+        Table::CommRollupSrc | Table::CommRollupDst | Table::CommRollupPair
+    ) {
         if let Some(top) = top_by_threshold(client, f, table, by, by_bytes, limit).await? {
             // Every event is in every shape: without filters, the narrowest one has the same total.
             let of = if Dims::of_filters(f) == Dims::NONE {
@@ -1215,21 +1437,24 @@ pub async fn top_talkers(
     Ok((top, total))
 }
 
-/// The sources with a row of at least `threshold` in the window of `segs`: from the top lists of the buckets
-/// whose list is complete down to the threshold, from the rows themselves in the others, and from the deltas.
-/// Every source, whatever `f.src`: the caller's sums apply the filter.
-async fn src_candidates(
+/// The talkers with a row of at least `threshold` in the window of `segs`: from the top lists of the buckets
+/// whose list is complete down to the threshold, from the rows themselves in the others, and from what is not
+/// merged yet. Every talker, whatever the filters: the caller's sums apply them.
+async fn listed_candidates(
     client: &impl GenericClient,
     f: &Filters,
+    table: Table,
+    shape: TopShape,
     segs: &[(i32, i64, i64)],
     by_bytes: bool,
     threshold: i64,
-) -> Result<Vec<Option<String>>, DbError> {
+) -> Result<Vec<Vec<Option<String>>>, DbError> {
     let (listed, stored) = if by_bytes {
         ("bytes", "bytes_in + bytes_out")
     } else {
         ("events", "events")
     };
+    let TopShape { table: rows, .. } = shape;
     let mut all: Vec<(i32, DateTime<Utc>)> = Vec::new();
     for &(res, from, to) in segs {
         let step = i64::from(res);
@@ -1241,7 +1466,7 @@ async fn src_candidates(
     let mut w = Where::default();
     let cond = any_bucket(&mut w, &all);
     let sql = format!(
-        "SELECT res, bucket FROM comm_rollup_src_top_floor WHERE {cond} AND {listed} <= ${}",
+        "SELECT res, bucket FROM {rows}_top_floor WHERE {cond} AND {listed} <= ${}",
         w.params.len() + 1
     );
     w.params.push(Box::new(threshold));
@@ -1253,25 +1478,48 @@ async fn src_candidates(
         .collect();
     let (listed_buckets, read_buckets): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|b| covered.contains(b));
-    let mut w = Where::default();
+    // The window's segments, on the unmerged rows presented at every tier.
+    let mut w = filter_sql_on(&window_of(f), table, 86_400);
+    let at = w.params.len() + 1;
     w.params.push(Box::new(threshold));
-    w.params.push(Box::new(f.from));
-    w.params.push(Box::new(f.to));
     let in_lists = any_bucket(&mut w, &listed_buckets);
     let in_rows = any_bucket(&mut w, &read_buckets);
+    let keys = shape.keys;
+    let text: Vec<String> = keys.split(", ").map(|k| format!("{k}::text")).collect();
+    let text = text.join(", ");
     let sql = format!(
-        "SELECT src_ip::text FROM comm_rollup_src_top WHERE {in_lists} AND {listed} >= $1
+        "SELECT {text} FROM {rows}_top WHERE {in_lists} AND {listed} >= ${at}
          UNION
-         SELECT src_ip::text FROM comm_rollup_src WHERE {in_rows} AND {stored} >= $1
+         SELECT {text} FROM {rows} WHERE {in_rows} AND {stored} >= ${at}
          UNION
-         SELECT src_ip::text FROM comm_rollup_src_delta WHERE bucket >= $2 AND bucket < $3 AND {stored} >= $1"
+         SELECT {text} FROM {pending}{where_} AND {stored} >= ${at}",
+        pending = table.pending(),
+        where_ = w.sql,
     );
+    let width = keys.split(", ").count();
     Ok(client
         .query(&sql, &w.refs())
         .await?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (0..width).map(|i| r.get(i)).collect())
         .collect())
+}
+
+/// `f`'s window alone, without its filters.
+fn window_of(f: &Filters) -> Filters {
+    Filters {
+        from: f.from,
+        to: f.to,
+        service: None,
+        protocol: None,
+        host: None,
+        producer: None,
+        src: None,
+        dst: None,
+        dst_port: None,
+        status: None,
+        min_latency_ms: None,
+    }
 }
 
 /// `(res = .. AND bucket = ..) OR ...` over `buckets` (false when none), its values bound in `w`.
@@ -1294,15 +1542,33 @@ fn any_bucket(w: &mut Where, buckets: &[(i32, DateTime<Utc>)]) -> String {
     format!("({})", conds.join(" OR "))
 }
 
-/// Top talkers of an address rollup without summing every address in the window, which holds thousands per
-/// bucket. `None` when the window has fewer than `limit` addresses: then summing them all is cheap.
+/// `AND` a condition keeping every row whose key is among `keys` (and, per column, rows with nulls there when a
+/// key has one): a superset of their rows, which is exact for each of them.
+fn and_keys_among(w: &mut Where, columns: &[&str], keys: &[Vec<Option<String>>]) {
+    for (i, column) in columns.iter().enumerate() {
+        let values: Vec<String> = keys.iter().filter_map(|k| k[i].clone()).collect();
+        let null = if keys.iter().any(|k| k[i].is_none()) {
+            format!(" OR {column} IS NULL")
+        } else {
+            String::new()
+        };
+        w.and(
+            &format!("({column} = ANY($::text[]::inet[]){null})"),
+            vec![Box::new(values)],
+        );
+    }
+}
+
+/// Top talkers of an address rollup (sources, destinations, pairs) without summing every talker in the window,
+/// which holds thousands per bucket. `None` when the window has fewer than `limit` talkers (then summing them
+/// all is cheap), or when the rollup's key is not the talker.
 ///
-/// Exact, by a threshold: any `limit` addresses with totals (here: the largest of one bucket) bound the
-/// `limit`-th largest total from below by τ, the least of theirs. An address has at most m rows in the window
-/// (one per bucket, plus its deltas not yet compacted), so one totalling τ or more has a row of at least τ/m.
-/// Only addresses with such a row are summed; they include every address ranked in the answer, ties too. The
-/// statements must share one snapshot (`query::api::execute` runs them in one repeatable-read transaction), or
-/// a flush committed between them could add rows the bound did not count.
+/// Exact, by a threshold: any `limit` talkers with totals (here: the largest of one bucket) bound the `limit`-th
+/// largest total from below by τ, the least of theirs. A talker has at most m rows in the window (one per bucket,
+/// plus its deltas not yet compacted and, for pairs, the buckets of the raw tail), so one totalling τ or more has
+/// a row of at least τ/m. Only talkers with such a row are summed; they include every talker ranked in the
+/// answer, ties too. The statements must share one snapshot (`query::api::execute` runs them in one
+/// repeatable-read transaction), or a flush committed between them could add rows the bound did not count.
 async fn top_by_threshold(
     client: &impl GenericClient,
     f: &Filters,
@@ -1311,10 +1577,11 @@ async fn top_by_threshold(
     by_bytes: bool,
     limit: i64,
 ) -> Result<Option<Vec<Talker>>, DbError> {
-    let (Some((stored, _)), [key]) = (table.stored(), by.names()) else {
+    let (names, select, _) = by.columns();
+    let keys = names.join(", ");
+    let Some((stored, _)) = table.stored().filter(|(_, k)| *k == keys) else {
         return Ok(None);
     };
-    let (_, select, _) = by.columns();
     let metric = if by_bytes {
         "bytes_in + bytes_out"
     } else {
@@ -1326,107 +1593,138 @@ async fn top_by_threshold(
     };
     let buckets: i64 = segs.iter().map(|(r, a, b)| (b - a) / i64::from(*r)).sum();
     let name = table.name();
+    let shape = TopShape::of(table);
     let at = |w: &Where| w.params.len() + 1;
-
-    // The guess: the largest addresses of the window's latest coarsest bucket that has rows (an empty latest
-    // hour, as when traffic stopped, would leave nothing to bound with).
-    let mut w = filter_sql_on(f, table, 86_400);
-    let sql = format!(
-        "SELECT {key}::text FROM {name}{where_} AND res = ${r} AND {key} IS NOT NULL
-           AND bucket = (SELECT max(bucket) FROM {stored} WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
-         ORDER BY {metric} DESC LIMIT ${}",
-        at(&w) + 1,
-        at(&w) + 2,
-        at(&w) + 3,
-        r = at(&w),
-        where_ = w.sql,
+    let text: Vec<String> = names.iter().map(|k| format!("{k}::text")).collect();
+    let text = text.join(", ");
+    let not_null: Vec<String> = names.iter().map(|k| format!("{k} IS NOT NULL")).collect();
+    let not_null = not_null.join(" AND ");
+    let width = names.len();
+    let keys_of = |rows: Vec<tokio_postgres::Row>| -> Vec<Vec<Option<String>>> {
+        rows.iter()
+            .map(|r| (0..width).map(|i| r.get(i)).collect())
+            .collect()
+    };
+    let window = (
+        us_to_datetime(f.from.timestamp() * 1_000_000),
+        us_to_datetime(end * 1_000_000),
     );
-    w.params.push(Box::new(res));
-    w.params
-        .push(Box::new(us_to_datetime(f.from.timestamp() * 1_000_000)));
-    w.params.push(Box::new(us_to_datetime(end * 1_000_000)));
-    w.params.push(Box::new(limit));
-    let guess: Vec<String> = client
-        .query(&sql, &w.refs())
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+
+    // The guess: the largest talkers of the window's latest listed coarsest bucket, else of its latest coarsest
+    // bucket that has rows (an empty latest hour, as when traffic stopped, would leave nothing to bound with).
+    let mut guess = Vec::new();
+    if let Some(TopShape { table: rows, .. }) = shape {
+        let mut w = filter_sql_on(f, table, 86_400);
+        let listed = if by_bytes { "bytes" } else { "events" };
+        let sql = format!(
+            "SELECT {text} FROM {rows}_top{where_} AND res = ${r} AND {not_null}
+               AND bucket = (SELECT max(bucket) FROM {rows}_top_floor WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
+             ORDER BY {listed} DESC LIMIT ${}",
+            at(&w) + 1,
+            at(&w) + 2,
+            at(&w) + 3,
+            r = at(&w),
+            where_ = w.sql,
+        );
+        w.params.push(Box::new(res));
+        w.params.push(Box::new(window.0));
+        w.params.push(Box::new(window.1));
+        w.params.push(Box::new(limit));
+        guess = keys_of(client.query(&sql, &w.refs()).await?);
+    }
+    if (guess.len() as i64) < limit {
+        let mut w = filter_sql_on(f, table, 86_400);
+        let sql = format!(
+            "SELECT {text} FROM {name}{where_} AND res = ${r} AND {not_null}
+               AND bucket = (SELECT max(bucket) FROM {stored} WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
+             ORDER BY {metric} DESC LIMIT ${}",
+            at(&w) + 1,
+            at(&w) + 2,
+            at(&w) + 3,
+            r = at(&w),
+            where_ = w.sql,
+        );
+        w.params.push(Box::new(res));
+        w.params.push(Box::new(window.0));
+        w.params.push(Box::new(window.1));
+        w.params.push(Box::new(limit));
+        guess = keys_of(client.query(&sql, &w.refs()).await?);
+    }
 
     // τ: the least of their totals over the window.
     let mut w = filter_sql_on(f, table, 86_400);
+    and_keys_among(&mut w, names, &guess);
     let sql = format!(
-        "SELECT sum({metric})::int8 FROM {name}{where_} AND {key} = ANY(${}::text[]::inet[]) GROUP BY {key}",
-        at(&w),
+        "SELECT sum({metric})::int8, {text} FROM {name}{where_} GROUP BY {keys}",
         where_ = w.sql,
     );
-    w.params.push(Box::new(guess));
-    let totals = client.query(&sql, &w.refs()).await?;
+    let totals: Vec<i64> = client
+        .query(&sql, &w.refs())
+        .await?
+        .iter()
+        .filter(|r| guess.contains(&(1..=width).map(|i| r.get(i)).collect()))
+        .map(|r| r.get(0))
+        .collect();
     if (totals.len() as i64) < limit || limit < 1 {
         return Ok(None);
     }
-    let tau = totals.iter().map(|r| r.get::<_, i64>(0)).min().unwrap_or(0);
+    let tau = totals.iter().copied().min().unwrap_or(0);
 
-    // m: buckets in the window, plus the most delta rows any address has there.
+    // m: buckets in the window, plus the most unmerged rows any talker has there.
+    let w = filter_sql_on(&window_of(f), table, 86_400);
     let sql = format!(
-        "SELECT count(*) FROM {stored}_delta WHERE bucket >= $1 AND bucket < $2
-         GROUP BY {key} ORDER BY 1 DESC LIMIT 1"
+        "SELECT count(*) FROM {pending}{where_} GROUP BY {keys} ORDER BY 1 DESC LIMIT 1",
+        pending = table.pending(),
+        where_ = w.sql,
     );
     let pending: i64 = client
-        .query_opt(&sql, &[&f.from, &f.to])
+        .query_opt(&sql, &w.refs())
         .await?
         .map_or(0, |r| r.get(0));
     let m = buckets + pending;
     let threshold = if m > 0 { (tau + m - 1) / m } else { tau };
 
-    let candidates: Vec<Option<String>> = if table == Table::CommRollupSrc {
-        src_candidates(client, f, &segs, by_bytes, threshold).await?
-    } else {
-        let mut w = filter_sql_on(f, table, 86_400);
-        let sql = format!(
-            "SELECT DISTINCT {key}::text FROM {name}{where_} AND {metric} >= ${}",
-            at(&w),
-            where_ = w.sql,
-        );
-        w.params.push(Box::new(threshold));
-        client
-            .query(&sql, &w.refs())
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+    let candidates = match shape {
+        Some(shape) => {
+            listed_candidates(client, f, table, shape, &segs, by_bytes, threshold).await?
+        }
+        None => {
+            let mut w = filter_sql_on(f, table, 86_400);
+            let sql = format!(
+                "SELECT DISTINCT {text} FROM {name}{where_} AND {metric} >= ${}",
+                at(&w),
+                where_ = w.sql,
+            );
+            w.params.push(Box::new(threshold));
+            keys_of(client.query(&sql, &w.refs()).await?)
+        }
     };
-    let with_null = candidates.iter().any(Option::is_none);
-    let candidates: Vec<String> = candidates.into_iter().flatten().collect();
 
     let mut w = filter_sql_on(f, table, 86_400);
+    and_keys_among(&mut w, names, &candidates);
     let sql = format!(
         "SELECT {select}, {counts} FROM {name}{where_}
-           AND ({key} = ANY(${}::text[]::inet[]){null})
-         GROUP BY {key} ORDER BY {metric} DESC, 1 ASC NULLS LAST LIMIT ${}",
+         GROUP BY {keys} ORDER BY {metric} DESC, {order_keys} LIMIT ${}",
         at(&w),
-        at(&w) + 1,
         counts = table.counts(),
         where_ = w.sql,
-        null = if with_null {
-            format!(" OR {key} IS NULL")
-        } else {
-            String::new()
-        },
         metric = if by_bytes {
             "sum(bytes_in) + sum(bytes_out)"
         } else {
             "sum(events)"
         },
+        order_keys = (1..=width)
+            .map(|i| format!("{i} ASC NULLS LAST"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
-    w.params.push(Box::new(candidates));
     w.params.push(Box::new(limit));
     let rows = client.query(&sql, &w.refs()).await?;
     Ok(Some(
         rows.iter()
             .map(|r| Talker {
-                key: vec![r.get(0)],
-                counts: counts_at(r, 1),
+                key: (0..width).map(|i| r.get(i)).collect(),
+                counts: counts_at(r, width),
             })
             .collect(),
     ))
@@ -1521,7 +1819,35 @@ mod tests {
             ("", Dims::SRC_IP, false, 300, CommRollupSrc),
             ("src=10.0.0.0/8", Dims::NONE, true, 300, CommLogs),
             ("dst=10.0.0.1", Dims::NONE, false, 300, CommRollupDst),
-            ("", Dims::SRC_IP.with(Dims::DST_IP), false, 300, CommLogs),
+            (
+                "",
+                Dims::SRC_IP.with(Dims::DST_IP),
+                false,
+                300,
+                CommRollupPair,
+            ),
+            (
+                "src=10.0.0.0/8&dst=10.0.0.1",
+                Dims::NONE,
+                false,
+                300,
+                CommRollupPair,
+            ),
+            ("dst=10.0.0.1", Dims::SRC_IP, false, 3600, CommRollupPair),
+            (
+                "src=10.0.0.0/8&dst=10.0.0.1",
+                Dims::NONE,
+                true,
+                300,
+                CommLogs,
+            ),
+            (
+                "src=10.0.0.0/8&dst=10.0.0.1",
+                Dims::NONE,
+                false,
+                60,
+                CommLogs,
+            ),
             ("src=10.0.0.0/8", Dims::SERVICE, false, 300, CommLogs),
             ("min_latency_ms=5", Dims::NONE, false, 300, CommLogs),
             // The IP shapes have no minute rows.

@@ -5,6 +5,9 @@
 //! only one updating the keyed rows, takes every delta (`DELETE ... RETURNING`), sums them per key and tier here,
 //! and adds the sums to the keyed rows in the same transaction: a contribution is in exactly one of the two
 //! places at any moment, and queries read both.
+//!
+//! Source × destination pairs are instead sealed from `comm_logs` a few seconds behind now (see
+//! `db/migrations/0008_pairs.sql`), here too, after each compaction.
 
 use std::time::Duration;
 
@@ -17,8 +20,13 @@ use crate::db::{queries, DbError};
 const COMPACTOR_LOCK: i64 = 0x0063_6f6d_7061_6374;
 
 /// Compacts every `every` until `shutdown`, then once more (after the writers have drained, when the caller
-/// cancels last).
-pub async fn run(pool: Pool, every: Duration, shutdown: CancellationToken) {
+/// cancels last). Each time, seals pairs up to `seal_lag` before now, when given.
+pub async fn run(
+    pool: Pool,
+    every: Duration,
+    seal_lag: Option<Duration>,
+    shutdown: CancellationToken,
+) {
     loop {
         let stop = tokio::select! {
             () = shutdown.cancelled() => true,
@@ -27,10 +35,75 @@ pub async fn run(pool: Pool, every: Duration, shutdown: CancellationToken) {
         if let Err(e) = once(&pool).await {
             tracing::warn!(error = %e, "Rollup compaction failed; the deltas stay and are retried");
         }
+        if let Some(lag) = seal_lag {
+            if let Err(e) = seal_pairs(&pool, lag).await {
+                tracing::warn!(error = %e, "Sealing pairs failed; retried at the next compaction");
+            }
+        }
         if stop {
             return;
         }
     }
+}
+
+/// Seals the pair rollup up to `lag` before now, an hour of events at most; returns whether it moved.
+pub async fn seal_pairs(pool: &Pool, lag: Duration) -> Result<bool, DbError> {
+    let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
+    let mut client = pool.get().await?;
+    if queries::pair_seal_span(&client, lag_ms).await?.is_none() {
+        return Ok(false);
+    }
+    let sealed = seal_with(&mut client, lag_ms).await;
+    if sealed.is_err() {
+        // It may still hold session locks or an open transaction: it must not go back to the pool. Dropped,
+        // the connection closes and the server releases them.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    sealed
+}
+
+/// The steps of db/migrations/0008_pairs.sql, on one connection, with session-level locks: the writers' lock is
+/// let go in the middle of the transaction, right after its snapshot is taken.
+async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Result<bool, DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&COMPACTOR_LOCK])
+        .await?;
+    // With the compactor lock held, no other collector seals: the span read now stays.
+    let Some((from, to)) = queries::pair_seal_span(&*client, lag_ms).await? else {
+        unlock(client).await?;
+        return Ok(false);
+    };
+    // Waits for the writers that read the old bound to commit, and keeps new ones waiting.
+    client
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&queries::SEAL_WRITERS_LOCK],
+        )
+        .await?;
+    queries::pair_seal_begin(&*client, to).await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    // The snapshot: every writer that used the old bound has committed, none using the new one has started.
+    client.query_one("SELECT 1", &[]).await?;
+    client
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&queries::SEAL_WRITERS_LOCK],
+        )
+        .await?;
+    let rows = queries::pair_seal_commit(&*client, from, to).await?;
+    client.batch_execute("COMMIT").await?;
+    unlock(client).await?;
+    tracing::debug!(%from, %to, rows, "Pairs sealed");
+    Ok(true)
+}
+
+async fn unlock(client: &deadpool_postgres::Object) -> Result<(), DbError> {
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&COMPACTOR_LOCK])
+        .await?;
+    Ok(())
 }
 
 /// One compaction; returns the delta rows moved.
@@ -48,7 +121,8 @@ pub async fn once(pool: &Pool) -> Result<usize, DbError> {
     }
     // After the merge, in its transaction: lists are made from the rows as merged; a later merge into a listed
     // bucket marks it pending again.
-    let listed = queries::make_src_top_lists(&tx).await?;
+    let listed = queries::make_top_lists(&tx, queries::TopShape::SRC).await?
+        + queries::make_top_lists(&tx, queries::TopShape::PAIR).await?;
     if deltas.is_empty() && listed == 0 {
         return Ok(0);
     }

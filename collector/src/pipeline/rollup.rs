@@ -138,7 +138,14 @@ pub struct Flush<'a> {
     pub dst: Groups<Option<IpAddr>>,
     /// Keyed by [`src_network`].
     pub src_net: Groups<Option<IpAddr>>,
+    /// Source × destination, only for rows older than the pair seal (see [`late_pairs`]).
+    pub pair: Groups<Pair>,
+    /// The earliest event time among the rows, Unix microseconds (`i64::MAX` when none).
+    pub earliest_us: i64,
 }
+
+/// A source × destination pair.
+pub type Pair = (Option<IpAddr>, Option<IpAddr>);
 
 /// The per-minute contributions of a set of rows, before they are summed into the coarser tiers.
 #[derive(Debug, Default)]
@@ -148,6 +155,7 @@ pub struct Rollup<'a> {
     src: HashMap<(i64, Option<IpAddr>), Agg>,
     dst: HashMap<(i64, Option<IpAddr>), Agg>,
     src_net: HashMap<(i64, Option<IpAddr>), Agg>,
+    earliest_us: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,65 +165,23 @@ pub struct MalformedRow(pub usize);
 impl<'a> Rollup<'a> {
     /// Adds every row of a COPY row buffer.
     pub fn add_rows(&mut self, rows: &'a [u8]) -> Result<(), MalformedRow> {
-        let mut at = 0;
-        while at < rows.len() {
-            let mut fields: [Option<&'a [u8]>; col::COUNT] = [None; col::COUNT];
-            let count = read_i16(rows, at).ok_or(MalformedRow(at))? as usize;
-            if count != col::COUNT {
-                return Err(MalformedRow(at));
-            }
-            at += 2;
-            for field in fields.iter_mut() {
-                let len = read_i32(rows, at).ok_or(MalformedRow(at))?;
-                at += 4;
-                if len >= 0 {
-                    let end = at + len as usize;
-                    *field = Some(rows.get(at..end).ok_or(MalformedRow(at))?);
-                    at = end;
-                }
-            }
-            self.add(&fields).ok_or(MalformedRow(at))?;
-        }
-        Ok(())
+        each_row(rows, |f| self.add(f))
     }
 
-    fn add(&mut self, f: &[Option<&'a [u8]>; col::COUNT]) -> Option<()> {
-        let text = |i: usize| f[i].map(std::str::from_utf8).transpose().ok();
-        let int4 = |i: usize| {
-            f[i].map(|b| b.try_into().map(i32::from_be_bytes))
-                .transpose()
-                .ok()
-        };
-        let int8 = |i: usize| {
-            f[i].map(|b| b.try_into().map(i64::from_be_bytes))
-                .transpose()
-                .ok()
-        };
-        let ts_us = int8(col::TS)?? + PG_EPOCH_OFFSET_US;
+    fn add(&mut self, f: &Fields<'a>) -> Option<()> {
+        let ts_us = f.ts_us()?;
+        self.earliest_us = Some(self.earliest_us.map_or(ts_us, |e| e.min(ts_us)));
         let minute = ts_us.div_euclid(MINUTE_US) * MINUTE_US;
         let full = Full {
-            producer: text(col::PRODUCER)??,
-            service: text(col::SERVICE)?,
-            protocol: text(col::PROTOCOL)?,
-            host: text(col::HOST)?,
-            dst_port: int4(col::DST_PORT)?,
-            status: int4(col::STATUS)?,
+            producer: f.text(col::PRODUCER)??,
+            service: f.text(col::SERVICE)?,
+            protocol: f.text(col::PROTOCOL)?,
+            host: f.text(col::HOST)?,
+            dst_port: f.int4(col::DST_PORT)?,
+            status: f.int4(col::STATUS)?,
         };
-        let v = Values {
-            bytes_in: int8(col::BYTES_IN)?.unwrap_or(0),
-            bytes_out: int8(col::BYTES_OUT)?.unwrap_or(0),
-            status: full.status,
-            latency: f[col::LATENCY]
-                .map(|b| b.try_into().map(f64::from_be_bytes))
-                .transpose()
-                .ok()?,
-        };
-        // A present but unreadable address is a malformed row, unlike a null one.
-        let inet = |i: usize| match f[i] {
-            None => Some(None),
-            Some(b) => read_inet(b).map(Some),
-        };
-        let (src, dst) = (inet(col::SRC_IP)?, inet(col::DST_IP)?);
+        let v = f.values(full.status)?;
+        let (src, dst) = (f.inet(col::SRC_IP)?, f.inet(col::DST_IP)?);
         v.add_to(
             self.service.entry((minute, full.service)).or_default(),
             true,
@@ -242,8 +208,113 @@ impl<'a> Rollup<'a> {
             src: expand(minutes(self.src), &IP_TIERS[..1]),
             dst: expand(minutes(self.dst), &IP_TIERS[..1]),
             src_net: expand(minutes(self.src_net), &IP_TIERS[..1]),
+            pair: Vec::new(),
+            earliest_us: self.earliest_us.unwrap_or(i64::MAX),
         }
     }
+}
+
+/// One COPY row's fields, each null or its binary value.
+struct Fields<'a>([Option<&'a [u8]>; col::COUNT]);
+
+impl<'a> Fields<'a> {
+    /// `None` when the value is malformed; `Some(None)` when null.
+    fn text(&self, i: usize) -> Option<Option<&'a str>> {
+        self.0[i].map(std::str::from_utf8).transpose().ok()
+    }
+
+    fn int4(&self, i: usize) -> Option<Option<i32>> {
+        self.0[i]
+            .map(|b| b.try_into().map(i32::from_be_bytes))
+            .transpose()
+            .ok()
+    }
+
+    fn int8(&self, i: usize) -> Option<Option<i64>> {
+        self.0[i]
+            .map(|b| b.try_into().map(i64::from_be_bytes))
+            .transpose()
+            .ok()
+    }
+
+    /// A present but unreadable address is a malformed row, unlike a null one.
+    fn inet(&self, i: usize) -> Option<Option<IpAddr>> {
+        match self.0[i] {
+            None => Some(None),
+            Some(b) => read_inet(b).map(Some),
+        }
+    }
+
+    /// The event time in Unix microseconds (never null).
+    fn ts_us(&self) -> Option<i64> {
+        Some(self.int8(col::TS)?? + PG_EPOCH_OFFSET_US)
+    }
+
+    fn values(&self, status: Option<i32>) -> Option<Values> {
+        Some(Values {
+            bytes_in: self.int8(col::BYTES_IN)?.unwrap_or(0),
+            bytes_out: self.int8(col::BYTES_OUT)?.unwrap_or(0),
+            status,
+            latency: self.0[col::LATENCY]
+                .map(|b| b.try_into().map(f64::from_be_bytes))
+                .transpose()
+                .ok()?,
+        })
+    }
+}
+
+/// Calls `f` with each row of a COPY row buffer.
+fn each_row<'a>(
+    rows: &'a [u8],
+    mut f: impl FnMut(&Fields<'a>) -> Option<()>,
+) -> Result<(), MalformedRow> {
+    let mut at = 0;
+    while at < rows.len() {
+        let mut fields = Fields([None; col::COUNT]);
+        let count = read_i16(rows, at).ok_or(MalformedRow(at))? as usize;
+        if count != col::COUNT {
+            return Err(MalformedRow(at));
+        }
+        at += 2;
+        for field in fields.0.iter_mut() {
+            let len = read_i32(rows, at).ok_or(MalformedRow(at))?;
+            at += 4;
+            if len >= 0 {
+                let end = at + len as usize;
+                *field = Some(rows.get(at..end).ok_or(MalformedRow(at))?);
+                at = end;
+            }
+        }
+        f(&fields).ok_or(MalformedRow(at))?;
+    }
+    Ok(())
+}
+
+/// The pair deltas of the rows in `chunks` with `from_us <= ts < to_us` (Unix microseconds): rows the pair seal
+/// has passed, so their writer rolls them up (db/migrations/0008_pairs.sql). In 5-minute buckets.
+pub fn late_pairs(
+    chunks: &[Bytes],
+    from_us: i64,
+    to_us: i64,
+) -> Result<Groups<Pair>, MalformedRow> {
+    let mut pairs: HashMap<(i64, Pair), Agg> = HashMap::new();
+    for c in chunks {
+        each_row(c, |f| {
+            let ts_us = f.ts_us()?;
+            if (from_us..to_us).contains(&ts_us) {
+                let v = f.values(f.int4(col::STATUS)?)?;
+                let pair = (f.inet(col::SRC_IP)?, f.inet(col::DST_IP)?);
+                v.add_to(
+                    pairs
+                        .entry((ts_us.div_euclid(MINUTE_US) * MINUTE_US, pair))
+                        .or_default(),
+                    false,
+                );
+            }
+            Some(())
+        })?;
+    }
+    Ok(expand(minutes(pairs), &IP_TIERS[..1]))
 }
 
 impl<'a> Flush<'a> {
@@ -255,6 +326,8 @@ impl<'a> Flush<'a> {
             src: expand(self.src, &IP_TIERS),
             dst: expand(self.dst, &IP_TIERS),
             src_net: expand(self.src_net, &IP_TIERS),
+            pair: expand(self.pair, &IP_TIERS),
+            earliest_us: self.earliest_us,
         }
     }
 }

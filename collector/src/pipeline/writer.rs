@@ -236,6 +236,20 @@ async fn write_once(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if rows > 0 {
+        // Rows the pair seal has passed are this writer's to roll up (db/migrations/0008_pairs.sql); usually
+        // none, so only then are the rows read again.
+        let (sealing, sealed) = queries::pair_seal_bounds(&tx).await?;
+        if rollups.earliest_us < sealing {
+            let (late, in_flight) = super::cpu_bound(|| {
+                Ok::<_, rollup::MalformedRow>((
+                    rollup::late_pairs(chunks, i64::MIN, sealed)?,
+                    rollup::late_pairs(chunks, sealed, sealing)?,
+                ))
+            })
+            .map_err(|e| DbError::MalformedRows(e.to_string()))?;
+            queries::insert_pair_deltas(&tx, &late, None).await?;
+            queries::insert_pair_deltas(&tx, &in_flight, Some(sealing)).await?;
+        }
         let sink = tx.copy_in::<_, Bytes>(copy_sql).await?;
         futures_util::pin_mut!(sink);
         sink.feed(Bytes::from_static(copy::HEADER)).await?;

@@ -229,7 +229,44 @@ impl TestApp {
             }
         }
         db.batch_execute("ROLLBACK").await.unwrap();
+        let pairs = self.pairs_differing_from_raw().await;
+        if pairs != 0 {
+            problems.push(format!(
+                "comm_rollup_pair: {pairs} rows differ from the raw aggregate"
+            ));
+        }
         assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// Rows (per tier, bucket and pair) where the pair rollup, its deltas and the raw events since the seal
+    /// together differ from SQL over comm_logs; in one statement, so in one snapshot.
+    pub async fn pairs_differing_from_raw(&self) -> i64 {
+        self.count(
+            "WITH tiers(res) AS (VALUES (300), (3600)),
+             raw AS (SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)) AS bucket, src_ip,
+                            dst_ip, ts, coalesce(bytes_in, 0) AS bi, coalesce(bytes_out, 0) AS bo,
+                            (status >= 500)::int AS e, (status BETWEEN 400 AND 499)::int AS ce
+                     FROM comm_logs, tiers AS t),
+             seen AS (SELECT res, bucket, src_ip, dst_ip, sum(events)::int8, sum(bytes_in)::int8,
+                             sum(bytes_out)::int8, sum(errors)::int8, sum(client_errors)::int8
+                      FROM (SELECT res, bucket, src_ip, dst_ip, events, bytes_in, bytes_out, errors, client_errors
+                            FROM comm_rollup_pair
+                            UNION ALL
+                            SELECT t.res, date_bin(t.res * interval '1 second', bucket, to_timestamp(0)), src_ip,
+                                   dst_ip, events, bytes_in, bytes_out, errors, client_errors
+                            FROM comm_rollup_pair_delta, tiers AS t
+                            WHERE gen IS NULL OR gen <= (SELECT sealed_to FROM comm_pair_seal)
+                            UNION ALL
+                            SELECT res, bucket, src_ip, dst_ip, 1, bi, bo, coalesce(e, 0), coalesce(ce, 0) FROM raw
+                            WHERE ts >= (SELECT sealed_to FROM comm_pair_seal)) AS x
+                      GROUP BY 1, 2, 3, 4),
+             want AS (SELECT res, bucket, src_ip, dst_ip, count(*)::int8, sum(bi)::int8, sum(bo)::int8,
+                             coalesce(sum(e), 0)::int8, coalesce(sum(ce), 0)::int8
+                      FROM raw GROUP BY 1, 2, 3, 4)
+             SELECT (SELECT count(*) FROM (SELECT * FROM seen EXCEPT ALL SELECT * FROM want) a)
+                  + (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM seen) b)",
+        )
+        .await
     }
 
     /// Graceful shutdown; returns what the collector's run returned.

@@ -1,0 +1,113 @@
+-- Rollup of source × destination pairs, for top talkers by pair and for queries filtering on both addresses.
+--
+-- Pairs are many: at the benchmark a flush of 20,000 events touches ~13,000 of them, so per-flush deltas (as the
+-- other shapes have, see 0003) would add most of a second COPY to every flush and ~60,000 upserts a second to the
+-- compactor. They barely aggregate within a flush, but they do within minutes (the benchmark's 95,000 pairs at
+-- most per bucket, whatever the rate). So pairs are sealed from comm_logs instead, behind the writers:
+--
+-- * comm_pair_seal.sealed_to (S): every event with ts < S is in comm_rollup_pair or its delta, and no event with
+--   ts >= S is. Queries read the rollup and add the raw events from S on (the tail, a few seconds of rows).
+-- * The compactor advances S every few seconds, to a little before now, by aggregating [S, S') of comm_logs
+--   (pipeline/compact.rs, `seal_pairs`).
+-- * An event arriving with ts < S (late, or a backfill) is rolled up by its writer as a delta in its COPY's
+--   transaction, like the other shapes. Writers read the bounds under a shared advisory lock; a seal first sets
+--   sealing_to = S' under the exclusive lock, then aggregates in a snapshot taken before it lets writers go on.
+--   So each event is in exactly one of: the seal's snapshot (writers that used the old bounds), a delta (writers
+--   that used the new ones, for ts < S'), or a later seal (ts >= S').
+-- * While a seal runs, sealed_to = S < sealing_to = S': a writer's deltas for events in [S, S') carry gen = S', and
+--   count (for queries and the compactor) only once gen <= sealed_to, when the seal has committed. Until then the
+--   tail reads those events raw. A seal that failed leaves such deltas behind: the next one deletes them before
+--   taking its snapshot, which then holds their events.
+--
+-- Kept at 5 minutes and 1 hour like the other address shapes, with top lists of closed buckets like
+-- comm_rollup_src (0007). Distribution (Citus): the key holds src_ip.
+
+CREATE TABLE comm_rollup_pair (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    src_ip        inet,
+    dst_ip        inet,
+    events        bigint      NOT NULL,
+    bytes_in      bigint      NOT NULL,
+    bytes_out     bigint      NOT NULL,
+    errors        bigint      NOT NULL,
+    client_errors bigint      NOT NULL,
+    CONSTRAINT comm_rollup_pair_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip, dst_ip)
+) WITH (fillfactor = 70);
+
+CREATE TABLE comm_rollup_pair_delta (LIKE comm_rollup_pair INCLUDING DEFAULTS, gen timestamptz);
+
+CREATE TABLE comm_pair_seal (
+    one           boolean     PRIMARY KEY DEFAULT true CHECK (one),
+    sealing_to    timestamptz NOT NULL,
+    sealed_to     timestamptz NOT NULL
+);
+
+-- Top lists, as for sources (0007): closed buckets are those ending at or before sealed_to.
+CREATE TABLE comm_rollup_pair_top (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    src_ip        inet,
+    dst_ip        inet,
+    events        bigint      NOT NULL,
+    bytes         bigint      NOT NULL,
+    CONSTRAINT comm_rollup_pair_top_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip, dst_ip)
+);
+
+CREATE TABLE comm_rollup_pair_top_floor (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    events        bigint      NOT NULL,
+    bytes         bigint      NOT NULL,
+    PRIMARY KEY (res, bucket)
+);
+
+CREATE TABLE comm_rollup_pair_top_pending (
+    res           integer     NOT NULL,
+    bucket        timestamptz NOT NULL,
+    PRIMARY KEY (res, bucket)
+);
+
+-- Pairs of [from_ts, to_ts) (whole hours) recomputed from comm_logs, up to the seal.
+CREATE FUNCTION comm_rollup_pair_rebuild(from_ts timestamptz, to_ts timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    upto timestamptz := least(to_ts, (SELECT sealed_to FROM comm_pair_seal));
+BEGIN
+    DELETE FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_pair_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    INSERT INTO comm_rollup_pair
+    SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)), src_ip, dst_ip, count(*),
+           coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
+           count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+    FROM comm_logs, (VALUES (300), (3600)) AS t(res)
+    WHERE ts >= from_ts AND ts < upto
+    GROUP BY 1, 2, 3, 4;
+    INSERT INTO comm_rollup_pair_top_pending
+    SELECT DISTINCT res, bucket FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+-- The operators' rebuild (0003, 0005, 0006) covers pairs too.
+ALTER FUNCTION comm_rollup_rebuild(timestamptz, timestamptz) RENAME TO comm_rollup_rebuild_shapes;
+CREATE FUNCTION comm_rollup_rebuild(from_ts timestamptz, to_ts timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM comm_rollup_rebuild_shapes(from_ts, to_ts);
+    PERFORM comm_rollup_pair_rebuild(from_ts, to_ts);
+END
+$$;
+
+-- Existing events are carried over up to the minute the migration runs.
+INSERT INTO comm_pair_seal VALUES (true, date_trunc('minute', now()), date_trunc('minute', now()));
+DO $$
+DECLARE
+    lo timestamptz;
+BEGIN
+    SELECT date_trunc('hour', min(ts)) INTO lo FROM comm_logs;
+    IF lo IS NOT NULL THEN
+        PERFORM comm_rollup_pair_rebuild(lo, date_trunc('hour', now()) + interval '1 hour');
+    END IF;
+END
+$$;
