@@ -1037,3 +1037,72 @@ async fn check_top_pairs(app: &TestApp, from: &str, to: &str, n: i64, misleading
         assert_eq!(body["total_events"], n);
     }
 }
+
+/// Seals run while writers commit events around now, some a few seconds old: each event must land in exactly
+/// one of the sealed rollup, a late delta or the raw tail, in every snapshot along the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_stay_exact_while_sealed_under_live_ingest() {
+    let app = spawn_app_with(|c| {
+        c.rollup_compact_ms = 100;
+        c.pair_seal_lag_ms = 0;
+    })
+    .await;
+    let app = std::sync::Arc::new(app);
+    let started = std::time::Instant::now();
+    let mut senders = Vec::new();
+    for t in 0..3 {
+        let app = app.clone();
+        senders.push(tokio::spawn(async move {
+            let mut sent = 0i64;
+            let mut k = 0u64;
+            while started.elapsed() < Duration::from_secs(3) {
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let body: Vec<String> = (0..100)
+                    .map(|i| {
+                        k += 1;
+                        // Up to 1.5 s old: older than the seal's bound by the time their flush commits, or not.
+                        let ts = now_ms - ((k * 37 + t) % 1500) as i64;
+                        format!(
+                            r#"{{"timestamp":{ts},"src_ip":"10.7.0.{}","dst_ip":"10.6.0.{}","bytes_in":{i}}}"#,
+                            k % 40,
+                            k % 7
+                        )
+                    })
+                    .collect();
+                let (status, _) = app.ingest_json(&format!("[{}]", body.join(","))).await;
+                assert_eq!(status, 202);
+                sent += 100;
+            }
+            sent
+        }));
+    }
+    let mut late_seen = 0;
+    let mut checks = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        late_seen = late_seen.max(
+            app.count("SELECT count(*) FROM comm_rollup_pair_delta")
+                .await,
+        );
+        assert_eq!(app.pairs_differing_from_raw().await, 0, "mid-ingest");
+        checks += 1;
+    }
+    let mut n = 0;
+    for s in senders {
+        n += s.await.unwrap();
+    }
+    assert_eq!(app.wait_rows(n).await, n);
+    let caught_up =
+        "SELECT (sealed_to > (SELECT max(ts) FROM comm_logs))::int::int8 FROM comm_pair_seal";
+    assert_eq!(app.wait_count(caught_up, 1).await, 1);
+    assert_eq!(app.pairs_differing_from_raw().await, 0);
+    assert!(checks > 3);
+    assert!(
+        late_seen > 0,
+        "no event was late: the delta path was not taken"
+    );
+    assert!(app.count("SELECT count(*) FROM comm_rollup_pair").await > 0);
+    let body = app
+        .ok_json("/metrics/top-talkers?from=-1h&by=pair&limit=5")
+        .await;
+    assert_eq!(body["source"], "comm_rollup_pair");
+}
