@@ -35,6 +35,10 @@ CREATE TABLE comm_rollup_pair (
     CONSTRAINT comm_rollup_pair_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip, dst_ip)
 ) WITH (fillfactor = 70);
 
+-- Ranking pairs sums a few candidate pairs over many buckets: each pair's rows are one range here. Updates leave
+-- the key alone, so they stay HOT.
+CREATE INDEX comm_rollup_pair_by_pair ON comm_rollup_pair (src_ip, dst_ip, res, bucket);
+
 CREATE TABLE comm_rollup_pair_delta (LIKE comm_rollup_pair INCLUDING DEFAULTS, gen timestamptz);
 
 CREATE TABLE comm_pair_seal (
@@ -42,6 +46,27 @@ CREATE TABLE comm_pair_seal (
     sealing_to    timestamptz NOT NULL,
     sealed_to     timestamptz NOT NULL
 );
+
+-- The events from sealed_to on (the tail), rolled up as comm_rollup_pair holds them, for queries. A function,
+-- so that its statement is planned knowing the bound: given only "ts >= (subquery)", the planner expects a third
+-- of comm_logs and starts parallel workers, ~10 ms, to read the few seconds of events there are.
+CREATE FUNCTION comm_pair_tail()
+RETURNS TABLE (res integer, bucket timestamptz, src_ip inet, dst_ip inet, events bigint, bytes_in bigint,
+               bytes_out bigint, errors bigint, client_errors bigint)
+LANGUAGE plpgsql STABLE ROWS 1000 AS $$
+#variable_conflict use_column
+DECLARE
+    since timestamptz := (SELECT s.sealed_to FROM comm_pair_seal AS s);
+BEGIN
+    RETURN QUERY
+    SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)), l.src_ip, l.dst_ip, count(*),
+           coalesce(sum(l.bytes_in), 0)::int8, coalesce(sum(l.bytes_out), 0)::int8,
+           count(*) FILTER (WHERE l.status >= 500), count(*) FILTER (WHERE l.status BETWEEN 400 AND 499)
+    FROM comm_logs AS l, (VALUES (300), (3600)) AS t(res)
+    WHERE l.ts >= since
+    GROUP BY 1, 2, 3, 4;
+END
+$$;
 
 -- Top lists, as for sources (0007): closed buckets are those ending at or before sealed_to.
 CREATE TABLE comm_rollup_pair_top (

@@ -242,6 +242,7 @@ async fn rollup_sizes(client: &deadpool_postgres::Object) -> anyhow::Result<Stri
         "comm_rollup_src",
         "comm_rollup_dst",
         "comm_rollup_src_net",
+        "comm_rollup_pair",
     ] {
         let rows = client
             .query(

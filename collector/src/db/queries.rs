@@ -295,17 +295,9 @@ impl Table {
             String::new()
         };
         let tail = if self == Table::CommRollupPair {
-            format!(
-                "UNION ALL
-                 SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)), l.src_ip, l.dst_ip,
-                        {}
-                 FROM comm_logs AS l, (VALUES {tiers}) AS t(res)
-                 WHERE l.ts >= (SELECT sealed_to FROM comm_pair_seal)
-                 GROUP BY 1, 2, 3, 4",
-                Table::CommLogs.counts()
-            )
+            "UNION ALL SELECT * FROM comm_pair_tail()"
         } else {
-            String::new()
+            ""
         };
         format!(
             "(SELECT t.res, date_bin(t.res * interval '1 second', d.bucket, to_timestamp(0)) AS bucket, {columns},
