@@ -1604,32 +1604,23 @@ async fn top_by_threshold(
 
     // The guess: the largest talkers of the window's latest listed coarsest bucket, else of its latest coarsest
     // bucket that has rows (an empty latest hour, as when traffic stopped, would leave nothing to bound with).
-    let mut guess = Vec::new();
+    // (rows read, table naming the buckets that have rows, ranking column)
+    let mut sources = Vec::new();
     if let Some(TopShape { table: rows, .. }) = shape {
-        let mut w = filter_sql_on(f, table, 86_400);
         let listed = if by_bytes { "bytes" } else { "events" };
-        let sql = format!(
-            "SELECT {text} FROM {rows}_top{where_} AND res = ${r} AND {not_null}
-               AND bucket = (SELECT max(bucket) FROM {rows}_top_floor WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
-             ORDER BY {listed} DESC LIMIT ${}",
-            at(&w) + 1,
-            at(&w) + 2,
-            at(&w) + 3,
-            r = at(&w),
-            where_ = w.sql,
-        );
-        w.params.push(Box::new(res));
-        w.params.push(Box::new(window.0));
-        w.params.push(Box::new(window.1));
-        w.params.push(Box::new(limit));
-        guess = keys_of(client.query(&sql, &w.refs()).await?);
+        sources.push((format!("{rows}_top"), format!("{rows}_top_floor"), listed));
     }
-    if (guess.len() as i64) < limit {
+    sources.push((name.clone(), stored.to_string(), metric));
+    let mut guess = Vec::new();
+    for (rows, buckets, rank) in sources {
+        if guess.len() as i64 >= limit {
+            break;
+        }
         let mut w = filter_sql_on(f, table, 86_400);
         let sql = format!(
-            "SELECT {text} FROM {name}{where_} AND res = ${r} AND {not_null}
-               AND bucket = (SELECT max(bucket) FROM {stored} WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
-             ORDER BY {metric} DESC LIMIT ${}",
+            "SELECT {text} FROM {rows}{where_} AND res = ${r} AND {not_null}
+               AND bucket = (SELECT max(bucket) FROM {buckets} WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
+             ORDER BY {rank} DESC LIMIT ${}",
             at(&w) + 1,
             at(&w) + 2,
             at(&w) + 3,
