@@ -964,7 +964,8 @@ async fn top_pairs_are_exact_raw_sealed_listed_or_late() {
         check_top_pairs(&app, from, to, n, true).await;
     }
 
-    // Listed again, then late events into a listed hour: deltas first, then merged and listed anew. Now
+    // Listed again, then late events into every listed hour: deltas first, then merged into more buckets than
+    // one compaction lists again (the others are read whole meanwhile), then listed anew. Now
     // 10.9.2.5 → 10.8.0.1 (66 events) ranks third.
     let all = "INSERT INTO comm_rollup_pair_top_pending SELECT DISTINCT res, bucket FROM comm_rollup_pair";
     app.db.batch_execute(all).await.unwrap();
@@ -972,7 +973,7 @@ async fn top_pairs_are_exact_raw_sealed_listed_or_late() {
         compact::once(&pool).await.unwrap();
     }
     let late: Vec<String> = (0..60)
-        .map(|i| event(end - 4 * 3600 + i * 60, "10.9.2.5", "10.8.0.1"))
+        .map(|i| event(end - 6 * 3600 + i * 330, "10.9.2.5", "10.8.0.1"))
         .collect();
     let (status, _) = app.ingest_json(&format!("[{}]", late.join(","))).await;
     assert_eq!(status, 202);
@@ -980,6 +981,9 @@ async fn top_pairs_are_exact_raw_sealed_listed_or_late() {
     assert_eq!(app.wait_rows(n).await, n);
     let late_deltas = "SELECT count(*) FROM comm_rollup_pair_delta WHERE gen IS NULL";
     assert!(app.count(late_deltas).await > 0);
+    check_top_pairs(&app, from, to, n, false).await;
+    compact::once(&pool).await.unwrap();
+    assert!(app.count(pending).await > 0);
     check_top_pairs(&app, from, to, n, false).await;
     while compact::once(&pool).await.unwrap() > 0 || app.count(pending).await > 0 {}
     assert_eq!(app.count(late_deltas).await, 0);
