@@ -5,8 +5,9 @@
 -- benchmark, ~20 ms. An index on events would cost every compaction update its HOT path. Instead, once a bucket
 -- has closed, the compactor keeps its largest rows here, by events and by bytes, and the floor above which the
 -- list is complete. A bucket whose floor is at most T is read from this list; any other bucket is read whole.
--- A merge into a bucket marks it pending again, and a closed pending bucket's list is replaced in the same
--- transaction, so a list never disagrees with comm_rollup_src. Deltas not yet merged are read apart.
+-- A merge into a bucket marks it pending again and deletes its floor, so its list is not used (the bucket is
+-- read whole) until the compactor makes it again; a list never disagrees with comm_rollup_src. Deltas not yet
+-- merged are read apart.
 
 CREATE TABLE comm_rollup_src_top (
     res           integer     NOT NULL,

@@ -19,8 +19,10 @@
 --   tail reads those events raw. A seal that failed leaves such deltas behind: the next one deletes them before
 --   taking its snapshot, which then holds their events.
 --
--- Kept at 5 minutes and 1 hour like the other address shapes, with top lists of closed buckets like
--- comm_rollup_src (0007). Distribution (Citus): the key holds src_ip.
+-- Kept at 5 minutes and 1 hour like the other address shapes, with top lists like comm_rollup_src (0007). A seal
+-- lists again every bucket it changed, in its transaction, the open ones included: the latest hour of a "last
+-- 24 hours" window is always open, and reading its ~95,000 pairs whole would cost most of the answer's time.
+-- Distribution (Citus): the key holds src_ip.
 
 CREATE TABLE comm_rollup_pair (
     res           integer     NOT NULL,
