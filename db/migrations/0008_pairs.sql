@@ -70,6 +70,30 @@ BEGIN
 END
 $$;
 
+-- BRIN ranges are summarized only by VACUUM unless asked: between autovacuums (every 20% of growth) the newest
+-- events of a day, millions at 100M a day, would all be read by every scan for the last seconds. The seal asks,
+-- for the days it reads, before it reads them: each call summarizes about a second of new pages.
+CREATE FUNCTION comm_logs_summarize(from_ts timestamptz, to_ts timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint := 0;
+    day date;
+    idx regclass;
+BEGIN
+    FOR day IN SELECT generate_series((from_ts AT TIME ZONE 'UTC')::date, (to_ts AT TIME ZONE 'UTC')::date,
+                                      interval '1 day')::date LOOP
+        SELECT i.inhrelid::regclass INTO idx
+        FROM pg_inherits AS i JOIN pg_index AS x ON x.indexrelid = i.inhrelid
+        WHERE i.inhparent = 'comm_logs_ts_brin'::regclass
+          AND x.indrelid = to_regclass(format('comm_logs_p%s', to_char(day, 'YYYYMMDD')));
+        IF idx IS NOT NULL THEN
+            n := n + brin_summarize_new_values(idx);
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
 -- Top lists, as for sources (0007): closed buckets are those ending at or before sealed_to.
 CREATE TABLE comm_rollup_pair_top (
     res           integer     NOT NULL,

@@ -87,7 +87,18 @@ pub async fn load(pool: &Pool, cfg: &ServeConfig, rows: usize, seed: u64) -> any
     // Then pairs, an hour of events a step, as a collector catching up would, with the top lists of the buckets
     // they close.
     let lag = Duration::from_millis(cfg.pair_seal_lag_ms);
-    while crate::pipeline::compact::seal_pairs(pool, lag).await? {}
+    let sealed = "SELECT extract(epoch FROM sealed_to)::float8 FROM comm_pair_seal";
+    while pool
+        .get()
+        .await?
+        .query_one(sealed, &[])
+        .await?
+        .get::<_, f64>(0)
+        * 1e6
+        <= end_us as f64
+    {
+        crate::pipeline::compact::seal_pairs(pool, lag).await?;
+    }
     let lists_pending = "SELECT (SELECT count(*) FROM comm_rollup_pair_top_pending WHERE bucket + res * interval '1 second' <= (SELECT sealed_to FROM comm_pair_seal))
                               + (SELECT count(*) FROM comm_rollup_src_top_pending WHERE bucket + res * interval '1 second' <= now() - interval '1 minute')";
     while pool

@@ -733,6 +733,22 @@ pub async fn pair_seal_span(
     Ok((to > from).then_some((from, to)))
 }
 
+/// Summarizes the BRIN ranges of comm_logs filled since the last call, in the days of [from, now] (see
+/// `comm_logs_summarize` in db/migrations/0008_pairs.sql); returns how many.
+pub async fn summarize_new_events(
+    client: &impl GenericClient,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<i64, DbError> {
+    Ok(client
+        .query_one(
+            "SELECT comm_logs_summarize($1, greatest($2, now()))",
+            &[&from, &to],
+        )
+        .await?
+        .get(0))
+}
+
 /// The first half of a seal, holding the writers' lock exclusively: drops the deltas a failed seal left (their
 /// events are in the span about to be sealed, see db/migrations/0008_pairs.sql), and publishes the new bound.
 pub async fn pair_seal_begin(

@@ -73,6 +73,7 @@ async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Resul
         unlock(client).await?;
         return Ok(false);
     };
+    queries::summarize_new_events(&*client, from, to).await?;
     // Waits for the writers that read the old bound to commit, and keeps new ones waiting.
     client
         .execute(
