@@ -1637,13 +1637,15 @@ async fn top_by_threshold(
         us_to_datetime(end * 1_000_000),
     );
 
-    // The guess: the largest talkers of the window's latest listed coarsest bucket, else of its latest coarsest
-    // bucket that has rows (an empty latest hour, as when traffic stopped, would leave nothing to bound with).
-    // (rows read, table naming the buckets that have rows, ranking column)
+    // The guess: the largest talkers of the window's latest coarsest bucket with a list that has rows, else of
+    // its latest coarsest bucket that has rows (an empty latest hour, as when traffic stopped, would leave
+    // nothing to bound with).
+    // (rows read, table naming the buckets that have rows, ranking column). A list left from before a merge
+    // serves as well as any: the guess needs only some talkers, whose totals are then summed exactly.
     let mut sources = Vec::new();
     if let Some(TopShape { table: rows, .. }) = shape {
         let listed = if by_bytes { "bytes" } else { "events" };
-        sources.push((format!("{rows}_top"), format!("{rows}_top_floor"), listed));
+        sources.push((format!("{rows}_top"), format!("{rows}_top"), listed));
     }
     sources.push((name.clone(), stored.to_string(), metric));
     let mut guess = Vec::new();
