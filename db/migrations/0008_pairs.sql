@@ -49,23 +49,22 @@ CREATE TABLE comm_pair_seal (
     sealed_to     timestamptz NOT NULL
 );
 
--- The events from sealed_to on (the tail), rolled up as comm_rollup_pair holds them, for queries. A function,
--- so that its statement is planned knowing the bound: given only "ts >= (subquery)", the planner expects a third
--- of comm_logs and starts parallel workers, ~10 ms, to read the few seconds of events there are.
-CREATE FUNCTION comm_pair_tail()
+-- The events of [from_ts, to_ts) rolled up as comm_rollup_pair holds them: what a seal adds, what a rebuild
+-- writes, and, from sealed_to on, the tail queries read. A function, so that its statement is planned knowing
+-- the bounds: given only "ts >= (subquery)", the planner expects a third of comm_logs and starts parallel
+-- workers, ~10 ms, to read the few seconds of events of the tail.
+CREATE FUNCTION comm_pair_events(from_ts timestamptz, to_ts timestamptz)
 RETURNS TABLE (res integer, bucket timestamptz, src_ip inet, dst_ip inet, events bigint, bytes_in bigint,
                bytes_out bigint, errors bigint, client_errors bigint)
 LANGUAGE plpgsql STABLE ROWS 1000 AS $$
 #variable_conflict use_column
-DECLARE
-    since timestamptz := (SELECT s.sealed_to FROM comm_pair_seal AS s);
 BEGIN
     RETURN QUERY
     SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)), l.src_ip, l.dst_ip, count(*),
            coalesce(sum(l.bytes_in), 0)::int8, coalesce(sum(l.bytes_out), 0)::int8,
            count(*) FILTER (WHERE l.status >= 500), count(*) FILTER (WHERE l.status BETWEEN 400 AND 499)
     FROM comm_logs AS l, (VALUES (300), (3600)) AS t(res)
-    WHERE l.ts >= since
+    WHERE l.ts >= from_ts AND l.ts < to_ts
     GROUP BY 1, 2, 3, 4;
 END
 $$;
@@ -127,16 +126,7 @@ DECLARE
 BEGIN
     DELETE FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts;
     DELETE FROM comm_rollup_pair_delta WHERE bucket >= from_ts AND bucket < to_ts;
-    INSERT INTO comm_rollup_pair
-    SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)), src_ip, dst_ip, count(*),
-           coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
-           count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
-    FROM comm_logs, (VALUES (300), (3600)) AS t(res)
-    WHERE ts >= from_ts AND ts < upto
-    GROUP BY 1, 2, 3, 4;
-    INSERT INTO comm_rollup_pair_top_pending
-    SELECT DISTINCT res, bucket FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts
-    ON CONFLICT DO NOTHING;
+    INSERT INTO comm_rollup_pair SELECT * FROM comm_pair_events(from_ts, upto);
 END
 $$;
 
@@ -147,6 +137,16 @@ LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM comm_rollup_rebuild_shapes(from_ts, to_ts);
     PERFORM comm_rollup_pair_rebuild(from_ts, to_ts);
+    -- The top lists of the rebuilt buckets no longer hold: without their floors they are not used, and the
+    -- compactor makes them again.
+    DELETE FROM comm_rollup_src_top_floor WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_pair_top_floor WHERE bucket >= from_ts AND bucket < to_ts;
+    INSERT INTO comm_rollup_src_top_pending
+    SELECT DISTINCT res, bucket FROM comm_rollup_src WHERE bucket >= from_ts AND bucket < to_ts
+    ON CONFLICT DO NOTHING;
+    INSERT INTO comm_rollup_pair_top_pending
+    SELECT DISTINCT res, bucket FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts
+    ON CONFLICT DO NOTHING;
 END
 $$;
 

@@ -295,7 +295,7 @@ impl Table {
             String::new()
         };
         let tail = if self == Table::CommRollupPair {
-            "UNION ALL SELECT * FROM comm_pair_tail()"
+            "UNION ALL SELECT * FROM comm_pair_events((SELECT sealed_to FROM comm_pair_seal), 'infinity')"
         } else {
             ""
         };
@@ -607,8 +607,8 @@ pub async fn merge_rollup(
     flush: &rollup::Flush<'_>,
 ) -> Result<(), DbError> {
     write_rollup(client, flush, Write::Merge).await?;
-    // The buckets just changed are listed again (`make_top_lists`, next in the same transaction: a bucket with
-    // a list has closed, so its list is replaced before anyone can read it).
+    // The buckets just changed wait to be listed again (`make_top_lists`, next in the same transaction, lists
+    // some of them).
     let src = flush.src.iter().map(|(k, _)| (k.res, k.bucket_us));
     let pair = flush.pair.iter().map(|(k, _)| (k.res, k.bucket_us));
     for (shape, keys) in [
@@ -624,23 +624,24 @@ pub async fn merge_rollup(
             continue;
         }
         let (res, bucket): (Vec<i32>, Vec<DateTime<Utc>>) = touched.into_iter().unzip();
+        let table = shape.table;
+        let sql = format!(
+            "INSERT INTO {table}_top_pending SELECT DISTINCT * FROM unnest($1::int4[], $2::timestamptz[])
+             ON CONFLICT DO NOTHING"
+        );
+        client.execute(&sql, &[&res, &bucket]).await?;
         // Without its floor a list is not used (the bucket is read whole) until it is made again, however many
         // buckets wait for that.
         let sql = format!(
-            "INSERT INTO {table}_top_pending SELECT DISTINCT * FROM unnest($1::int4[], $2::timestamptz[])
-             ON CONFLICT DO NOTHING;
-             DELETE FROM {table}_top_floor t USING unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
-             WHERE t.res = p.res AND t.bucket = p.bucket",
-            table = shape.table
+            "DELETE FROM {table}_top_floor t USING unnest($1::int4[], $2::timestamptz[]) AS p(res, bucket)
+             WHERE t.res = p.res AND t.bucket = p.bucket"
         );
-        for statement in sql.split(';') {
-            client.execute(statement, &[&res, &bucket]).await?;
-        }
+        client.execute(&sql, &[&res, &bucket]).await?;
     }
     Ok(())
 }
 
-/// A rollup whose closed buckets keep top lists (db/migrations/0007_src_top.sql, 0008_pairs.sql).
+/// A rollup whose buckets keep top lists (db/migrations/0007_src_top.sql, 0008_pairs.sql).
 #[derive(Debug, Clone, Copy)]
 pub struct TopShape {
     table: &'static str,
@@ -774,21 +775,17 @@ pub async fn pair_seal_commit(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<u64, DbError> {
+    let rows = client
+        .execute(
+            "INSERT INTO comm_rollup_pair AS r SELECT * FROM comm_pair_events($1, $2)
+             ON CONFLICT (res, bucket, src_ip, dst_ip) DO UPDATE SET
+                 events = r.events + excluded.events, bytes_in = r.bytes_in + excluded.bytes_in,
+                 bytes_out = r.bytes_out + excluded.bytes_out, errors = r.errors + excluded.errors,
+                 client_errors = r.client_errors + excluded.client_errors",
+            &[&from, &to],
+        )
+        .await?;
     let tiers: Vec<String> = rollup::IP_TIERS.iter().map(|t| format!("({t})")).collect();
-    let sql = format!(
-        "INSERT INTO comm_rollup_pair AS r
-         SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)), src_ip, dst_ip, {counts}
-         FROM comm_logs, (VALUES {tiers}) AS t(res)
-         WHERE ts >= $1 AND ts < $2
-         GROUP BY 1, 2, 3, 4
-         ON CONFLICT (res, bucket, src_ip, dst_ip) DO UPDATE SET
-             events = r.events + excluded.events, bytes_in = r.bytes_in + excluded.bytes_in,
-             bytes_out = r.bytes_out + excluded.bytes_out, errors = r.errors + excluded.errors,
-             client_errors = r.client_errors + excluded.client_errors",
-        counts = Table::CommLogs.counts(),
-        tiers = tiers.join(", "),
-    );
-    let rows = client.execute(&sql, &[&from, &to]).await?;
     // The buckets just changed, the open ones included, are listed again in this transaction: the latest hour
     // of a 24-hour window is open, and reading it whole would cost a query ~40 ms at 100M events a day.
     let sql = format!(
