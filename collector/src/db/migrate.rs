@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "pair rollup",
         include_str!("../../../db/migrations/0008_pairs.sql"),
     ),
+    (
+        9,
+        "pair events inlined",
+        include_str!("../../../db/migrations/0009_pair_events_inline.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

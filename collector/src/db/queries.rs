@@ -177,6 +177,55 @@ impl Dims {
 
 /// Where an answer is read from: the narrowest rollup holding every dimension the query needs (see
 /// `db/migrations/0003_rollup_tiers.sql`), else the raw events.
+/// The pair seal's bound as of a query's snapshot: answers from the pair rollup add the events from it on
+/// (db/migrations/0008_pairs.sql). Named in the SQL as a literal, so that the scan of those events is planned
+/// knowing it and a filter on addresses reaches the btree (src_ip, ts) (0009); unknown, a subquery reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tail {
+    sealed_to: Option<DateTime<Utc>>,
+}
+
+impl Tail {
+    /// Reads the bound when `table` needs it, in the snapshot of the statements that will use it.
+    pub async fn read(client: &impl GenericClient, table: Table) -> Result<Tail, DbError> {
+        if table != Table::CommRollupPair {
+            return Ok(Tail::default());
+        }
+        let row = client
+            .query_one("SELECT sealed_to FROM comm_pair_seal", &[])
+            .await?;
+        Ok(Tail {
+            sealed_to: Some(row.get(0)),
+        })
+    }
+
+    fn bound(self) -> String {
+        match self.sealed_to {
+            // The database's own value, formatted here: nothing from a request is spliced into the SQL.
+            Some(at) => format!(
+                "'{}'::timestamptz",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+            None => "(SELECT sealed_to FROM comm_pair_seal)".into(),
+        }
+    }
+
+    /// At most how many rows of the tail one key has in `segs` (res, from, to): one per bucket ending after
+    /// the bound, at the tier each segment reads.
+    fn rows_in(self, segs: &[(i32, i64, i64)]) -> i64 {
+        let Some(at) = self.sealed_to else {
+            return segs.iter().map(|(r, a, b)| (b - a) / i64::from(*r)).sum();
+        };
+        let s = at.timestamp();
+        segs.iter()
+            .map(|&(r, a, b)| {
+                let (r, n) = (i64::from(r), (b - a) / i64::from(r));
+                n - (s - a).div_euclid(r).clamp(0, n)
+            })
+            .sum()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
@@ -271,40 +320,53 @@ impl Table {
     /// delta row holds its shape's finest tier; it is presented at every tier, so that whichever tier a
     /// segment reads (see [`segments`]) counts it exactly once. Pairs add the raw events not yet sealed
     /// (db/migrations/0008_pairs.sql), presented the same way.
-    fn name(self) -> String {
+    fn name(self, tail: Tail) -> String {
         match self.stored() {
             None => "comm_logs".into(),
             Some((table, _)) => format!(
                 "(SELECT * FROM {table} UNION ALL SELECT * FROM {}) AS r",
-                self.pending()
+                self.pending(tail)
             ),
         }
     }
 
     /// What a rollup has not merged yet, as a subquery at every tier: its deltas, and for pairs the raw tail.
-    fn pending(self) -> String {
+    fn pending(self, tail: Tail) -> String {
+        let events = if self == Table::CommRollupPair {
+            format!(
+                "UNION ALL SELECT * FROM comm_pair_events({}, 'infinity')",
+                tail.bound()
+            )
+        } else {
+            String::new()
+        };
+        self.unmerged(tail, &events)
+    }
+
+    /// Its deltas alone, presented at every tier.
+    fn deltas(self, tail: Tail) -> String {
+        self.unmerged(tail, "")
+    }
+
+    fn unmerged(self, tail: Tail, events: &str) -> String {
         let Some((table, columns)) = self.stored() else {
             return "comm_logs".into();
         };
         let latency = self.latency_columns();
         let tiers: Vec<String> = self.tiers().iter().map(|t| format!("({t})")).collect();
         let tiers = tiers.join(", ");
+        // Pair deltas of a seal in progress wait for it (db/migrations/0008_pairs.sql).
         let valid = if self == Table::CommRollupPair {
-            format!("WHERE {VALID_PAIR_DELTA}")
+            format!("WHERE gen IS NULL OR gen <= {}", tail.bound())
         } else {
             String::new()
-        };
-        let tail = if self == Table::CommRollupPair {
-            "UNION ALL SELECT * FROM comm_pair_events((SELECT sealed_to FROM comm_pair_seal), 'infinity')"
-        } else {
-            ""
         };
         format!(
             "(SELECT t.res, date_bin(t.res * interval '1 second', d.bucket, to_timestamp(0)) AS bucket, {columns},
                      {COUNT_COLUMNS}{latency}
               FROM {table}_delta AS d, (VALUES {tiers}) AS t(res)
               {valid}
-              {tail}) AS p"
+              {events}) AS p"
         )
     }
 
@@ -1223,6 +1285,7 @@ pub async fn counts_by_bucket(
     bucket_secs: i64,
     by_service: bool,
 ) -> Result<Vec<BucketCounts>, DbError> {
+    let tail = Tail::read(client, table).await?;
     let mut w = filter_sql_on(f, table, bucket_secs);
     w.params.push(Box::new(bucket_secs as f64));
     let service = if by_service { "service" } else { "NULL::text" };
@@ -1232,7 +1295,7 @@ pub async fn counts_by_bucket(
         n = w.params.len(),
         time = table.time_column(),
         counts = table.counts(),
-        table = table.name(),
+        table = table.name(tail),
         where_ = w.sql,
     );
     let rows = client.query(&sql, &w.refs()).await?;
@@ -1299,7 +1362,7 @@ pub async fn latency_by_bucket(
             "SELECT date_bin(${n} * interval '1 second', bucket, to_timestamp(0)) AS t, {service} AS s,
                     latency_hist, latency_max
              FROM {table}{where_} AND latency_n > 0",
-            table = table.name(),
+            table = table.name(Tail::default()),
             where_ = w.sql
         );
         let rows = client.query(&sql, &w.refs()).await?;
@@ -1401,11 +1464,12 @@ pub async fn top_talkers(
     by_bytes: bool,
     limit: i64,
 ) -> Result<(Vec<Talker>, Counts), DbError> {
+    let tail = Tail::read(client, table).await?;
     if matches!(
         table,
         Table::CommRollupSrc | Table::CommRollupDst | Table::CommRollupPair
     ) {
-        if let Some(top) = top_by_threshold(client, f, table, by, by_bytes, limit).await? {
+        if let Some(top) = top_by_threshold(client, f, table, tail, by, by_bytes, limit).await? {
             // Every event is in every shape: without filters, the narrowest one has the same total.
             let of = if Dims::of_filters(f) == Dims::NONE {
                 Table::CommRollupService
@@ -1413,7 +1477,7 @@ pub async fn top_talkers(
                 table
             };
             let w = filter_sql_on(f, of, 86_400);
-            let sql = format!("SELECT {} FROM {}{}", of.counts(), of.name(), w.sql);
+            let sql = format!("SELECT {} FROM {}{}", of.counts(), of.name(tail), w.sql);
             let total = counts_at(&client.query_one(&sql, &w.refs()).await?, 0);
             return Ok((top, total));
         }
@@ -1437,7 +1501,7 @@ pub async fn top_talkers(
          ORDER BY {metric} DESC, {order_keys} LIMIT ${lim}",
         columns = names.join(", "),
         counts = table.counts(),
-        table = table.name(),
+        table = table.name(tail),
         where_ = w.sql,
         order_keys = (1..=names.len())
             .map(|i| format!("{i} ASC NULLS LAST"))
@@ -1461,18 +1525,29 @@ pub async fn top_talkers(
     Ok((top, total))
 }
 
-/// The talkers with a row of at least `threshold` in the window of `segs`: from the top lists of the buckets
-/// whose list is complete down to the threshold, from the rows themselves in the others, and from what is not
-/// merged yet. Every talker, whatever the filters: the caller's sums apply them.
+/// A row's events, or its bytes in + out, from a value on.
+#[derive(Debug, Clone, Copy)]
+struct AtLeast {
+    by_bytes: bool,
+    value: i64,
+}
+
+/// The talkers with a row of at least `at_least` in the window of `segs`: from the top lists of the buckets
+/// whose list is complete down to it, from the rows themselves in the others, and from what is not merged yet.
+/// Every talker, whatever the filters: the caller's sums apply them.
 async fn listed_candidates(
     client: &impl GenericClient,
     f: &Filters,
     table: Table,
+    tail: Tail,
     shape: TopShape,
     segs: &[(i32, i64, i64)],
-    by_bytes: bool,
-    threshold: i64,
+    at_least: AtLeast,
 ) -> Result<Vec<Vec<Option<String>>>, DbError> {
+    let AtLeast {
+        by_bytes,
+        value: threshold,
+    } = at_least;
     let (listed, stored) = if by_bytes {
         ("bytes", "bytes_in + bytes_out")
     } else {
@@ -1517,7 +1592,7 @@ async fn listed_candidates(
          SELECT {text} FROM {rows} WHERE {in_rows} AND {stored} >= ${at}
          UNION
          SELECT {text} FROM {pending}{where_} AND {stored} >= ${at}",
-        pending = table.pending(),
+        pending = table.pending(tail),
         where_ = w.sql,
     );
     let width = keys.split(", ").count();
@@ -1597,6 +1672,7 @@ async fn top_by_threshold(
     client: &impl GenericClient,
     f: &Filters,
     table: Table,
+    tail: Tail,
     by: TalkerKey,
     by_bytes: bool,
     limit: i64,
@@ -1616,7 +1692,7 @@ async fn top_by_threshold(
         return Ok(None);
     };
     let buckets: i64 = segs.iter().map(|(r, a, b)| (b - a) / i64::from(*r)).sum();
-    let name = table.name();
+    let name = table.name(tail);
     let shape = TopShape::of(table);
     let at = |w: &Where| w.params.len() + 1;
     let text: Vec<String> = names.iter().map(|k| format!("{k}::text")).collect();
@@ -1687,23 +1763,33 @@ async fn top_by_threshold(
     }
     let tau = totals.iter().copied().min().unwrap_or(0);
 
-    // m: buckets in the window, plus the most unmerged rows any talker has there.
+    // m: buckets in the window, plus the most unmerged rows any talker has there: delta rows, counted, and
+    // rows of the raw tail, bounded by its buckets (counting them would read the tail once more).
     let w = filter_sql_on(&window_of(f), table, 86_400);
     let sql = format!(
-        "SELECT count(*) FROM {pending}{where_} GROUP BY {keys} ORDER BY 1 DESC LIMIT 1",
-        pending = table.pending(),
+        "SELECT count(*) FROM {deltas}{where_} GROUP BY {keys} ORDER BY 1 DESC LIMIT 1",
+        deltas = table.deltas(tail),
         where_ = w.sql,
     );
     let pending: i64 = client
         .query_opt(&sql, &w.refs())
         .await?
         .map_or(0, |r| r.get(0));
-    let m = buckets + pending;
+    let tail_rows = if table == Table::CommRollupPair {
+        tail.rows_in(&segs)
+    } else {
+        0
+    };
+    let m = buckets + pending + tail_rows;
     let threshold = if m > 0 { (tau + m - 1) / m } else { tau };
 
     let candidates = match shape {
         Some(shape) => {
-            listed_candidates(client, f, table, shape, &segs, by_bytes, threshold).await?
+            let at_least = AtLeast {
+                by_bytes,
+                value: threshold,
+            };
+            listed_candidates(client, f, table, tail, shape, &segs, at_least).await?
         }
         None => {
             let mut w = filter_sql_on(f, table, 86_400);

@@ -1042,6 +1042,67 @@ async fn check_top_pairs(app: &TestApp, from: &str, to: &str, n: i64, misleading
     }
 }
 
+/// A bucket the seal's bound cuts in two holds a pair twice: its sealed row and its row of the raw tail. The
+/// threshold must count that extra row. 10.9.0.2 → 10.8.0.2 has 40 events in each of three rows (120), and
+/// 10.9.0.1 → 10.8.0.1 has 100 in one row: dividing τ = 100 by the window's 2 buckets alone gives 50, which
+/// none of the 40s reach, and the answer would be the wrong pair.
+#[tokio::test]
+async fn top_pairs_count_the_tail_row_of_a_bucket_the_seal_cuts() {
+    use collector::pipeline::compact;
+    let t0 = chrono::DateTime::parse_from_rfc3339(END)
+        .unwrap()
+        .timestamp();
+    let event = |ts: i64, src: &str, dst: &str| {
+        format!(r#"{{"timestamp":{ts},"src_ip":"{src}","dst_ip":"{dst}","bytes_out":1}}"#)
+    };
+    let mut events = Vec::new();
+    for i in 0..40 {
+        events.push(event(t0 + 60 + i, "10.9.0.2", "10.8.0.2")); // first bucket
+        events.push(event(t0 + 370 + i, "10.9.0.2", "10.8.0.2")); // second, sealed
+        events.push(event(t0 + 480 + i, "10.9.0.2", "10.8.0.2")); // second, raw
+    }
+    for i in 0..100 {
+        events.push(event(t0 + 310 + i / 2, "10.9.0.1", "10.8.0.1"));
+    }
+    let app = spawn_app_with(|c| c.rollup_compact_ms = 3_600_000).await;
+    let pool = collector::db::pool(&app.db_url, 2).unwrap();
+    app.db
+        .batch_execute(&format!(
+            "UPDATE comm_pair_seal SET sealing_to = to_timestamp({t0}), sealed_to = to_timestamp({t0})"
+        ))
+        .await
+        .unwrap();
+    let (status, _) = app.ingest_json(&format!("[{}]", events.join(","))).await;
+    assert_eq!(status, 202);
+    assert_eq!(app.wait_rows(220).await, 220);
+    // Sealed up to t0 + 7 min: the lag is how far that is behind now.
+    let lag = chrono::Utc::now().timestamp() - (t0 + 420);
+    assert!(compact::seal_pairs(&pool, Duration::from_secs(lag as u64))
+        .await
+        .unwrap());
+    let sealed = "SELECT extract(epoch FROM sealed_to)::int8 FROM comm_pair_seal";
+    let at = app.count(sealed).await;
+    assert!((t0 + 420..t0 + 480).contains(&at), "sealed to {at}");
+    assert_eq!(app.pairs_differing_from_raw().await, 0);
+    let (from, to) = (END, "2026-11-22T12:10:00Z");
+    let body = app
+        .ok_json(&format!(
+            "/metrics/top-talkers?from={from}&to={to}&by=pair&limit=1"
+        ))
+        .await;
+    assert_eq!(body["source"], "comm_rollup_pair");
+    let top = &body["top"][0];
+    assert_eq!(
+        (
+            top["src_ip"].as_str(),
+            top["dst_ip"].as_str(),
+            top["events"].as_i64()
+        ),
+        (Some("10.9.0.2"), Some("10.8.0.2"), Some(120))
+    );
+    app.stop().await.unwrap();
+}
+
 /// Seals run while writers commit events around now, some a few seconds old: each event must land in exactly
 /// one of the sealed rollup, a late delta or the raw tail, in every snapshot along the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
