@@ -19,8 +19,14 @@ use super::KEY;
 /// Events per generated batch and per COPY.
 const LOAD_BATCH: usize = 20_000;
 
-/// Loads `rows` events spread evenly over the 24 hours before now; returns the load rate in events/s.
-pub async fn load(pool: &Pool, cfg: &ServeConfig, rows: usize, seed: u64) -> anyhow::Result<f64> {
+/// Loads `rows` events spread evenly over the 24 hours before now; returns the load rate in events/s and the
+/// newest event's time (Unix microseconds).
+pub async fn load(
+    pool: &Pool,
+    cfg: &ServeConfig,
+    rows: usize,
+    seed: u64,
+) -> anyhow::Result<(f64, i64)> {
     let end_us = chrono::Utc::now().timestamp_micros() - 60_000_000;
     let span_us: i64 = 24 * 3_600_000_000 + 300_000_000;
     let step_us = (span_us / rows.max(1) as i64).max(1);
@@ -114,7 +120,7 @@ pub async fn load(pool: &Pool, cfg: &ServeConfig, rows: usize, seed: u64) -> any
     let secs = started.elapsed().as_secs_f64();
     // Upserts leave a dead version of a rollup row per flush; autovacuum would clear them on a live system.
     pool.get().await?.batch_execute("VACUUM ANALYZE").await?;
-    Ok(rows as f64 / secs)
+    Ok((rows as f64 / secs, end_us))
 }
 
 struct Timing {
@@ -281,19 +287,22 @@ pub async fn run(
     eprintln!(
         "Loading {rows} events over 24 hours (COPY + rollup deltas, compacted as they come) ..."
     );
-    let load_rate = load(pool, cfg, rows, seed).await?;
+    let (load_rate, newest_us) = load(pool, cfg, rows, seed).await?;
     let collector = super::Collector::start(cfg, url).await?;
     let addr = collector.addr;
     let http = reqwest::Client::new();
     let client = pool.get().await?;
     let sizes = rollup_sizes(&client).await?;
+    let newest_age_min = (chrono::Utc::now().timestamp_micros() - newest_us) as f64 / 60_000_000.0;
     let mut out = String::new();
     let _ = writeln!(out, "## Queries at {rows} rows\n");
     let _ = writeln!(
         out,
         "{rows} events spread evenly over the last 24 hours ({:.0} events/h), loaded with the writers' own COPY + \
          rollup transaction, then source × destination pairs sealed from `comm_logs` an hour a step, at \
-         {load_rate:.0} events/s in all. Rollup rows: {sizes}. Each endpoint is timed over HTTP on \
+         {load_rate:.0} events/s in all. Rollup rows: {sizes}. Windows end at the call (`from=-1h`, `from=-24h`; \
+         plain SQL: `ts >= now() - interval`); the timings began {newest_age_min:.0} minutes after the newest event, \
+         so each window held that many minutes less than its length of events. Each endpoint is timed over HTTP on \
          loopback (the whole answer received), with its default bucket (over 1 h: 1 minute, 5 with an address filter; over 24 h: 5 minutes); \
          `source` is the table it read; each endpoint is called once unmeasured, then timed 50 times (or for \
          10 s), before any plain SQL runs. Plain SQL is the same aggregate straight from `comm_logs`.\n",
