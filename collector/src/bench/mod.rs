@@ -549,10 +549,22 @@ fn encode_all(batches: &[Bytes], limits: &BuildLimits) -> anyhow::Result<Vec<Byt
     Ok(rows)
 }
 
+/// Empties every table that holds events or what is derived from them (rollups, their deltas and top lists),
+/// and puts the pair seal at now: each measurement starts from an empty, consistent database. Rollups left from
+/// the ingest runs, without their events, would disagree with comm_logs in the query run, and mislead the
+/// answers that use them to narrow a window or to guess top talkers.
 async fn truncate(pool: &Pool) -> anyhow::Result<()> {
     pool.get()
         .await?
-        .batch_execute("TRUNCATE comm_logs; TRUNCATE ingest_flushes; CHECKPOINT")
+        .batch_execute(
+            "DO $$ BEGIN
+                 EXECUTE (SELECT 'TRUNCATE ' || string_agg(format('%I', tablename), ', ')
+                          FROM pg_tables WHERE schemaname = current_schema()
+                          AND tablename NOT IN ('schema_migrations', 'comm_pair_seal'));
+             END $$;
+             UPDATE comm_pair_seal SET sealing_to = now(), sealed_to = now();
+             CHECKPOINT",
+        )
         .await?;
     Ok(())
 }

@@ -1710,27 +1710,33 @@ async fn top_by_threshold(
         us_to_datetime(end * 1_000_000),
     );
 
-    // The guess: the largest talkers of the window's latest coarsest bucket with a list that has rows, else of
-    // its latest coarsest bucket that has rows (an empty latest hour, as when traffic stopped, would leave
-    // nothing to bound with).
-    // (rows read, table naming the buckets that have rows, ranking column). A list left from before a merge
-    // serves as well as any: the guess needs only some talkers, whose totals are then summed exactly.
-    let mut sources = Vec::new();
+    // The guess: the talkers with the largest sums over the window's lists at its coarsest tier, else the
+    // largest of its latest coarsest bucket that has rows. A latest bucket alone misleads when it holds a
+    // few seconds of events (traffic stopped, or the bucket just opened): its largest talkers are small, and a
+    // small τ makes every talker a candidate (2 s at 10M events, 1-hour window).
+    // A list left from before a merge serves as well as any: the guess needs only some talkers, whose totals
+    // are then summed exactly.
+    let mut guess = Vec::new();
     if let Some(TopShape { table: rows, .. }) = shape {
         let listed = if by_bytes { "bytes" } else { "events" };
-        sources.push((format!("{rows}_top"), format!("{rows}_top"), listed));
-    }
-    sources.push((name.clone(), stored.to_string(), metric));
-    let mut guess = Vec::new();
-    for (rows, buckets, rank) in sources {
-        if guess.len() as i64 >= limit {
-            break;
-        }
         let mut w = filter_sql_on(f, table, 86_400);
         let sql = format!(
-            "SELECT {text} FROM {rows}{where_} AND res = ${r} AND {not_null}
-               AND bucket = (SELECT max(bucket) FROM {buckets} WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
-             ORDER BY {rank} DESC LIMIT ${}",
+            "SELECT {text} FROM {rows}_top{where_} AND res = ${} AND {not_null}
+             GROUP BY {keys} ORDER BY sum({listed}) DESC LIMIT ${}",
+            at(&w),
+            at(&w) + 1,
+            where_ = w.sql,
+        );
+        w.params.push(Box::new(res));
+        w.params.push(Box::new(limit));
+        guess = keys_of(client.query(&sql, &w.refs()).await?);
+    }
+    if (guess.len() as i64) < limit {
+        let mut w = filter_sql_on(f, table, 86_400);
+        let sql = format!(
+            "SELECT {text} FROM {name}{where_} AND res = ${r} AND {not_null}
+               AND bucket = (SELECT max(bucket) FROM {stored} WHERE res = ${r} AND bucket >= ${} AND bucket < ${})
+             ORDER BY {metric} DESC LIMIT ${}",
             at(&w) + 1,
             at(&w) + 2,
             at(&w) + 3,
