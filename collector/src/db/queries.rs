@@ -210,6 +210,11 @@ impl Tail {
         }
     }
 
+    /// Pair deltas of a seal in progress wait for it (db/migrations/0008_pairs.sql).
+    fn valid_pair_deltas(self) -> String {
+        format!("gen IS NULL OR gen <= {}", self.bound())
+    }
+
     /// At most how many rows of the tail one key has in `segs` (res, from, to): one per bucket ending after
     /// the bound, at the tier each segment reads.
     fn rows_in(self, segs: &[(i32, i64, i64)]) -> i64 {
@@ -357,7 +362,7 @@ impl Table {
         let tiers = tiers.join(", ");
         // Pair deltas of a seal in progress wait for it (db/migrations/0008_pairs.sql).
         let valid = if self == Table::CommRollupPair {
-            format!("WHERE gen IS NULL OR gen <= {}", tail.bound())
+            format!("WHERE {}", tail.valid_pair_deltas())
         } else {
             String::new()
         };
@@ -1013,9 +1018,6 @@ pub struct Deltas {
     pub pair: Vec<tokio_postgres::Row>,
 }
 
-/// Pair deltas of a seal in progress wait for it (db/migrations/0008_pairs.sql).
-const VALID_PAIR_DELTA: &str = "gen IS NULL OR gen <= (SELECT sealed_to FROM comm_pair_seal)";
-
 const COUNT_COLUMNS: &str = "events, bytes_in, bytes_out, errors, client_errors";
 const LATENCY_COLUMNS: &str = "latency_n, latency_sum, latency_max, latency_hist";
 
@@ -1024,7 +1026,7 @@ pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, D
     let take = |t: Table| async move {
         let (table, dims) = t.stored().unwrap_or_default();
         let valid = if t == Table::CommRollupPair {
-            format!("WHERE {VALID_PAIR_DELTA}")
+            format!("WHERE {}", Tail::default().valid_pair_deltas())
         } else {
             String::new()
         };
