@@ -183,6 +183,8 @@ pub async fn run(
         max_body_bytes: cfg.max_body_bytes,
         max_decompressed_bytes: cfg.max_decompressed_bytes,
         queue_high_water: cfg.queue_capacity * usize::from(cfg.queue_high_water_pct.min(100)) / 100,
+        query_timeout: (cfg.query_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(cfg.query_timeout_ms)),
         stats: stats.clone(),
     };
     let rate =

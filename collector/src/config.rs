@@ -110,6 +110,12 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_PAIR_SEAL_LAG_MS", default_value_t = 5_000)]
     pub pair_seal_lag_ms: u64,
 
+    /// Longest one statement of a read (`/metrics/*`, `/api/logs`) may run, in milliseconds; 0 for no limit.
+    /// Answers from rollups take milliseconds; a filter the rollups cannot answer reads raw events, and over a
+    /// long window of a large table that can take minutes and hold a connection the writers share.
+    #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT_MS", default_value_t = 15_000)]
+    pub query_timeout_ms: u64,
+
     /// Cap of the writers' retry backoff, in milliseconds.
     #[arg(long, env = "COLLECTOR_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]
     pub retry_max_backoff_ms: u64,

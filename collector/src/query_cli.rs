@@ -119,7 +119,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         (Some(db), None) => {
             let pool = crate::db::pool(db, 1)?;
             let mut client = pool.get().await.context("connecting to the database")?;
-            api::execute(args.kind, &params, &mut client).await?
+            // At a terminal the user decides how long to wait.
+            api::execute(args.kind, &params, &mut client, None).await?
         }
         _ => over_http(&args, &params).await?,
     };

@@ -55,6 +55,13 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// A statement stopped by `statement_timeout` (SQLSTATE 57014).
+    pub fn is_query_canceled(&self) -> bool {
+        matches!(self, DbError::Postgres(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
+    }
+}
+
 /// A pool of `size` connections to `url` (a URL or a libpq key=value string).
 pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
     let pg_config: tokio_postgres::Config = url.parse().map_err(DbError::Config)?;

@@ -34,6 +34,8 @@ pub enum ApiError {
     },
     #[error("not ready: {0}")]
     NotReady(String),
+    #[error("{0}")]
+    QueryTimeout(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -71,6 +73,7 @@ impl ApiError {
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::QueryTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "query_timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

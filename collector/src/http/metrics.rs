@@ -40,11 +40,12 @@ async fn read(
         .get()
         .await
         .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
-    api::execute(kind, &params, &mut client)
+    api::execute(kind, &params, &mut client, state.query_timeout)
         .await
         .map(Json)
         .map_err(|e| match e {
             QueryError::Param(p) => ApiError::InvalidParam(p),
+            e @ QueryError::TimedOut(_) => ApiError::QueryTimeout(e.to_string()),
             QueryError::Db(d) => ApiError::Internal(d.to_string()),
         })
 }

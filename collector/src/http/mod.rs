@@ -36,6 +36,8 @@ pub struct AppState {
     pub max_decompressed_bytes: usize,
     /// Queue depth (events) above which /readyz says not ready.
     pub queue_high_water: usize,
+    /// Longest one statement of a read may run (`None`: no limit).
+    pub query_timeout: Option<std::time::Duration>,
     pub stats: Arc<Stats>,
 }
 

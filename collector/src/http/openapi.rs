@@ -145,35 +145,40 @@ pub struct LogsPage {
 /// Events and bytes per time bucket.
 #[utoipa::path(get, path = "/metrics/volume", tag = "read", params(CommonFilters, BucketParams),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, body = Volume), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Volume), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 504, description = "A statement ran over COLLECTOR_QUERY_TIMEOUT_MS", body = ErrorBody)))]
 #[allow(dead_code)]
 fn volume() {}
 
 /// Errors (status ≥ 500), client errors (4xx) and totals per bucket and overall.
 #[utoipa::path(get, path = "/metrics/error-rate", tag = "read", params(CommonFilters, GroupParams),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, body = ErrorRate), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = ErrorRate), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 504, description = "A statement ran over COLLECTOR_QUERY_TIMEOUT_MS", body = ErrorBody)))]
 #[allow(dead_code)]
 fn error_rate() {}
 
 /// Latency p50/p90/p95/p99 (within 1% from the rollup; exact from raw events) and max per bucket.
 #[utoipa::path(get, path = "/metrics/latency", tag = "read", params(CommonFilters, GroupParams),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, body = LatencyAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LatencyAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 504, description = "A statement ran over COLLECTOR_QUERY_TIMEOUT_MS", body = ErrorBody)))]
 #[allow(dead_code)]
 fn latency() {}
 
 /// The top N talkers with counts, bytes, errors and share of the total.
 #[utoipa::path(get, path = "/metrics/top-talkers", tag = "read", params(CommonFilters, TopParams),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, body = TopTalkers), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = TopTalkers), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 504, description = "A statement ran over COLLECTOR_QUERY_TIMEOUT_MS", body = ErrorBody)))]
 #[allow(dead_code)]
 fn top_talkers() {}
 
 /// Raw events, newest first, with keyset pagination.
 #[utoipa::path(get, path = "/api/logs", tag = "read", params(CommonFilters, LogsParams),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, body = LogsPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LogsPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 504, description = "A statement ran over COLLECTOR_QUERY_TIMEOUT_MS", body = ErrorBody)))]
 #[allow(dead_code)]
 fn logs() {}
 

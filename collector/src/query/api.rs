@@ -46,6 +46,13 @@ impl Kind {
 pub enum QueryError {
     #[error(transparent)]
     Param(#[from] ParamError),
+    #[error(
+        "the query ran longer than {} ms (COLLECTOR_QUERY_TIMEOUT_MS) and was stopped; narrow the window or the \
+         filters (answers from raw events grow with the events in the window: /api/logs, min_latency_ms, \
+         latency with an address filter, and an address filter combined with another filter)",
+        .0.as_millis()
+    )]
+    TimedOut(std::time::Duration),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -56,10 +63,12 @@ const MAX_LOGS_LIMIT: i64 = 1000;
 
 /// Answers one question in a read-only transaction with one snapshot: an answer made of several statements
 /// (top talkers by address take five) sees every one of them at the same moment of ingest and compaction.
+/// Each statement may run for `timeout` at most.
 pub async fn execute(
     kind: Kind,
     params: &HashMap<String, String>,
     client: &mut deadpool_postgres::Object,
+    timeout: Option<std::time::Duration>,
 ) -> Result<Value, QueryError> {
     let tx = client
         .build_transaction()
@@ -68,7 +77,21 @@ pub async fn execute(
         .start()
         .await
         .map_err(DbError::from)?;
-    let value = answer(kind, params, &tx).await?;
+    if let Some(limit) = timeout {
+        // Local to this transaction: the pooled connection goes back without it.
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            limit.as_millis().max(1)
+        ))
+        .await
+        .map_err(DbError::from)?;
+    }
+    let value = answer(kind, params, &tx).await.map_err(|e| match e {
+        QueryError::Db(d) if timeout.is_some() && d.is_query_canceled() => {
+            QueryError::TimedOut(timeout.unwrap_or_default())
+        }
+        other => other,
+    })?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(value)
 }

@@ -190,6 +190,37 @@ async fn logs_empty_ranges_and_boundaries() {
     app.stop().await.unwrap();
 }
 
+/// A read stuck behind a lock on `comm_logs` stands in for a raw read over a huge window: the statement stops at
+/// the limit with a 504 naming it, and the pooled connection keeps no trace of the limit or the failure.
+#[tokio::test]
+async fn a_read_over_the_query_timeout_stops_with_504() {
+    let app = spawn_app_with(|c| c.query_timeout_ms = 300).await;
+    load(&app).await;
+    let window = format!("from=2026-11-22T10:00:00Z&to={END}");
+    app.db
+        .batch_execute("BEGIN; LOCK TABLE comm_logs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (status, body) = get(&app, &window).await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["code"], "query_timeout");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("longer than 300 ms (COLLECTOR_QUERY_TIMEOUT_MS)"),
+        "{detail}"
+    );
+    // Rollup answers do not read comm_logs: they still come back meanwhile.
+    let (status, body) = app
+        .get_json(&format!("/metrics/volume?{window}&bucket=1h"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.db.batch_execute("ROLLBACK").await.unwrap();
+    let (status, page) = get(&app, &format!("{window}&limit=1000")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 1000);
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn logs_bad_parameters_and_auth() {
     let app = spawn_app().await;
