@@ -767,10 +767,11 @@ fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> String {
     let _ = writeln!(
         s,
         "Regenerate with `scripts/bench.sh` (`collector bench`; defaults: ingest of {} events in batches of {} \
-         from {} clients, then queries at {} rows; `--suite ingest|queries` runs one section and keeps the other). \
+         from {} clients, then queries at 10000000 rows; `--full`: 100000000 rows and 1000000 events per matrix \
+         cell; `--suite ingest|queries` runs one section and keeps the other). \
          Every figure of a section comes from one run; the raw COPY rows are the limit for the same rows into the \
          same schema on the same server.\n",
-        args.events, args.batch_size, args.clients, args.query_rows
+        args.events, args.batch_size, args.clients
     );
     let _ = writeln!(s, "## Machine\n");
     let _ = writeln!(s, "- {cores} cores ({cpu}), {mem_gib:.1} GiB memory");
