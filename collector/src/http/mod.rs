@@ -83,7 +83,9 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
         }
     }
     // Authentication runs first (outermost), so the rate limiter sees the producer.
-    let ingest = ingest.layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let ingest = ingest
+        .layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .layer(middleware::from_fn_with_state(state.clone(), time_ingest));
     // Reading data needs a key too; health and the collector's own metrics do not (scrapers and probes).
     let api = metrics::router().layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
@@ -102,6 +104,18 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
 async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     state.stats.record_response(response.status().as_u16());
+    response
+}
+
+/// The acknowledgement time of every ingest answer: a client's own figure adds the network and its own
+/// scheduling, which this one leaves out.
+async fn time_ingest(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state
+        .stats
+        .ingest_seconds
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

@@ -334,6 +334,13 @@ async fn prometheus_metrics_count_what_happened() {
         value("collector_copy_rows_count")
     );
     assert_eq!(value("collector_queue_depth_events"), 0.0);
+    // Both ingest answers, the 202 and the 400, were timed.
+    assert_eq!(value("collector_ingest_duration_seconds_count"), 2.0);
+    assert_eq!(
+        value("collector_ingest_duration_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+    assert!(value("collector_ingest_duration_seconds_sum") > 0.0);
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, v) = line.rsplit_once(' ').unwrap();
         assert!(v.parse::<f64>().is_ok(), "not a sample: {line}");
