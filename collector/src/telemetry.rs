@@ -98,8 +98,8 @@ const COPY_ROWS: &[f64] = &[
 /// Seconds from a POST /ingest's request head to its answer, finely from 0.5 to 10 ms where acknowledgements
 /// of ordinary batches fall.
 const INGEST_SECONDS: &[f64] = &[
-    0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5,
+    0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02,
+    0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
 /// Counters shared by handlers and writers.

@@ -718,8 +718,9 @@ async fn end_to_end(
         .await?
         .text()
         .await?;
-    let collector_p99_ms = histogram_quantile(&exposition, "collector_ingest_duration_seconds", 0.99)
-        .map(|s| s * 1000.0);
+    let collector_p99_ms =
+        histogram_quantile(&exposition, "collector_ingest_duration_seconds", 0.99)
+            .map(|s| s * 1000.0);
     collector.stop().await?;
     let stored: i64 = client
         .query_one("SELECT count(*) FROM comm_logs", &[])
@@ -754,7 +755,11 @@ fn histogram_quantile(exposition: &str, name: &str, q: f64) -> Option<f64> {
         .lines()
         .filter_map(|l| {
             let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, count.parse().ok()?))
         })
         .collect();
