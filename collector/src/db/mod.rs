@@ -53,9 +53,7 @@ impl DbError {
         };
         code.is_some_and(|c| matches!(&c.code()[..2], "22" | "23"))
     }
-}
 
-impl DbError {
     /// A statement stopped by `statement_timeout` (SQLSTATE 57014).
     pub fn is_query_canceled(&self) -> bool {
         matches!(self, DbError::Postgres(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))

@@ -86,12 +86,14 @@ pub async fn execute(
         .await
         .map_err(DbError::from)?;
     }
-    let value = answer(kind, params, &tx).await.map_err(|e| match e {
-        QueryError::Db(d) if timeout.is_some() && d.is_query_canceled() => {
-            QueryError::TimedOut(timeout.unwrap_or_default())
-        }
-        other => other,
-    })?;
+    let value = answer(kind, params, &tx)
+        .await
+        .map_err(|e| match (e, timeout) {
+            (QueryError::Db(d), Some(limit)) if d.is_query_canceled() => {
+                QueryError::TimedOut(limit)
+            }
+            (other, _) => other,
+        })?;
     tx.commit().await.map_err(DbError::from)?;
     Ok(value)
 }
