@@ -258,11 +258,23 @@ impl EmbeddedPg {
     }
 
     /// A detached shell that sends the postmaster SIGINT (fast shutdown) once this process is gone, so a crash or
-    /// a test binary's exit never leaves a server behind.
+    /// a test binary's exit never leaves a server behind. Only the postmaster running now: the watchdog looks once
+    /// a second, and by then a collector restarted at once may have started a new server on the same directory.
     fn spawn_watchdog(&self) {
+        let postmaster = fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok());
+        let Some(postmaster) = postmaster else {
+            tracing::warn!(
+                data_dir = %self.data_dir.display(),
+                "No postmaster.pid to watch: the private PostgreSQL will outlive a crash of this process"
+            );
+            return;
+        };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             p=$(head -n 1 '{dir}/postmaster.pid' 2>/dev/null) && kill -INT \"$p\" 2>/dev/null; exit 0",
+             p=$(head -n 1 '{dir}/postmaster.pid' 2>/dev/null) && [ \"$p\" = {postmaster} ] && \
+             kill -INT {postmaster} 2>/dev/null; exit 0",
             pid = std::process::id(),
             dir = self.data_dir.display()
         );

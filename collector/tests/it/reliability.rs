@@ -289,17 +289,16 @@ fn env_example_lists_every_setting() {
     }
 }
 
-/// The real binary, as the quick start runs it: private PostgreSQL, SIGTERM, exit 0, nothing lost.
-#[tokio::test]
-async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
-    let dir = std::env::temp_dir().join(format!("collector-serve-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// `collector serve` (the real binary, as the quick start runs it) with its private PostgreSQL in `dir`, once
+/// it is ready; and its URL.
+async fn serve_private(dir: &std::path::Path) -> (std::process::Child, String) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_collector"))
+    let child = Command::new(env!("CARGO_BIN_EXE_collector"))
         .arg("serve")
         .env_remove("DATABASE_URL")
         .env("COLLECTOR_DATA_DIR", dir.join("pg"))
@@ -325,6 +324,38 @@ async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up, "collector did not become ready");
+    (child, url)
+}
+
+/// A collector killed outright cannot stop its PostgreSQL: the watchdog it left does, within seconds.
+#[tokio::test]
+async fn a_killed_collector_leaves_no_postgres_running() {
+    let dir = std::env::temp_dir().join(format!("collector-killed-{}", std::process::id()));
+    let (mut child, _) = serve_private(&dir).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pid_file = dir.join("pg/postmaster.pid");
+    let mut stopped = false;
+    for _ in 0..300 {
+        if !pid_file.exists() {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stopped,
+        "PostgreSQL still running 30 s after its collector was killed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The real binary, as the quick start runs it: private PostgreSQL, SIGTERM, exit 0, nothing lost.
+#[tokio::test]
+async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("collector-serve-{}", std::process::id()));
+    let (mut child, url) = serve_private(&dir).await;
+    let http = reqwest::Client::new();
     for i in 0..5 {
         let r = http
             .post(format!("{url}/ingest"))
@@ -361,6 +392,8 @@ async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
     .await
     .unwrap()
     .unwrap();
+    // The exited collector's watchdog looks once a second: it must leave this new server alone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let db = pg::connect(&pg.connection_string("collector")).await;
     let n: i64 = db
         .query_one(
