@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "pair events inlined",
         include_str!("../../../db/migrations/0009_pair_events_inline.sql"),
     ),
+    (
+        10,
+        "service percentiles",
+        include_str!("../../../db/migrations/0010_service_percentiles.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

@@ -366,9 +366,15 @@ impl Table {
         } else {
             String::new()
         };
+        // Deltas have no stored percentiles (db/migrations/0010_service_percentiles.sql).
+        let pcts = if self == Table::CommRollupService {
+            ", NULL::float8[] AS latency_pcts"
+        } else {
+            ""
+        };
         format!(
             "(SELECT t.res, date_bin(t.res * interval '1 second', d.bucket, to_timestamp(0)) AS bucket, {columns},
-                     {COUNT_COLUMNS}{latency}
+                     {COUNT_COLUMNS}{latency}{pcts}
               FROM {table}_delta AS d, (VALUES {tiers}) AS t(res)
               {valid}
               {events}) AS p"
@@ -674,6 +680,7 @@ pub async fn merge_rollup(
     flush: &rollup::Flush<'_>,
 ) -> Result<(), DbError> {
     write_rollup(client, flush, Write::Merge).await?;
+    store_service_percentiles(client, &flush.service).await?;
     // The buckets just changed wait to be listed again (`make_top_lists`, next in the same transaction, lists
     // some of them).
     let src = flush.src.iter().map(|(k, _)| (k.res, k.bucket_us));
@@ -705,6 +712,63 @@ pub async fn merge_rollup(
         );
         client.execute(&sql, &[&res, &bucket]).await?;
     }
+    Ok(())
+}
+
+/// Computes and stores the percentiles of the service rows just merged into, from their merged histograms
+/// (db/migrations/0010_service_percentiles.sql). Every row whose histogram a merge changes is recomputed here in
+/// its transaction, so stored percentiles never disagree with the histogram.
+async fn store_service_percentiles(
+    client: &impl GenericClient,
+    groups: &rollup::Groups<Option<&str>>,
+) -> Result<(), DbError> {
+    let keys = groups.iter().filter(|(_, a)| a.latency_n > 0);
+    let res: Vec<i32> = keys.clone().map(|(k, _)| k.res).collect();
+    if res.is_empty() {
+        return Ok(());
+    }
+    let bucket: Vec<DateTime<Utc>> = keys
+        .clone()
+        .map(|(k, _)| us_to_datetime(k.bucket_us))
+        .collect();
+    let service: Vec<Option<&str>> = keys.map(|(k, _)| k.dims).collect();
+    let rows = client
+        .query(
+            "SELECT r.res, r.bucket, r.service, r.latency_hist
+             FROM unnest($1::int4[], $2::timestamptz[], $3::text[]) AS k(res, bucket, service)
+             JOIN comm_rollup_service r
+               ON r.res = k.res AND r.bucket = k.bucket AND r.service IS NOT DISTINCT FROM k.service",
+            &[&res, &bucket, &service],
+        )
+        .await?;
+    let (mut res, mut bucket, mut service) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pcts: [Vec<f64>; 4] = Default::default();
+    for r in &rows {
+        let mut hist = latency::Histogram::default();
+        let stored: latency::StoredHistogram<'_> = r.try_get(3)?;
+        stored
+            .for_each(|b, n| hist.add(b, n))
+            .map_err(DbError::Corrupt)?;
+        let Some(p) = latency::percentiles(&hist, &latency::PERCENTILES) else {
+            continue;
+        };
+        res.push(r.try_get::<_, i32>(0)?);
+        bucket.push(r.try_get::<_, DateTime<Utc>>(1)?);
+        service.push(r.try_get::<_, Option<&str>>(2)?);
+        for (column, v) in pcts.iter_mut().zip(p) {
+            column.push(v);
+        }
+    }
+    let [p50, p90, p95, p99] = &pcts;
+    client
+        .execute(
+            "UPDATE comm_rollup_service r SET latency_pcts = ARRAY[k.p50, k.p90, k.p95, k.p99]
+             FROM unnest($1::int4[], $2::timestamptz[], $3::text[], $4::float8[], $5::float8[], $6::float8[],
+                         $7::float8[]) AS k(res, bucket, service, p50, p90, p95, p99)
+             WHERE r.res = k.res AND r.bucket = k.bucket AND r.service IS NOT DISTINCT FROM k.service",
+            &[&res, &bucket, &service, p50, p90, p95, p99],
+        )
+        .await?;
     Ok(())
 }
 
@@ -1333,6 +1397,9 @@ pub struct BucketHistogram {
     pub service: Option<String>,
     pub hist: latency::Histogram,
     pub max: Option<f64>,
+    /// The count and percentiles ([`latency::PERCENTILES`]) stored with the one rollup row that is this whole
+    /// bucket, read instead of its histogram (`hist` is then empty; db/migrations/0010_service_percentiles.sql).
+    pub stored: Option<(i64, Vec<f64>)>,
 }
 
 /// Exact latency figures of one time bucket (and service).
@@ -1352,7 +1419,6 @@ pub async fn latency_by_bucket(
     table: Table,
     bucket_secs: i64,
     by_service: bool,
-    percentiles: &[f64],
 ) -> Result<LatencyRows, DbError> {
     let mut w = filter_sql_on(f, table, bucket_secs);
     w.params.push(Box::new(bucket_secs as f64));
@@ -1360,10 +1426,24 @@ pub async fn latency_by_bucket(
     let service = if by_service { "service" } else { "NULL::text" };
     if table.is_rollup() {
         // Histograms are summed here rather than in SQL, where each would be expanded into a row per bucket.
+        // A row that is a whole answer bucket by itself sends its stored percentiles instead, when it has them.
+        let t = format!("date_bin(${n} * interval '1 second', bucket, to_timestamp(0))");
+        let alone = if table == Table::CommRollupService {
+            format!("latency_pcts IS NOT NULL AND count(*) OVER (PARTITION BY {t}, {service}) = 1")
+        } else {
+            "false".into()
+        };
         let sql = format!(
-            "SELECT date_bin(${n} * interval '1 second', bucket, to_timestamp(0)) AS t, {service} AS s,
-                    latency_hist, latency_max
-             FROM {table}{where_} AND latency_n > 0",
+            "SELECT t, s, CASE WHEN alone THEN NULL ELSE latency_hist END, latency_max,
+                    CASE WHEN alone THEN latency_pcts END, latency_n
+             FROM (SELECT {t} AS t, {service} AS s, latency_hist, latency_max, latency_n,
+                          {pcts} AS latency_pcts, {alone} AS alone
+                   FROM {table}{where_} AND latency_n > 0) AS q",
+            pcts = if table == Table::CommRollupService {
+                "latency_pcts"
+            } else {
+                "NULL::float8[]"
+            },
             table = table.name(Tail::default()),
             where_ = w.sql
         );
@@ -1379,18 +1459,23 @@ pub async fn latency_by_bucket(
                     service: s,
                     hist: latency::Histogram::default(),
                     max: None,
+                    stored: None,
                 });
-            let stored: latency::StoredHistogram<'_> = r.try_get(2)?;
-            stored
-                .for_each(|b, n| h.hist.add(b, n))
-                .map_err(DbError::Corrupt)?;
+            if let Some(stored) = r.try_get::<_, Option<latency::StoredHistogram<'_>>>(2)? {
+                stored
+                    .for_each(|b, n| h.hist.add(b, n))
+                    .map_err(DbError::Corrupt)?;
+            }
+            if let Some(p) = r.try_get::<_, Option<Vec<f64>>>(4)? {
+                h.stored = Some((r.try_get(5)?, p));
+            }
             if let Some(m) = r.get::<_, Option<f64>>(3) {
                 h.max = Some(h.max.map_or(m, |x: f64| x.max(m)));
             }
         }
         return Ok(LatencyRows::Histograms(merged.into_values().collect()));
     }
-    w.params.push(Box::new(percentiles.to_vec()));
+    w.params.push(Box::new(latency::PERCENTILES.to_vec()));
     let sql = format!(
         "SELECT date_bin(${n} * interval '1 second', ts, to_timestamp(0)) AS t, {service} AS s, count(*),
                 percentile_disc(${p}::float8[]) WITHIN GROUP (ORDER BY latency_ms), max(latency_ms)

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 const GAMMA: f64 = 1.02;
+/// The percentiles every latency answer gives (and the per-service rollup stores, see
+/// db/migrations/0010_service_percentiles.sql).
+pub const PERCENTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 /// The bucket of latencies of exactly zero.
 pub const ZERO: i16 = i16::MIN;
 /// Relative error bound of a value read from the histogram.

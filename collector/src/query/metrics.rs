@@ -16,7 +16,6 @@ const LONG_WINDOW: Duration = Duration::hours(6);
 
 /// Most buckets one answer may hold.
 const MAX_BUCKETS: i64 = 10_000;
-const PERCENTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
@@ -340,43 +339,48 @@ pub async fn latency(
     let table = Table::choose(f, group_dims(by_service), true, bucket.secs);
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>> =
         BTreeMap::new();
-    let relative_error =
-        match queries::latency_by_bucket(client, f, table, bucket.secs, by_service, &PERCENTILES)
-            .await?
-        {
-            LatencyRows::Histograms(rows) => {
-                for r in rows {
-                    let p = latency::percentiles(&r.hist, &PERCENTILES).unwrap_or_default();
-                    let point = LatencyPoint {
-                        t: Some(r.t),
-                        count: r.hist.total(),
-                        p50: p.first().copied(),
-                        p90: p.get(1).copied(),
-                        p95: p.get(2).copied(),
-                        p99: p.get(3).copied(),
-                        max: r.max,
-                    };
-                    groups.entry(r.service).or_default().insert(r.t, point);
-                }
-                latency::RELATIVE_ERROR
+    let relative_error = match queries::latency_by_bucket(client, f, table, bucket.secs, by_service)
+        .await?
+    {
+        LatencyRows::Histograms(rows) => {
+            for r in rows {
+                let (count, p) = match r.stored {
+                    Some(stored) => stored,
+                    None => (
+                        r.hist.total(),
+                        latency::percentiles(&r.hist, &latency::PERCENTILES).unwrap_or_default(),
+                    ),
+                };
+                let point = LatencyPoint {
+                    t: Some(r.t),
+                    count,
+                    p50: p.first().copied(),
+                    p90: p.get(1).copied(),
+                    p95: p.get(2).copied(),
+                    p99: p.get(3).copied(),
+                    max: r.max,
+                };
+                groups.entry(r.service).or_default().insert(r.t, point);
             }
-            LatencyRows::Exact(rows) => {
-                for r in rows {
-                    let p = &r.percentiles;
-                    let point = LatencyPoint {
-                        t: Some(r.t),
-                        count: r.count,
-                        p50: p.first().copied(),
-                        p90: p.get(1).copied(),
-                        p95: p.get(2).copied(),
-                        p99: p.get(3).copied(),
-                        max: Some(r.max),
-                    };
-                    groups.entry(r.service).or_default().insert(r.t, point);
-                }
-                0.0
+            latency::RELATIVE_ERROR
+        }
+        LatencyRows::Exact(rows) => {
+            for r in rows {
+                let p = &r.percentiles;
+                let point = LatencyPoint {
+                    t: Some(r.t),
+                    count: r.count,
+                    p50: p.first().copied(),
+                    p90: p.get(1).copied(),
+                    p95: p.get(2).copied(),
+                    p99: p.get(3).copied(),
+                    max: Some(r.max),
+                };
+                groups.entry(r.service).or_default().insert(r.t, point);
             }
-        };
+            0.0
+        }
+    };
     let series_of = |m: &HashMap<DateTime<Utc>, LatencyPoint>| -> Vec<LatencyPoint> {
         bucket_starts(f, bucket.secs)
             .map(|t| {

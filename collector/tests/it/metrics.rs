@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::data::{load, END};
+use crate::support::data::{load, END, EVENTS};
 use crate::support::{app::KEY, spawn_app, spawn_app_with, TestApp};
 
 const FROM: &str = "2026-11-22T10:00:00Z";
@@ -304,12 +304,125 @@ async fn latency_percentiles_within_the_stated_bound_of_exact() {
             );
         }
     }
+    assert_latency_by_service_within_bound(&app).await;
+    app.stop().await.unwrap();
+}
+
+/// Latency per service and hour against exact percentiles from the raw events: within 1%, counts and max exact.
+async fn assert_latency_by_service_within_bound(app: &TestApp) {
     let body = app
         .ok_json(&format!(
             "/metrics/latency?from={FROM}&to={END}&bucket=1h&group_by=service"
         ))
         .await;
-    assert_eq!(body["groups"].as_array().unwrap().len(), 3);
+    let groups = body["groups"].as_array().unwrap();
+    let rows = app
+        .db
+        .query(
+            &format!(
+                "SELECT service, date_bin('1 hour', ts, to_timestamp(0)), count(latency_ms),
+                        percentile_disc(ARRAY[0.5, 0.9, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms), max(latency_ms)
+                 FROM comm_logs WHERE ts >= '{FROM}' AND ts < '{END}' AND latency_ms IS NOT NULL GROUP BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.len() >= 6, "three services over two hours");
+    for r in rows {
+        let service: Option<String> = r.get(0);
+        let t: chrono::DateTime<chrono::Utc> = r.get(1);
+        let t = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let group = groups
+            .iter()
+            .find(|g| g["service"].as_str().map(String::from) == service)
+            .unwrap_or_else(|| panic!("{service:?} missing from {body}"));
+        let point = group["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["t"] == t.as_str())
+            .unwrap();
+        assert_eq!(point["count"].as_i64().unwrap(), r.get::<_, i64>(2));
+        let exact: Vec<f64> = r.get(3);
+        for (name, want) in ["p50", "p90", "p95", "p99"].iter().zip(exact) {
+            let got = point[*name].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= want * 0.01 + 1e-9,
+                "{service:?} {t} {name}: {got} vs exact {want}"
+            );
+        }
+        assert_eq!(point["max"].as_f64().unwrap(), r.get::<_, f64>(4));
+    }
+}
+
+/// Per-service answers read the percentiles the compactor stores with each row (db/migrations/0010); events
+/// arriving later for a bucket already summarized change its answer before and after they are compacted.
+#[tokio::test]
+async fn stored_service_percentiles_follow_late_events() {
+    let app = spawn_app_with(|c| c.rollup_compact_ms = 3_600_000).await;
+    load(&app).await;
+    let pool = collector::db::pool(&app.db_url, 1).unwrap();
+    collector::pipeline::compact::once(&pool).await.unwrap();
+    let unsummarized =
+        "SELECT count(*) FROM comm_rollup_service WHERE latency_n > 0 AND latency_pcts IS NULL";
+    assert_eq!(app.count(unsummarized).await, 0);
+    assert!(
+        app.count("SELECT count(*) FROM comm_rollup_service WHERE latency_pcts IS NOT NULL")
+            .await
+            > 0
+    );
+    assert_latency_by_service_within_bound(&app).await;
+
+    // As many slow events as the hour already has for web: its upper percentiles move to them.
+    let n = app
+        .count(&format!(
+            "SELECT count(latency_ms) FROM comm_logs WHERE service = 'web' AND ts >= '{FROM}' AND ts < '{FROM}'::timestamptz + interval '1 hour'"
+        ))
+        .await;
+    assert!(n > 0);
+    let late: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp":"2026-11-22T10:{:02}:00Z","service":"web","status":200,"dst_port":443,"latency_ms":{}}}"#,
+                i % 60,
+                40_000 + i
+            )
+        })
+        .collect();
+    let (status, _) = app.ingest_json(&format!("[{}]", late.join(","))).await;
+    assert_eq!(status, 202);
+    app.wait_rows(EVENTS as i64 + n).await;
+    // Not compacted yet: the hour is its row and a delta.
+    assert!(
+        app.count("SELECT count(*) FROM comm_rollup_service_delta")
+            .await
+            > 0
+    );
+    assert_latency_by_service_within_bound(&app).await;
+    collector::pipeline::compact::once(&pool).await.unwrap();
+    assert_eq!(
+        app.count("SELECT count(*) FROM comm_rollup_service_delta")
+            .await,
+        0
+    );
+    assert_eq!(app.count(unsummarized).await, 0);
+    assert_latency_by_service_within_bound(&app).await;
+    let p99: f64 = app
+        .db
+        .query_one(
+            &format!(
+                "SELECT latency_pcts[4] FROM comm_rollup_service WHERE res = 3600 AND bucket = '{FROM}' AND service = 'web'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        p99 >= 40_000.0 * 0.99,
+        "stored p99 {p99} follows the slow events"
+    );
     app.stop().await.unwrap();
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use collector::app::{self, AppError};
 use collector::auth::ApiKeys;
 use collector::config::ServeConfig;
+use collector::query::latency;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -201,6 +202,33 @@ impl TestApp {
             .await
             .unwrap();
         }
+        // Stored percentiles are those of their row's histogram (db/migrations/0010); the rebuild leaves them out.
+        let summarized = db
+            .query(
+                "SELECT latency_hist, latency_pcts FROM written_comm_rollup_service
+                 WHERE latency_pcts IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mismatched = summarized
+            .iter()
+            .filter(|r| {
+                let mut hist = latency::Histogram::default();
+                r.get::<_, latency::StoredHistogram<'_>>(0)
+                    .for_each(|b, n| hist.add(b, n))
+                    .unwrap();
+                latency::percentiles(&hist, &latency::PERCENTILES) != Some(r.get(1))
+            })
+            .count();
+        if mismatched != 0 {
+            problems.push(format!(
+                "comm_rollup_service: {mismatched} stored percentiles differ from their histogram's"
+            ));
+        }
+        db.batch_execute("UPDATE written_comm_rollup_service SET latency_pcts = NULL")
+            .await
+            .unwrap();
         db.batch_execute(
             "SELECT comm_rollup_rebuild(date_trunc('hour', min(ts)), date_trunc('hour', max(ts)) + interval '1 hour')
              FROM comm_logs HAVING count(*) > 0",

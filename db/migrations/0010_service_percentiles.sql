@@ -1,0 +1,11 @@
+-- Percentiles stored with each row of the per-service rollup.
+--
+-- "Latency by service over 24 hours" in 5-minute buckets is 5 × 288 points, each exactly one comm_rollup_service
+-- row, and reading it meant sending ~1,440 histograms (~1.6 MB) to the collector and walking each: ~25 ms of a
+-- ~27 ms answer at the benchmark. The percentiles of one row are a function of its histogram alone, so the
+-- compactor computes them whenever it merges into a row (pipeline/compact.rs, in the merge's transaction), with
+-- the same code that answers queries (query/latency.rs; p50, p90, p95 and p99, in that order). A point that is one
+-- row carrying them reads those four numbers; any other (a point over several rows or deltas, or a row written
+-- elsewhere, as by comm_rollup_rebuild, which leaves them NULL) merges histograms as before. The answers are the
+-- same either way.
+ALTER TABLE comm_rollup_service ADD COLUMN latency_pcts float8[];
