@@ -1691,6 +1691,11 @@ async fn listed_candidates(
         .collect())
 }
 
+/// Candidates beyond which ranking every talker of the window is cheaper. Where counts are flat (little
+/// traffic, one event a pair) the threshold keeps nearly every talker, and matching each row against thousands of
+/// candidate keys cost ~150 ms against ~15 ms for summing them all (300k events a day, top pairs over an hour).
+const MAX_CANDIDATES: usize = 500;
+
 /// `f`'s window alone, without its filters.
 fn window_of(f: &Filters) -> Filters {
     Filters {
@@ -1732,7 +1737,9 @@ fn any_bucket(w: &mut Where, buckets: &[(i32, DateTime<Utc>)]) -> String {
 /// key has one): a superset of their rows, which is exact for each of them.
 fn and_keys_among(w: &mut Where, columns: &[&str], keys: &[Vec<Option<String>>]) {
     for (i, column) in columns.iter().enumerate() {
-        let values: Vec<String> = keys.iter().filter_map(|k| k[i].clone()).collect();
+        let values: std::collections::BTreeSet<&str> =
+            keys.iter().filter_map(|k| k[i].as_deref()).collect();
+        let values: Vec<String> = values.into_iter().map(String::from).collect();
         let null = if keys.iter().any(|k| k[i].is_none()) {
             format!(" OR {column} IS NULL")
         } else {
@@ -1896,6 +1903,9 @@ async fn top_by_threshold(
         }
     };
 
+    if candidates.len() > MAX_CANDIDATES {
+        return Ok(None);
+    }
     let mut w = filter_sql_on(f, table, 86_400);
     and_keys_among(&mut w, names, &candidates);
     let sql = format!(
