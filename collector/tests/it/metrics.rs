@@ -283,29 +283,42 @@ async fn latency_percentiles_within_the_stated_bound_of_exact() {
                 .iter()
                 .find(|p| p["t"] == t.as_str())
                 .unwrap();
-            assert_eq!(point["count"].as_i64().unwrap(), r.get::<_, i64>(1));
-            let exact: Vec<f64> = r.get(2);
-            for (name, want) in ["p50", "p90", "p95", "p99"].iter().zip(exact) {
-                let got = point[*name].as_f64().unwrap();
-                let err = if want == 0.0 {
-                    got.abs()
-                } else {
-                    (got - want).abs() / want
-                };
-                assert!(
-                    err <= bound + 1e-9,
-                    "{filter} {t} {name}: {got} vs exact {want}"
-                );
-            }
-            assert_eq!(
-                point["max"].as_f64().unwrap(),
-                r.get::<_, f64>(3),
-                "max is exact"
-            );
+            assert_point_within(point, &r, 1, bound, &format!("{filter} {t}"));
         }
     }
     assert_latency_by_service_within_bound(&app).await;
     app.stop().await.unwrap();
+}
+
+/// A latency point against the exact row `count, percentiles, max` from column `first` on: count and max
+/// exact, each percentile within `bound` (relative).
+fn assert_point_within(
+    point: &Value,
+    exact: &tokio_postgres::Row,
+    first: usize,
+    bound: f64,
+    what: &str,
+) {
+    assert_eq!(
+        point["count"].as_i64().unwrap(),
+        exact.get::<_, i64>(first),
+        "{what}"
+    );
+    let percentiles: Vec<f64> = exact.get(first + 1);
+    for (name, want) in ["p50", "p90", "p95", "p99"].iter().zip(percentiles) {
+        let got = point[*name].as_f64().unwrap();
+        let err = if want == 0.0 {
+            got.abs()
+        } else {
+            (got - want).abs() / want
+        };
+        assert!(err <= bound + 1e-9, "{what} {name}: {got} vs exact {want}");
+    }
+    assert_eq!(
+        point["max"].as_f64().unwrap(),
+        exact.get::<_, f64>(first + 2),
+        "{what}: max is exact"
+    );
 }
 
 /// Latency per service and hour against exact percentiles from the raw events: within 1%, counts and max exact.
@@ -343,16 +356,7 @@ async fn assert_latency_by_service_within_bound(app: &TestApp) {
             .iter()
             .find(|p| p["t"] == t.as_str())
             .unwrap();
-        assert_eq!(point["count"].as_i64().unwrap(), r.get::<_, i64>(2));
-        let exact: Vec<f64> = r.get(3);
-        for (name, want) in ["p50", "p90", "p95", "p99"].iter().zip(exact) {
-            let got = point[*name].as_f64().unwrap();
-            assert!(
-                (got - want).abs() <= want * 0.01 + 1e-9,
-                "{service:?} {t} {name}: {got} vs exact {want}"
-            );
-        }
-        assert_eq!(point["max"].as_f64().unwrap(), r.get::<_, f64>(4));
+        assert_point_within(point, &r, 2, 0.01, &format!("{service:?} {t}"));
     }
 }
 
