@@ -1428,10 +1428,15 @@ pub async fn latency_by_bucket(
         // Histograms are summed here rather than in SQL, where each would be expanded into a row per bucket.
         // A row that is a whole answer bucket by itself sends its stored percentiles instead, when it has them.
         let t = format!("date_bin(${n} * interval '1 second', bucket, to_timestamp(0))");
-        let alone = if table == Table::CommRollupService {
-            format!("latency_pcts IS NOT NULL AND count(*) OVER (PARTITION BY {t}, {service}) = 1")
+        let (pcts, alone) = if table == Table::CommRollupService {
+            (
+                "latency_pcts",
+                format!(
+                    "latency_pcts IS NOT NULL AND count(*) OVER (PARTITION BY {t}, {service}) = 1"
+                ),
+            )
         } else {
-            "false".into()
+            ("NULL::float8[]", "false".into())
         };
         let sql = format!(
             "SELECT t, s, CASE WHEN alone THEN NULL ELSE latency_hist END, latency_max,
@@ -1439,11 +1444,6 @@ pub async fn latency_by_bucket(
              FROM (SELECT {t} AS t, {service} AS s, latency_hist, latency_max, latency_n,
                           {pcts} AS latency_pcts, {alone} AS alone
                    FROM {table}{where_} AND latency_n > 0) AS q",
-            pcts = if table == Table::CommRollupService {
-                "latency_pcts"
-            } else {
-                "NULL::float8[]"
-            },
             table = table.name(Tail::default()),
             where_ = w.sql
         );
