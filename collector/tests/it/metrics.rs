@@ -277,28 +277,29 @@ async fn latency_percentiles_within_the_stated_bound_of_exact() {
         for r in rows {
             let t: chrono::DateTime<chrono::Utc> = r.get(0);
             let t = t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let point = body["series"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["t"] == t.as_str())
-                .unwrap();
-            assert_point_within(point, &r, 1, bound, &format!("{filter} {t}"));
+            assert_point_within(&body["series"], &t, &r, 1, bound, &format!("{filter} {t}"));
         }
     }
     assert_latency_by_service_within_bound(&app).await;
     app.stop().await.unwrap();
 }
 
-/// A latency point against the exact row `count, percentiles, max` from column `first` on: count and max
-/// exact, each percentile within `bound` (relative).
+/// The point of `series` at `t` against the exact row `count, percentiles, max` from column `first` on: count
+/// and max exact, each percentile within `bound` (relative).
 fn assert_point_within(
-    point: &Value,
+    series: &Value,
+    t: &str,
     exact: &tokio_postgres::Row,
     first: usize,
     bound: f64,
     what: &str,
 ) {
+    let point = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["t"] == t)
+        .unwrap_or_else(|| panic!("{what}: no point at {t}"));
     assert_eq!(
         point["count"].as_i64().unwrap(),
         exact.get::<_, i64>(first),
@@ -350,13 +351,14 @@ async fn assert_latency_by_service_within_bound(app: &TestApp) {
             .iter()
             .find(|g| g["service"].as_str().map(String::from) == service)
             .unwrap_or_else(|| panic!("{service:?} missing from {body}"));
-        let point = group["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["t"] == t.as_str())
-            .unwrap();
-        assert_point_within(point, &r, 2, 0.01, &format!("{service:?} {t}"));
+        assert_point_within(
+            &group["series"],
+            &t,
+            &r,
+            2,
+            0.01,
+            &format!("{service:?} {t}"),
+        );
     }
 }
 
