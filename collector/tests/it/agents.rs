@@ -1,4 +1,4 @@
-//! Payloads recorded from real agents (shared/fixtures/agents), replayed byte for byte with their headers.
+//! Payloads recorded from real agents (tests/fixtures/agents), replayed byte for byte with their headers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::support::{spawn_app, TestApp};
 
 fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/agents");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agents");
     assert!(
         dir.is_dir(),
         "agent fixtures not found at {}",
