@@ -24,17 +24,30 @@ use crate::telemetry::Stats;
 pub enum AppError {
     #[error(transparent)]
     Db(#[from] DbError),
+    // Causes are written into the messages, not chained as sources: `{:#}` would print them twice.
     #[error("private PostgreSQL: {0}")]
-    EmbeddedPg(#[from] EmbeddedPgError),
+    EmbeddedPg(EmbeddedPgError),
     #[error("COLLECTOR_API_KEYS: {0}")]
-    Keys(#[from] KeyConfigError),
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    Keys(KeyConfigError),
+    #[error("{what}: {error}")]
+    Io { what: String, error: io::Error },
     #[error("{0} queued events could not be written to PostgreSQL before the shutdown timeout")]
     Undrained(usize),
 }
 
 /// The database the collector uses: an external URL, or a private server it owns and stops on exit.
+impl From<EmbeddedPgError> for AppError {
+    fn from(e: EmbeddedPgError) -> Self {
+        AppError::EmbeddedPg(e)
+    }
+}
+
+impl From<KeyConfigError> for AppError {
+    fn from(e: KeyConfigError) -> Self {
+        AppError::Keys(e)
+    }
+}
+
 pub struct Database {
     pub url: String,
     pub embedded: Option<EmbeddedPg>,
@@ -56,7 +69,7 @@ impl Database {
             .await
             .map_err(|e| AppError::Io {
                 what: "starting PostgreSQL".into(),
-                source: io::Error::other(e),
+                error: io::Error::other(e),
             })??;
         create_database(&pg.connection_string("postgres"), "collector").await?;
         Ok(Database {
@@ -111,13 +124,13 @@ pub async fn serve(cfg: ServeConfig, shutdown: CancellationToken) -> Result<(), 
     let database = Database::open(&cfg.database).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| AppError::Io {
+        .map_err(|error| AppError::Io {
             what: format!("listening on {}", cfg.listen),
-            source,
+            error,
         })?;
-    let addr = listener.local_addr().map_err(|source| AppError::Io {
+    let addr = listener.local_addr().map_err(|error| AppError::Io {
         what: "local address".into(),
-        source,
+        error,
     })?;
     println!("Collector listening on http://{addr}  (POST /ingest, GET /healthz, GET /readyz)");
     let result = run(&cfg, &database.url, keys, listener, shutdown).await;
@@ -217,9 +230,9 @@ pub async fn run(
     let _ = maintenance.await;
     compact_stop.cancel();
     let _ = compactor.await;
-    served.map_err(|source| AppError::Io {
+    served.map_err(|error| AppError::Io {
         what: "serving HTTP".into(),
-        source,
+        error,
     })?;
     if !drained {
         let left = queue.depth();
@@ -277,14 +290,14 @@ fn dev_key(path: &Path) -> Result<String, AppError> {
         .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
         .collect();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| AppError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| AppError::Io {
             what: format!("creating {}", dir.display()),
-            source,
+            error,
         })?;
     }
-    std::fs::write(path, &key).map_err(|source| AppError::Io {
+    std::fs::write(path, &key).map_err(|error| AppError::Io {
         what: format!("writing {}", path.display()),
-        source,
+        error,
     })?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));

@@ -31,8 +31,9 @@ pub enum EmbeddedPgError {
     NoBinaries,
     #[error("the user `postgres` does not exist; PostgreSQL cannot run as root (install Debian's postgresql package)")]
     NoPostgresUser,
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    // The cause is in the message, not chained: `{:#}` would print it twice.
+    #[error("{what}: {error}")]
+    Io { what: String, error: io::Error },
     #[error("{command} failed ({status}); its output:\n{output}")]
     Command {
         command: String,
@@ -41,11 +42,20 @@ pub enum EmbeddedPgError {
     },
     #[error("PostgreSQL did not accept connections within {0:?}; see {1}")]
     Timeout(Duration, PathBuf),
+    #[error(
+        "the `postgres` user cannot enter {blocking}, so PostgreSQL cannot use the data directory {data_dir} \
+         that already holds a database; move it under a directory that user can reach and set \
+         COLLECTOR_DATA_DIR (or --data-dir) there, or let it in with `chmod o+x {blocking}`"
+    )]
+    Unreachable {
+        data_dir: PathBuf,
+        blocking: PathBuf,
+    },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedPgError {
     let what = what.into();
-    move |source| EmbeddedPgError::Io { what, source }
+    move |error| EmbeddedPgError::Io { what, error }
 }
 
 /// A running private server. Dropping it stops the server.
@@ -72,6 +82,9 @@ impl EmbeddedPg {
         } else {
             None
         };
+        if let Some(ids) = run_as {
+            keep_reachable(data_dir, ids)?;
+        }
         fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
         let data_dir = data_dir
             .canonicalize()
@@ -331,6 +344,83 @@ impl Drop for EmbeddedPg {
             tracing::warn!(error = %e, "Stopping the private PostgreSQL failed");
         }
     }
+}
+
+/// Where the private server's files go when the `postgres` user cannot reach the data directory asked for (a
+/// clone under /root or a `mktemp -d` folder, as root): a directory of their own here, linked from there.
+pub const RELOCATED_ROOT: &str = "/var/lib/server-logger";
+
+/// Makes sure the `postgres` user can reach `data_dir`. A new data directory under a folder it cannot enter is
+/// created in [`RELOCATED_ROOT`] instead and `data_dir` becomes a link to it, so the quick start works wherever
+/// the clone is; an existing database there is an error naming the folder that blocks it and the fixes.
+fn keep_reachable(data_dir: &Path, (uid, gid): (u32, u32)) -> Result<(), EmbeddedPgError> {
+    if fs::symlink_metadata(data_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(());
+    }
+    let absolute = std::path::absolute(data_dir)
+        .map_err(io_err(format!("resolving {}", data_dir.display())))?;
+    let Some(blocking) = first_unreachable(&absolute, uid, gid) else {
+        return Ok(());
+    };
+    if absolute.join("PG_VERSION").exists() {
+        return Err(EmbeddedPgError::Unreachable {
+            data_dir: absolute,
+            blocking,
+        });
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    absolute.hash(&mut h);
+    let name = absolute
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("pg");
+    let target = Path::new(RELOCATED_ROOT).join(format!("{name}-{:016x}", h.finish()));
+    fs::create_dir_all(&target).map_err(io_err(format!("creating {}", target.display())))?;
+    // An empty directory left from an earlier attempt gives way to the link.
+    if absolute.is_dir() {
+        fs::remove_dir(&absolute).map_err(io_err(format!(
+            "replacing the empty {} with a link",
+            absolute.display()
+        )))?;
+    }
+    if let Some(parent) = absolute.parent() {
+        fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+    }
+    std::os::unix::fs::symlink(&target, &absolute).map_err(io_err(format!(
+        "linking {} to {}",
+        absolute.display(),
+        target.display()
+    )))?;
+    tracing::warn!(
+        blocking = %blocking.display(),
+        data_dir = %absolute.display(),
+        kept_in = %target.display(),
+        "The postgres user cannot enter a parent of the data directory: the private PostgreSQL keeps its files \
+         elsewhere, linked from the data directory"
+    );
+    Ok(())
+}
+
+/// The first existing ancestor of `path` (outermost first) that the user `uid:gid` cannot enter, asked of the
+/// system itself (a shell run as that user), so ACLs and supplementary groups count as they will for the server.
+fn first_unreachable(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
+    let mut ancestors: Vec<&Path> = path.ancestors().filter(|p| p.is_dir()).collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|dir| {
+        let entered = Command::new("sh")
+            .args(["-c", "cd -- \"$1\"", "sh"])
+            .arg(dir)
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        (!entered).then(|| dir.to_path_buf())
+    })
 }
 
 fn path_str(p: &Path) -> &str {

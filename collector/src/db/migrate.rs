@@ -93,10 +93,10 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
         }
         tx.batch_execute(sql)
             .await
-            .map_err(|source| DbError::Migration {
+            .map_err(|error| DbError::Migration {
                 version: *version,
                 name,
-                source,
+                error,
             })?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",

@@ -13,24 +13,37 @@ use tokio_postgres::NoTls;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("invalid database URL: {0}")]
-    Config(#[source] tokio_postgres::Error),
+    Config(tokio_postgres::Error),
     #[error("building the connection pool: {0}")]
     Build(String),
     #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    Pool(deadpool_postgres::PoolError),
     #[error("database error: {}", detail(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     #[error("{0}")]
     MalformedRows(String),
     /// A stored value the collector wrote itself cannot be read back.
     #[error("unreadable stored value: {0}")]
     Corrupt(String),
-    #[error("migration {version} ({name}) failed: {source}")]
+    #[error("migration {version} ({name}) failed: {}", detail(.error))]
     Migration {
         version: i32,
         name: &'static str,
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
+}
+
+// The causes are written into each message above and not chained as sources: `{:#}` would print them twice.
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DbError::Pool(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DbError::Postgres(e)
+    }
 }
 
 /// The server's own message when there is one ("db error" alone says nothing).

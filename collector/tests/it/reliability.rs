@@ -408,3 +408,63 @@ async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
     tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// As root, a clone under a folder the `postgres` user cannot enter (a `mktemp -d` folder, /root): the quick
+/// start still runs, with the server's files kept where that user can reach them and linked from the data dir.
+#[tokio::test]
+async fn serve_works_under_a_folder_postgres_cannot_enter() {
+    use std::os::unix::fs::PermissionsExt;
+    if !std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+    {
+        eprintln!("not root: PostgreSQL runs as this user, and every folder it made is its own");
+        return;
+    }
+    let outer = std::env::temp_dir().join(format!("collector-closed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outer);
+    std::fs::create_dir_all(&outer).unwrap();
+    std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = outer.join("clone");
+    let (mut child, url) = serve_private(&dir).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/ingest"))
+        .header("x-api-key", "smoke-key-1")
+        .body(batch(10, 4000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let link = std::fs::read_link(dir.join("pg")).expect("the data dir is a link");
+    assert!(link.starts_with(collector::db::embedded_pg::RELOCATED_ROOT));
+    assert!(link.join("PG_VERSION").exists());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let _ = std::fs::remove_dir_all(&link);
+    let _ = std::fs::remove_dir_all(&outer);
+}
+
+/// A failed bind says why once (its cause was printed twice).
+#[tokio::test]
+async fn a_port_in_use_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_collector"))
+        .arg("serve")
+        .env("DATABASE_URL", pg::fresh_database().await)
+        .env("COLLECTOR_LISTEN", taken.local_addr().unwrap().to_string())
+        .env("COLLECTOR_API_KEYS", "smoke:smoke-key-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: listening on"), "{stderr}");
+    assert_eq!(last.matches("Address already in use").count(), 1, "{last}");
+}
