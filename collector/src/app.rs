@@ -12,12 +12,10 @@ use crate::auth::{ApiKeys, KeyConfigError};
 use crate::config::{DatabaseArgs, ServeConfig};
 use crate::db::embedded_pg::{Durability, EmbeddedPg, EmbeddedPgError};
 use crate::db::{self, migrate, partitions, DbError};
-use crate::event::Limits;
 use crate::http::{self, AppState};
-use crate::pipeline::batch::BuildLimits;
-use crate::pipeline::compact;
 use crate::pipeline::queue::Queue;
 use crate::pipeline::writer::{self, WriterConfig};
+use crate::pipeline::{compact, ledger};
 use crate::telemetry::Stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +69,7 @@ impl Database {
                 what: "starting PostgreSQL".into(),
                 error: io::Error::other(e),
             })??;
-        create_database(&pg.connection_string("postgres"), "collector").await?;
+        db::create_database(&pg.connection_string("postgres"), "collector").await?;
         Ok(Database {
             url: pg.connection_string("collector"),
             embedded: Some(pg),
@@ -88,23 +86,6 @@ impl Database {
             .await;
         }
     }
-}
-
-/// Creates `name` on the server behind `admin_url` unless it exists.
-pub async fn create_database(admin_url: &str, name: &str) -> Result<(), DbError> {
-    let pool = db::pool(admin_url, 1)?;
-    let client = pool.get().await?;
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        // Identifiers cannot be bound as parameters; `name` is ours, not user input.
-        client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await?;
-    }
-    Ok(())
 }
 
 /// `collector serve`: open the database, migrate, listen, and run until `shutdown`.
@@ -187,12 +168,17 @@ pub async fn run(
         Duration::from_secs(3600),
         maintenance_stop.clone(),
     ));
+    let ledger = tokio::spawn(ledger::maintain(
+        pool.clone(),
+        Duration::from_secs(3600),
+        maintenance_stop.clone(),
+    ));
 
     let state = AppState {
         pool: pool.clone(),
         queue: queue.clone(),
         keys,
-        limits: build_limits(cfg),
+        limits: cfg.build_limits(),
         max_body_bytes: cfg.max_body_bytes,
         max_decompressed_bytes: cfg.max_decompressed_bytes,
         queue_high_water: cfg.queue_capacity * usize::from(cfg.queue_high_water_pct.min(100)) / 100,
@@ -228,6 +214,7 @@ pub async fn run(
         .is_ok();
     maintenance_stop.cancel();
     let _ = maintenance.await;
+    let _ = ledger.await;
     compact_stop.cancel();
     let _ = compactor.await;
     served.map_err(|error| AppError::Io {
@@ -244,18 +231,6 @@ pub async fn run(
     }
     tracing::info!(rows_written = stats.rows_written.get(), "Shut down cleanly");
     Ok(())
-}
-
-pub fn build_limits(cfg: &ServeConfig) -> BuildLimits {
-    BuildLimits {
-        fields: Limits {
-            max_short_bytes: cfg.max_short_field_bytes,
-            max_message_bytes: cfg.max_message_bytes,
-            max_tags_bytes: cfg.max_tags_bytes,
-        },
-        max_errors: cfg.max_errors_reported,
-        dead_letter_max_bytes: cfg.dead_letter_max_bytes,
-    }
 }
 
 /// `collector migrate`.

@@ -1,36 +1,16 @@
-//! All configuration, in one place: every setting is a flag with a matching environment variable, and
-//! `.env.example` lists each with its default (a test keeps the two in sync).
+//! The collector's configuration (`collector serve`), in one struct: every setting is a flag with a matching
+//! environment variable, and `.env.example` lists each with its default (a test keeps the two in sync). The
+//! command line around it is in `cli`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "collector",
-    version,
-    about = "Server Logger: network-communications log collector"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the collector: migrate, then accept batches on POST /ingest.
-    Serve(Box<ServeConfig>),
-    /// Apply database migrations to DATABASE_URL (or the private server in --data-dir) and exit.
-    Migrate(DatabaseArgs),
-    /// Measure raw COPY and end-to-end ingest on this machine and write BENCHMARKS.md.
-    Bench(crate::bench::BenchArgs),
-    /// Send realistic, deterministic traffic to a collector (smoke tests, demos, load).
-    Seed(Box<crate::seed::SeedArgs>),
-    /// Ask for volume, error rate, latency, top talkers or raw logs (HTTP API or DATABASE_URL).
-    Query(Box<crate::query_cli::QueryArgs>),
-}
+use crate::cli::{Cli, Command};
+use crate::event::Limits;
+use crate::pipeline::batch::BuildLimits;
 
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
@@ -159,6 +139,19 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// What the batch builder enforces on each event and answer.
+    pub fn build_limits(&self) -> BuildLimits {
+        BuildLimits {
+            fields: Limits {
+                max_short_bytes: self.max_short_field_bytes,
+                max_message_bytes: self.max_message_bytes,
+                max_tags_bytes: self.max_tags_bytes,
+            },
+            max_errors: self.max_errors_reported,
+            dead_letter_max_bytes: self.dead_letter_max_bytes,
+        }
+    }
+
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
     }

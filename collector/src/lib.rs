@@ -21,7 +21,7 @@
 
 pub mod app;
 pub mod auth;
-pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod decode;
@@ -29,6 +29,6 @@ pub mod event;
 pub mod http;
 pub mod pipeline;
 pub mod query;
-pub mod query_cli;
-pub mod seed;
+pub mod rollup;
 pub mod telemetry;
+pub mod traffic;

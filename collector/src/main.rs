@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use collector::config::{Cli, Command, LogFormat};
+use collector::cli::{Cli, Command};
+use collector::config::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -33,9 +34,8 @@ fn main() -> ExitCode {
                 let ran = collector::app::migrate_only(&db).await?;
                 println!("Applied {ran} migration(s); the schema is up to date.");
             }
-            Command::Bench(args) => collector::bench::run(args).await?,
-            Command::Query(args) => collector::query_cli::run(*args).await?,
-            Command::Seed(args) => collector::seed::run(*args).await?,
+            Command::Query(args) => collector::cli::query::run(*args).await?,
+            Command::Seed(args) => collector::cli::seed::run(*args).await?,
         }
         Ok(())
     });

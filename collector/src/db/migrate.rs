@@ -78,8 +78,11 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
             .await?;
     }
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(7261001)", &[])
-        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&super::locks::MIGRATIONS],
+    )
+    .await?;
     let applied: Vec<i32> = tx
         .query("SELECT version FROM schema_migrations", &[])
         .await?

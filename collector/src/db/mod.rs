@@ -1,12 +1,15 @@
-//! Everything that talks to PostgreSQL: the private server, the pool, migrations, partitions, and the one
-//! module holding the queries.
+//! The database itself: the private server, the pool and its error type, migrations, partitions, advisory-lock
+//! keys and the SQL builder. Called by the write side (`pipeline`) and the read side (`query`), which own their
+//! SQL; imports neither.
 
 pub mod embedded_pg;
+pub mod locks;
 pub mod migrate;
 pub mod partitions;
-pub mod queries;
+pub mod sql;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 /// Errors at the database boundary.
@@ -87,4 +90,32 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
         .max_size(size)
         .build()
         .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// A round trip, for readiness.
+pub async fn ping(client: &Object) -> Result<(), DbError> {
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
+/// Unix microseconds as a timestamp (the epoch when out of range).
+pub fn us_to_datetime(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// Creates `name` on the server behind `admin_url` unless it exists.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<(), DbError> {
+    let pool = pool(admin_url, 1)?;
+    let client = pool.get().await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        // Identifiers cannot be bound as parameters; `name` is ours, not user input.
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
+    }
+    Ok(())
 }

@@ -7,7 +7,9 @@ use chrono::{Days, NaiveDate, Utc};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
-use super::{queries, DbError};
+use deadpool_postgres::Object;
+
+use super::DbError;
 
 /// Ensures partitions for yesterday through `days_ahead` days from today (UTC). Returns how many were created.
 pub async fn ensure(pool: &Pool, days_ahead: u32) -> Result<usize, DbError> {
@@ -19,7 +21,7 @@ pub async fn ensure(pool: &Pool, days_ahead: u32) -> Result<usize, DbError> {
     let client = pool.get().await?;
     let mut created = 0;
     for day in days {
-        if queries::ensure_partition(&client, day).await? {
+        if ensure_partition(&client, day).await? {
             tracing::info!(%day, "Created partition");
             created += 1;
         }
@@ -27,20 +29,24 @@ pub async fn ensure(pool: &Pool, days_ahead: u32) -> Result<usize, DbError> {
     Ok(created)
 }
 
-/// Runs [`ensure`] now and then every `every` until cancelled; also prunes the flush ledger.
+/// Runs [`ensure`] now and then every `every` until cancelled.
 pub async fn maintain(pool: Pool, days_ahead: u32, every: Duration, shutdown: CancellationToken) {
     loop {
         if let Err(e) = ensure(&pool, days_ahead).await {
             tracing::warn!(error = %e, "Partition maintenance failed; will retry");
-        }
-        if let Ok(client) = pool.get().await {
-            if let Err(e) = queries::prune_flush_ledger(&client).await {
-                tracing::warn!(error = %e, "Pruning the flush ledger failed");
-            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// Creates `day`'s partition unless it exists (moving its events out of the default partition); whether it did.
+#[tracing::instrument(skip(client))]
+pub async fn ensure_partition(client: &Object, day: NaiveDate) -> Result<bool, DbError> {
+    Ok(client
+        .query_one("SELECT comm_logs_ensure_partition($1)", &[&day])
+        .await?
+        .get(0))
 }

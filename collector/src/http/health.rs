@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{error::ApiError, AppState};
-use crate::db::queries;
+use crate::db;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,7 +31,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
         .get()
         .await
         .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
-    queries::ping(&client)
+    db::ping(&client)
         .await
         .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
     let depth = state.queue.depth();

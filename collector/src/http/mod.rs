@@ -3,9 +3,9 @@
 pub mod error;
 mod health;
 mod ingest;
-mod metrics;
 pub mod openapi;
 mod prometheus;
+mod read;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +87,7 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(middleware::from_fn_with_state(state.clone(), time_ingest));
     // Reading data needs a key too; health and the collector's own metrics do not (scrapers and probes).
-    let api = metrics::router().layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let api = read::router().layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(ingest)
         .merge(api)

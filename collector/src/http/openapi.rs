@@ -18,12 +18,13 @@ use utoipa::{IntoParams, Modify, OpenApi};
 
 use super::error::ErrorBody;
 use super::AppState;
-use crate::db::queries::{LogRow, Table};
 use crate::pipeline::batch::{EventError, Receipt};
-use crate::query::metrics::{
+use crate::query::answers::{
     ErrorGroup, ErrorPoint, ErrorRate, LatencyAnswer, LatencyGroup, LatencyPoint, TopTalker,
     TopTalkers, Volume, VolumePoint, Window,
 };
+use crate::query::logs::LogRow;
+use crate::query::plan::Table;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -1,10 +1,18 @@
-//! From validated events to committed rows: batch → queue → writer → COPY (+ rollup deltas) → compaction.
+//! The write side, from validated events to committed rows, with its own SQL:
+//! [`batch`] (events → COPY rows, rejects kept raw) → [`queue`] (bounded hand-off) → [`writer`] (one COPY
+//! transaction per flush: [`copy`] the rows, [`deltas`] their rollup contributions written by [`store`], the
+//! dead letters and the flush in the [`ledger`]) → [`compact`] (deltas merged into the rollups, [`top_lists`]
+//! made) and [`seal`] (source × destination pairs rolled up from the raw events).
 
 pub mod batch;
 pub mod compact;
 pub mod copy;
+pub mod deltas;
+pub mod ledger;
 pub mod queue;
-pub mod rollup;
+pub mod seal;
+pub mod store;
+pub mod top_lists;
 pub mod writer;
 
 /// Runs CPU-heavy work (tens of milliseconds) without stalling the other tasks on this runtime thread, such as

@@ -18,10 +18,11 @@ use futures_util::SinkExt;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::db::{queries, DbError};
+use crate::db::DbError;
 use crate::pipeline::batch::{Batch, Reject, SingleRow};
+use crate::pipeline::deltas as rollup;
 use crate::pipeline::queue::QueueReceiver;
-use crate::pipeline::{copy, rollup};
+use crate::pipeline::{copy, ledger, seal, store};
 use crate::telemetry::Stats;
 
 #[derive(Debug, Clone, Copy)]
@@ -194,7 +195,7 @@ async fn write_with_retry(
         backoff = (backoff * 2).min(cfg.max_backoff);
         // The error may have hidden a successful COMMIT.
         if let Ok(client) = pool.get().await {
-            if let Ok(true) = queries::flush_committed(&client, flush_id).await {
+            if let Ok(true) = ledger::flush_committed(&client, flush_id).await {
                 return Ok(());
             }
         }
@@ -238,7 +239,7 @@ async fn write_once(
     if rows > 0 {
         // Rows the pair seal has passed are this writer's to roll up (db/migrations/0008_pairs.sql); usually
         // none, so only then are the rows read again.
-        let (sealing, sealed) = queries::pair_seal_bounds(&tx).await?;
+        let (sealing, sealed) = seal::pair_seal_bounds(&tx).await?;
         if rollups.earliest_us < sealing {
             let (late, in_flight) = super::cpu_bound(|| {
                 Ok::<_, rollup::MalformedRow>((
@@ -247,8 +248,8 @@ async fn write_once(
                 ))
             })
             .map_err(|e| DbError::MalformedRows(e.to_string()))?;
-            queries::insert_pair_deltas(&tx, &late, None).await?;
-            queries::insert_pair_deltas(&tx, &in_flight, Some(sealing)).await?;
+            seal::insert_pair_deltas(&tx, &late, None).await?;
+            seal::insert_pair_deltas(&tx, &in_flight, Some(sealing)).await?;
         }
         let sink = tx.copy_in::<_, Bytes>(copy_sql).await?;
         futures_util::pin_mut!(sink);
@@ -259,9 +260,9 @@ async fn write_once(
         sink.feed(Bytes::from_static(copy::TRAILER)).await?;
         sink.as_mut().finish().await?;
     }
-    queries::insert_rollup_deltas(&tx, &rollups).await?;
-    queries::insert_rejects(&tx, rejects.iter().copied()).await?;
-    queries::record_flush(&tx, flush_id, rows, rejects.len()).await?;
+    store::insert_rollup_deltas(&tx, &rollups).await?;
+    ledger::insert_rejects(&tx, rejects.iter().copied()).await?;
+    ledger::record_flush(&tx, flush_id, rows, rejects.len()).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -7,8 +7,8 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
 
 use super::filters::{Filters, ParamError};
-use super::{cursor, metrics};
-use crate::db::{queries, DbError};
+use super::{answers, cursor, logs};
+use crate::db::DbError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -107,22 +107,22 @@ async fn answer(
     let mut f = Filters::parse(params, kind.extra_params(), now)?;
     let value = match kind {
         Kind::Volume | Kind::ErrorRate | Kind::Latency => {
-            let bucket = metrics::parse_bucket(params, &f)?;
-            metrics::align(&mut f, bucket.secs);
-            let by_service = metrics::parse_group_by(params)?;
+            let bucket = answers::parse_bucket(params, &f)?;
+            answers::align(&mut f, bucket.secs);
+            let by_service = answers::parse_group_by(params)?;
             match kind {
-                Kind::Volume => json!(metrics::volume(client, &f, bucket).await?),
+                Kind::Volume => json!(answers::volume(client, &f, bucket).await?),
                 Kind::ErrorRate => {
-                    json!(metrics::error_rate(client, &f, bucket, by_service).await?)
+                    json!(answers::error_rate(client, &f, bucket, by_service).await?)
                 }
-                _ => json!(metrics::latency(client, &f, bucket, by_service).await?),
+                _ => json!(answers::latency(client, &f, bucket, by_service).await?),
             }
         }
         Kind::TopTalkers => {
-            let q = metrics::parse_top(params)?;
+            let q = answers::parse_top(params)?;
             // The rollup's grain is a minute.
-            metrics::align(&mut f, 60);
-            json!(metrics::top_talkers(client, &f, q).await?)
+            answers::align(&mut f, 60);
+            json!(answers::top_talkers(client, &f, q).await?)
         }
         Kind::Logs => logs(params, &f, client).await?,
     };
@@ -154,7 +154,7 @@ async fn logs(
         .map(|c| cursor::decode(c))
         .transpose()?;
     // One row more than asked tells whether there is a next page.
-    let mut events = queries::logs(client, f, after.as_ref(), limit + 1).await?;
+    let mut events = logs::logs(client, f, after.as_ref(), limit + 1).await?;
     let next_cursor = if events.len() as i64 > limit {
         events.truncate(limit as usize);
         events.last().map(|r| cursor::encode(&r.position))

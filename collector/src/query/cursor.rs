@@ -4,7 +4,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use super::filters::ParamError;
-use crate::db::queries::LogPosition;
+use super::logs::LogPosition;
 
 pub fn encode(p: &LogPosition) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{}", p.ts_us, p.ctid))

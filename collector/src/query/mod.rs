@@ -1,7 +1,13 @@
-//! The read side: parameters shared by every query endpoint and the CLI, and the logs cursor.
+//! The read side, with its own SQL: [`filters`] (parameters → typed filters) → [`plan`] (which table answers,
+//! over which tiers, with which WHERE clause) → one family of answers: [`series`] (counts and latency per time
+//! bucket), [`top_talkers`], [`logs`] (raw events, paged by [`cursor`]) → [`answers`] (the JSON answers of
+//! `/metrics/*`). [`api::execute`] runs every read, HTTP or CLI, in one snapshot with one timeout.
 
+pub mod answers;
 pub mod api;
 pub mod cursor;
 pub mod filters;
-pub mod latency;
-pub mod metrics;
+pub mod logs;
+pub mod plan;
+pub mod series;
+pub mod top_talkers;

@@ -982,7 +982,7 @@ async fn openapi_describes_every_route_with_the_parameters_the_parsers_take() {
 /// late deltas, and deltas left by a seal that failed halfway. The data misleads as in the test above.
 #[tokio::test]
 async fn top_pairs_are_exact_raw_sealed_listed_or_late() {
-    use collector::pipeline::compact;
+    use collector::pipeline::{compact, seal};
     let (from, to) = ("2026-11-22T06:00:00Z", END);
     let end = chrono::DateTime::parse_from_rfc3339(END)
         .unwrap()
@@ -1045,14 +1045,14 @@ async fn top_pairs_are_exact_raw_sealed_listed_or_late() {
 
     // Sealed an hour at a time: [05:00, 06:00), then [06:00, 07:00) with the rest still raw, then all of it.
     for _ in 0..2 {
-        assert!(compact::seal_pairs(&pool, Duration::ZERO).await.unwrap());
+        assert!(seal::seal_pairs(&pool, Duration::ZERO).await.unwrap());
     }
     assert_eq!(app.count(tagged).await, 0);
     let sealed = "SELECT extract(epoch FROM sealed_to)::int8 FROM comm_pair_seal";
     assert_eq!(app.count(sealed).await, end - 5 * 3600);
     assert!(app.count(stored).await > 0);
     check_top_pairs(&app, from, to, n, true).await;
-    while compact::seal_pairs(&pool, Duration::ZERO).await.unwrap() {}
+    while seal::seal_pairs(&pool, Duration::ZERO).await.unwrap() {}
     assert!(app.count(sealed).await > end);
     check_top_pairs(&app, from, to, n, true).await;
 
@@ -1167,7 +1167,7 @@ async fn check_top_pairs(app: &TestApp, from: &str, to: &str, n: i64, misleading
 /// none of the 40s reach, and the answer would be the wrong pair.
 #[tokio::test]
 async fn top_pairs_count_the_tail_row_of_a_bucket_the_seal_cuts() {
-    use collector::pipeline::compact;
+    use collector::pipeline::seal;
     let t0 = chrono::DateTime::parse_from_rfc3339(END)
         .unwrap()
         .timestamp();
@@ -1196,7 +1196,7 @@ async fn top_pairs_count_the_tail_row_of_a_bucket_the_seal_cuts() {
     assert_eq!(app.wait_rows(220).await, 220);
     // Sealed up to t0 + 7 min: the lag is how far that is behind now.
     let lag = chrono::Utc::now().timestamp() - (t0 + 420);
-    assert!(compact::seal_pairs(&pool, Duration::from_secs(lag as u64))
+    assert!(seal::seal_pairs(&pool, Duration::from_secs(lag as u64))
         .await
         .unwrap());
     let sealed = "SELECT extract(epoch FROM sealed_to)::int8 FROM comm_pair_seal";

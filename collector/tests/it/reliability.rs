@@ -255,7 +255,7 @@ async fn migrations_are_idempotent() {
 #[test]
 fn env_example_lists_every_setting() {
     use clap::CommandFactory;
-    let cli = collector::config::Cli::command();
+    let cli = collector::cli::Cli::command();
     // Every subcommand's settings that come from the environment.
     let args: Vec<&clap::Arg> = cli
         .get_subcommands()

@@ -5,7 +5,7 @@ use std::time::Duration;
 use collector::app::{self, AppError};
 use collector::auth::ApiKeys;
 use collector::config::ServeConfig;
-use collector::query::latency;
+use collector::rollup::histogram as latency;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

@@ -7,9 +7,12 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 
 use super::filters::{Filters, ParamError};
-use super::latency;
-use crate::db::queries::{self, Counts, Dims, LatencyRows, Table, TalkerKey};
+use super::plan::Table;
+use super::series::{self, Counts, LatencyRows};
+use super::top_talkers::{self, TalkerKey};
 use crate::db::DbError;
+use crate::rollup::catalog::Dims;
+use crate::rollup::histogram as latency;
 
 /// From this window length on, answers from rollups without minute rows are in whole hours.
 const LONG_WINDOW: Duration = Duration::hours(6);
@@ -155,7 +158,7 @@ pub async fn volume(
     bucket: Bucket,
 ) -> Result<Volume, DbError> {
     let table = Table::choose(f, Dims::NONE, false, bucket.secs);
-    let rows = queries::counts_by_bucket(client, f, table, bucket.secs, false).await?;
+    let rows = series::counts_by_bucket(client, f, table, bucket.secs, false).await?;
     let by_t: HashMap<DateTime<Utc>, Counts> = rows.into_iter().map(|r| (r.t, r.counts)).collect();
     let point = |t, c: Counts| VolumePoint {
         t,
@@ -249,7 +252,7 @@ pub async fn error_rate(
     by_service: bool,
 ) -> Result<ErrorRate, DbError> {
     let table = Table::choose(f, group_dims(by_service), false, bucket.secs);
-    let rows = queries::counts_by_bucket(client, f, table, bucket.secs, by_service).await?;
+    let rows = series::counts_by_bucket(client, f, table, bucket.secs, by_service).await?;
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, Counts>> = BTreeMap::new();
     let mut overall = Counts::default();
     for r in rows {
@@ -339,7 +342,7 @@ pub async fn latency(
     let table = Table::choose(f, group_dims(by_service), true, bucket.secs);
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>> =
         BTreeMap::new();
-    let relative_error = match queries::latency_by_bucket(client, f, table, bucket.secs, by_service)
+    let relative_error = match series::latency_by_bucket(client, f, table, bucket.secs, by_service)
         .await?
     {
         LatencyRows::Histograms(rows) => {
@@ -525,7 +528,8 @@ pub async fn top_talkers(
     };
     align(&mut f, grain);
     let f = &f;
-    let (rows, total) = queries::top_talkers(client, f, table, q.by, q.by_bytes, q.limit).await?;
+    let (rows, total) =
+        top_talkers::top_talkers(client, f, table, q.by, q.by_bytes, q.limit).await?;
     let total_metric = if q.by_bytes {
         total.bytes_in + total.bytes_out
     } else {

@@ -1,7 +1,7 @@
 //! Rollup contributions of one COPY, computed from the very rows being copied, so the rollups written in the same
 //! transaction always match what lands in `comm_logs` (retries, bisection and all).
 //!
-//! Four shapes (see `db/migrations/0003_rollup_tiers.sql`), each at every resolution in [`TIERS`]. Rows are read
+//! One typed group per shape of `rollup::catalog`, each at every tier the catalog gives it. Rows are read
 //! back from the encoded COPY buffer (length-prefixed fields, see `copy.rs`): nothing is kept per event between
 //! decode and COPY. Each row costs one hash-map update per shape at minute resolution; the coarser tiers are
 //! summed from those minute groups, which are few.
@@ -12,13 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 
-use crate::query::latency;
-
-/// Bucket widths kept, in seconds, finest first.
-pub const TIERS: [i32; 3] = [60, 300, 3600];
-/// The IP shapes skip the minute: with many distinct addresses their rows barely aggregate at that grain, and each
-/// tier costs about one upserted row per distinct address in a flush.
-pub const IP_TIERS: [i32; 2] = [300, 3600];
+use crate::rollup::catalog::{self, src_network, TIERS};
+use crate::rollup::histogram as latency;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (the COPY encoding's timestamp origin).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
@@ -44,7 +39,7 @@ mod col {
 /// A rollup key; field order is the sort order, which is also the order upserts take row locks in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key<D> {
-    /// Bucket width in seconds (one of [`TIERS`]).
+    /// Bucket width in seconds (one of its shape's tiers).
     pub res: i32,
     /// Bucket start, in Unix microseconds.
     pub bucket_us: i64,
@@ -205,9 +200,9 @@ impl<'a> Rollup<'a> {
         Flush {
             full: sorted(minutes(self.full).collect()),
             service: sorted(minutes(self.service).collect()),
-            src: expand(minutes(self.src), &IP_TIERS[..1]),
-            dst: expand(minutes(self.dst), &IP_TIERS[..1]),
-            src_net: expand(minutes(self.src_net), &IP_TIERS[..1]),
+            src: expand(minutes(self.src), &catalog::SRC.tiers[..1]),
+            dst: expand(minutes(self.dst), &catalog::DST.tiers[..1]),
+            src_net: expand(minutes(self.src_net), &catalog::SRC_NET.tiers[..1]),
             pair: Vec::new(),
             earliest_us: self.earliest_us.unwrap_or(i64::MAX),
         }
@@ -314,43 +309,20 @@ pub fn late_pairs(
             Some(())
         })?;
     }
-    Ok(expand(minutes(pairs), &IP_TIERS[..1]))
+    Ok(expand(minutes(pairs), &catalog::PAIR.tiers[..1]))
 }
 
 impl<'a> Flush<'a> {
     /// The same contributions at every tier each shape keeps.
     pub fn expand(self) -> Flush<'a> {
         Flush {
-            full: expand(self.full, &TIERS),
-            service: expand(self.service, &TIERS),
-            src: expand(self.src, &IP_TIERS),
-            dst: expand(self.dst, &IP_TIERS),
-            src_net: expand(self.src_net, &IP_TIERS),
-            pair: expand(self.pair, &IP_TIERS),
+            full: expand(self.full, catalog::FULL.tiers),
+            service: expand(self.service, catalog::SERVICE.tiers),
+            src: expand(self.src, catalog::SRC.tiers),
+            dst: expand(self.dst, catalog::DST.tiers),
+            src_net: expand(self.src_net, catalog::SRC_NET.tiers),
+            pair: expand(self.pair, catalog::PAIR.tiers),
             earliest_us: self.earliest_us,
-        }
-    }
-}
-
-/// Prefix length of the source networks rolled up: a /24 of IPv4, a /64 of IPv6.
-pub const fn src_network_prefix(ipv4: bool) -> u8 {
-    if ipv4 {
-        24
-    } else {
-        64
-    }
-}
-
-/// The network an address is rolled up under, as its first address (`src_network` in SQL).
-pub fn src_network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let keep = u32::MAX << (32 - src_network_prefix(true));
-            IpAddr::V4((u32::from(a) & keep).into())
-        }
-        IpAddr::V6(a) => {
-            let keep = u128::MAX << (128 - src_network_prefix(false));
-            IpAddr::V6((u128::from(a) & keep).into())
         }
     }
 }

@@ -1,0 +1,13 @@
+//! Advisory-lock keys, in one place so no two uses can collide.
+
+/// Held (transaction-level) while migrations run: two collectors starting at once migrate one after the other.
+pub const MIGRATIONS: i64 = 7_261_001;
+
+/// Held by a compaction, and by a pair seal for its whole length: one compactor at a time, however many
+/// collectors share the database (a top list made while another compactor merges into its bucket would miss
+/// that merge).
+pub const COMPACTOR: i64 = 0x0063_6f6d_7061_6374;
+
+/// Held shared by every writer transaction from reading the pair seal's bound to its commit, and exclusively by
+/// a seal while it moves the bound and takes its snapshot (db/migrations/0008_pairs.sql).
+pub const SEAL_WRITERS: i64 = 0x7061_6972_5f77_7269;

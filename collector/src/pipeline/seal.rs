@@ -1,0 +1,200 @@
+//! The pair seal: source × destination pairs are rolled up from `comm_logs` a few seconds behind now rather than
+//! by each writer (with thousands of pairs a flush, per-flush deltas would cost more than the COPY). Writers roll
+//! up only the late events the seal has already passed. The protocol, its locks and bounds are described in
+//! `db/migrations/0008_pairs.sql`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use tokio_postgres::types::ToSql;
+
+use super::deltas::{Groups, Pair};
+use super::store::{write_shape, Columns, ShapeKey, Write};
+use super::top_lists;
+use crate::db::{locks, us_to_datetime, DbError};
+use crate::rollup::catalog;
+
+/// Seals the pair rollup up to `lag` before now, an hour of events at most; returns whether it moved.
+pub async fn seal_pairs(pool: &Pool, lag: Duration) -> Result<bool, DbError> {
+    let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
+    let mut client = pool.get().await?;
+    if pair_seal_span(&client, lag_ms).await?.is_none() {
+        return Ok(false);
+    }
+    let sealed = seal_with(&mut client, lag_ms).await;
+    if sealed.is_err() {
+        // It may still hold session locks or an open transaction: it must not go back to the pool. Dropped,
+        // the connection closes and the server releases them.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    sealed
+}
+
+/// The steps of db/migrations/0008_pairs.sql, on one connection, with session-level locks: the writers' lock is
+/// let go in the middle of the transaction, right after its snapshot is taken.
+async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Result<bool, DbError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&locks::COMPACTOR])
+        .await?;
+    // With the compactor lock held, no other collector seals: the span read now stays.
+    let Some((from, to)) = pair_seal_span(&*client, lag_ms).await? else {
+        unlock(client).await?;
+        return Ok(false);
+    };
+    summarize_new_events(&*client, from, to).await?;
+    // Waits for the writers that read the old bound to commit, and keeps new ones waiting.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&locks::SEAL_WRITERS])
+        .await?;
+    pair_seal_begin(&*client, to).await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    // The snapshot: every writer that used the old bound has committed, none using the new one has started.
+    client.query_one("SELECT 1", &[]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&locks::SEAL_WRITERS])
+        .await?;
+    let rows = pair_seal_commit(&*client, from, to).await?;
+    client.batch_execute("COMMIT").await?;
+    unlock(client).await?;
+    tracing::debug!(%from, %to, rows, "Pairs sealed");
+    Ok(true)
+}
+
+async fn unlock(client: &deadpool_postgres::Object) -> Result<(), DbError> {
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&locks::COMPACTOR])
+        .await?;
+    Ok(())
+}
+
+/// In a writer's transaction, before its COPY: the pair seal's bounds `(sealing_to, sealed_to)`, Unix
+/// microseconds. Rows older than `sealing_to` are the writer's to roll up as pair deltas; the shared lock keeps a
+/// seal from moving the bounds until commit.
+pub async fn pair_seal_bounds(client: &impl GenericClient) -> Result<(i64, i64), DbError> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&locks::SEAL_WRITERS],
+        )
+        .await?;
+    // A statement of its own: in READ COMMITTED it sees bounds committed while this one waited for the lock.
+    let r = client
+        .query_one("SELECT sealing_to, sealed_to FROM comm_pair_seal", &[])
+        .await?;
+    let (sealing, sealed): (DateTime<Utc>, DateTime<Utc>) = (r.get(0), r.get(1));
+    Ok((sealing.timestamp_micros(), sealed.timestamp_micros()))
+}
+
+/// Appends a writer's pair deltas; `gen` marks those of a seal in progress, which count once it has committed.
+pub async fn insert_pair_deltas(
+    client: &impl GenericClient,
+    groups: &Groups<Pair>,
+    gen: Option<i64>,
+) -> Result<(), DbError> {
+    let shape = &catalog::PAIR;
+    let keys = Pair::columns(groups.iter().map(|(k, _)| &k.dims));
+    let keys: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|b| &**b as _).collect();
+    let gen = vec![gen.map(us_to_datetime); groups.len()];
+    write_shape(
+        client,
+        shape,
+        Write::Delta,
+        &keys,
+        &[("gen", "timestamptz", &gen)],
+        &Columns::of(groups, shape.latency)?,
+    )
+    .await
+}
+
+/// The next seal's span: from the current bound to `lag_ms` before now, an hour at most (a backlog, as after
+/// a bulk load, is worked off step by step). `None` when there is nothing to seal.
+async fn pair_seal_span(
+    client: &impl GenericClient,
+    lag_ms: i64,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, DbError> {
+    let r = client
+        .query_one(
+            "SELECT sealed_to, least(date_trunc('second', now() - $1 * interval '1 millisecond'),
+                                     sealed_to + interval '1 hour')
+             FROM comm_pair_seal",
+            &[&(lag_ms as f64)],
+        )
+        .await?;
+    let (from, to): (DateTime<Utc>, DateTime<Utc>) = (r.get(0), r.get(1));
+    Ok((to > from).then_some((from, to)))
+}
+
+/// Summarizes the BRIN ranges of comm_logs filled since the last call, in the days of [from, now] (see
+/// `comm_logs_summarize` in db/migrations/0008_pairs.sql); returns how many.
+async fn summarize_new_events(
+    client: &impl GenericClient,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<i64, DbError> {
+    Ok(client
+        .query_one(
+            "SELECT comm_logs_summarize($1, greatest($2, now()))",
+            &[&from, &to],
+        )
+        .await?
+        .get(0))
+}
+
+/// The first half of a seal, holding the writers' lock exclusively: drops the deltas a failed seal left (their
+/// events are in the span about to be sealed, see db/migrations/0008_pairs.sql), and publishes the new bound.
+async fn pair_seal_begin(client: &impl GenericClient, to: DateTime<Utc>) -> Result<(), DbError> {
+    client
+        .execute(
+            "DELETE FROM comm_rollup_pair_delta WHERE gen > (SELECT sealed_to FROM comm_pair_seal)",
+            &[],
+        )
+        .await?;
+    client
+        .execute("UPDATE comm_pair_seal SET sealing_to = $1", &[&to])
+        .await?;
+    Ok(())
+}
+
+/// The seal's work, in the snapshot it took: the pairs of [from, to) from comm_logs into the rollup, their
+/// buckets marked for new top lists, and the bound moved.
+async fn pair_seal_commit(
+    client: &impl GenericClient,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let rows = client
+        .execute(
+            "INSERT INTO comm_rollup_pair AS r SELECT * FROM comm_pair_events($1, $2)
+             ON CONFLICT (res, bucket, src_ip, dst_ip) DO UPDATE SET
+                 events = r.events + excluded.events, bytes_in = r.bytes_in + excluded.bytes_in,
+                 bytes_out = r.bytes_out + excluded.bytes_out, errors = r.errors + excluded.errors,
+                 client_errors = r.client_errors + excluded.client_errors",
+            &[&from, &to],
+        )
+        .await?;
+    let tiers: Vec<String> = catalog::PAIR
+        .tiers
+        .iter()
+        .map(|t| format!("({t})"))
+        .collect();
+    // The buckets just changed, the open ones included, are listed again in this transaction: the latest hour
+    // of a 24-hour window is open, and reading it whole would cost a query ~40 ms at 100M events a day.
+    let sql = format!(
+        "SELECT t.res, b
+         FROM (VALUES {tiers}) AS t(res),
+              generate_series(date_bin(t.res * interval '1 second', $1::timestamptz, to_timestamp(0)),
+                              $2::timestamptz - interval '1 microsecond', t.res * interval '1 second') AS b",
+        tiers = tiers.join(", "),
+    );
+    let touched = client.query(&sql, &[&from, &to]).await?;
+    let res: Vec<i32> = touched.iter().map(|r| r.get(0)).collect();
+    let bucket: Vec<DateTime<Utc>> = touched.iter().map(|r| r.get(1)).collect();
+    top_lists::list_buckets(client, &catalog::PAIR, &res, &bucket).await?;
+    client
+        .execute("UPDATE comm_pair_seal SET sealed_to = $1", &[&to])
+        .await?;
+    Ok(rows)
+}

@@ -1,0 +1,263 @@
+//! Every rollup shape, declared once: its table, key columns, tiers, whether it keeps latency histograms,
+//! percentiles or top lists, and which dimensions it can answer for. The writer, the compactor, the top lists,
+//! the pair seal and the read planner all read these entries; the tables themselves are in `db/schema.sql`.
+//!
+//! Adding a shape: an entry here (and in [`SHAPES`]), a migration creating `<table>` and `<table>_delta`, and its
+//! typed key in `pipeline::deltas` (rows are grouped there by a typed key, not a generic one, to keep the COPY
+//! path free of per-event allocations).
+
+use std::net::IpAddr;
+
+/// Bucket widths kept, in seconds, finest first.
+pub const TIERS: [i32; 3] = [60, 300, 3600];
+/// The address shapes skip the minute: with many distinct addresses their rows barely aggregate at that grain,
+/// and each tier costs about one upserted row per distinct address in a flush.
+pub const IP_TIERS: [i32; 2] = [300, 3600];
+
+/// The summed columns every shape has, after its key.
+pub const COUNT_COLUMNS: &str = "events, bytes_in, bytes_out, errors, client_errors";
+/// The latency columns of the shapes that keep latency, after the counts.
+pub const LATENCY_COLUMNS: &str = "latency_n, latency_sum, latency_max, latency_hist";
+
+/// Dimensions a query filters or groups on, and a shape can answer for, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dims(u16);
+
+impl Dims {
+    pub const NONE: Dims = Dims(0);
+    pub const SERVICE: Dims = Dims(1);
+    pub const PROTOCOL: Dims = Dims(1 << 1);
+    pub const HOST: Dims = Dims(1 << 2);
+    pub const PRODUCER: Dims = Dims(1 << 3);
+    pub const DST_PORT: Dims = Dims(1 << 4);
+    pub const STATUS: Dims = Dims(1 << 5);
+    pub const SRC_IP: Dims = Dims(1 << 6);
+    pub const DST_IP: Dims = Dims(1 << 7);
+    pub const ALL: Dims = Dims(u16::MAX);
+
+    pub const fn with(self, o: Dims) -> Dims {
+        Dims(self.0 | o.0)
+    }
+
+    pub const fn covers(self, o: Dims) -> bool {
+        self.0 & o.0 == o.0
+    }
+}
+
+/// A key column after `res, bucket`: its name and the SQL element type its values are bound as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyColumn {
+    pub name: &'static str,
+    pub sql_type: &'static str,
+}
+
+const fn key(name: &'static str, sql_type: &'static str) -> KeyColumn {
+    KeyColumn { name, sql_type }
+}
+
+/// A shape whose buckets keep top lists (`<table>_top`, `_top_floor`, `_top_pending`), so that top talkers read
+/// a bucket's largest rows instead of all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopLists {
+    /// SQL for when a bucket has closed: it ends at or before this.
+    pub closed_at: &'static str,
+}
+
+/// One rollup shape.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Its table; `<table>_delta` holds what writers appended and the compactor has not merged yet.
+    pub table: &'static str,
+    /// Key columns after `res, bucket`, in key order.
+    pub keys: &'static [KeyColumn],
+    /// Bucket widths it is kept at, finest first; deltas hold the finest.
+    pub tiers: &'static [i32],
+    /// What the read planner may answer from it.
+    pub dims: Dims,
+    /// Keeps `latency_n, latency_sum, latency_max, latency_hist`.
+    pub latency: bool,
+    /// Keeps `latency_pcts` of each merged row (db/migrations/0010_service_percentiles.sql).
+    pub percentiles: bool,
+    pub top_lists: Option<TopLists>,
+    /// Keyed by the source's network, not its address ([`src_network`]).
+    pub src_networks: bool,
+    /// Rolled up from `comm_logs` by the pair seal a few seconds behind now, not by the writers (their deltas
+    /// carry only events older than the seal; db/migrations/0008_pairs.sql).
+    pub sealed: bool,
+}
+
+impl Shape {
+    /// The key columns, comma-separated.
+    pub fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| k.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Its finest tier in seconds.
+    pub fn finest(&self) -> i32 {
+        self.tiers[0]
+    }
+
+    /// `, <latency columns>` when it keeps latency, else nothing.
+    pub fn latency_columns(&self) -> String {
+        if self.latency {
+            format!(", {LATENCY_COLUMNS}")
+        } else {
+            String::new()
+        }
+    }
+
+    /// A condition on its delta rows keeping those that count as of the seal bound `sealed_to` (SQL): the
+    /// deltas of a seal in progress count once it has committed (db/migrations/0008_pairs.sql). Always true for
+    /// the shapes the writers roll up alone.
+    pub fn valid_deltas(&self, sealed_to: &str) -> String {
+        if self.sealed {
+            format!("(gen IS NULL OR gen <= {sealed_to})")
+        } else {
+            "true".into()
+        }
+    }
+}
+
+/// Every event by producer, service, protocol, host, destination port and status.
+pub static FULL: Shape = Shape {
+    table: "comm_rollup",
+    keys: &[
+        key("producer", "text"),
+        key("service", "text"),
+        key("protocol", "text"),
+        key("host", "text"),
+        key("dst_port", "int4"),
+        key("status", "int4"),
+    ],
+    tiers: &TIERS,
+    dims: Dims::SERVICE
+        .with(Dims::PROTOCOL)
+        .with(Dims::HOST)
+        .with(Dims::PRODUCER)
+        .with(Dims::DST_PORT)
+        .with(Dims::STATUS),
+    latency: true,
+    percentiles: false,
+    top_lists: None,
+    src_networks: false,
+    sealed: false,
+};
+
+/// Per service: the narrowest shape, and the one most answers read.
+pub static SERVICE: Shape = Shape {
+    table: "comm_rollup_service",
+    keys: &[key("service", "text")],
+    tiers: &TIERS,
+    dims: Dims::SERVICE,
+    latency: true,
+    percentiles: true,
+    top_lists: None,
+    src_networks: false,
+    sealed: false,
+};
+
+/// Per source network ([`src_network_prefix`]).
+pub static SRC_NET: Shape = Shape {
+    table: "comm_rollup_src_net",
+    keys: &[key("src_net", "inet")],
+    tiers: &IP_TIERS,
+    dims: Dims::SRC_IP,
+    latency: false,
+    percentiles: false,
+    top_lists: None,
+    src_networks: true,
+    sealed: false,
+};
+
+/// Per source address.
+pub static SRC: Shape = Shape {
+    table: "comm_rollup_src",
+    keys: &[key("src_ip", "inet")],
+    tiers: &IP_TIERS,
+    dims: Dims::SRC_IP,
+    latency: false,
+    percentiles: false,
+    top_lists: Some(TopLists {
+        closed_at: "now() - interval '1 minute'",
+    }),
+    src_networks: false,
+    sealed: false,
+};
+
+/// Per destination address.
+pub static DST: Shape = Shape {
+    table: "comm_rollup_dst",
+    keys: &[key("dst_ip", "inet")],
+    tiers: &IP_TIERS,
+    dims: Dims::DST_IP,
+    latency: false,
+    percentiles: false,
+    top_lists: None,
+    src_networks: false,
+    sealed: false,
+};
+
+/// Per source × destination pair.
+pub static PAIR: Shape = Shape {
+    table: "comm_rollup_pair",
+    keys: &[key("src_ip", "inet"), key("dst_ip", "inet")],
+    tiers: &IP_TIERS,
+    dims: Dims::SRC_IP.with(Dims::DST_IP),
+    latency: false,
+    percentiles: false,
+    // Pair buckets change only by late deltas once the seal has passed them.
+    top_lists: Some(TopLists {
+        closed_at: "(SELECT sealed_to FROM comm_pair_seal)",
+    }),
+    src_networks: false,
+    sealed: true,
+};
+
+/// Every shape, narrowest first: the read planner takes the first that holds what a query needs, and writes go
+/// in this order (a fixed order of row locks across writers).
+pub static SHAPES: [&Shape; 6] = [&SERVICE, &SRC_NET, &SRC, &DST, &PAIR, &FULL];
+
+/// Prefix length of the source networks rolled up: a /24 of IPv4, a /64 of IPv6.
+pub const fn src_network_prefix(ipv4: bool) -> u8 {
+    if ipv4 {
+        24
+    } else {
+        64
+    }
+}
+
+/// The network an address is rolled up under, as its first address (`src_network` in SQL).
+pub fn src_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let keep = u32::MAX << (32 - src_network_prefix(true));
+            IpAddr::V4((u32::from(a) & keep).into())
+        }
+        IpAddr::V6(a) => {
+            let keep = u128::MAX << (128 - src_network_prefix(false));
+            IpAddr::V6((u128::from(a) & keep).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_is_listed_once_with_nested_tiers() {
+        for (i, s) in SHAPES.iter().enumerate() {
+            assert!(
+                SHAPES[..i].iter().all(|o| o.table != s.table),
+                "{} listed twice",
+                s.table
+            );
+            assert!(!s.keys.is_empty() && !s.tiers.is_empty());
+            assert!(s.tiers.windows(2).all(|w| w[1] % w[0] == 0), "{}", s.table);
+        }
+    }
+}
