@@ -91,20 +91,33 @@ impl Generator {
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
-    /// Appends the next event as JSON to `out`, recording it in `exp`. `ts_us` is its time.
-    pub fn next_event(&mut self, out: &mut String, ts_us: i64, exp: &mut Expectation) {
+    /// Appends the next event as JSON to `out`, recording it in `exp` when given. `ts_us` is its time; without
+    /// one, the event carries none and is stamped when received, as live traffic is.
+    pub fn next_event(
+        &mut self,
+        out: &mut String,
+        ts_us: Option<i64>,
+        mut exp: Option<&mut Expectation>,
+    ) {
         self.n += 1;
-        let ts = chrono::DateTime::from_timestamp_micros(ts_us).unwrap_or_default();
-        let ts = ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let ts = match ts_us {
+            Some(us) => {
+                let ts = chrono::DateTime::from_timestamp_micros(us).unwrap_or_default();
+                format!(
+                    r#""timestamp":"{}","#,
+                    ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                )
+            }
+            None => String::new(),
+        };
         if self.rng.random::<f64>() < self.bad_ratio {
-            exp.malformed_events += 1;
+            if let Some(e) = exp.as_deref_mut() {
+                e.malformed_events += 1;
+            }
             let bad = match self.rng.random_range(0..3) {
-                0 => format!(r#"{{"timestamp":"{ts}","src_ip":"10.1.1.1","dst_port":70000}}"#),
-                1 => format!(
-                    r#"{{"timestamp":"{ts}","src_ip":"999.1.1.{}"}}"#,
-                    self.n % 250
-                ),
-                _ => format!(r#"{{"timestamp":"{ts}","src_ip":"10.1.1.1","bytes_in":"lots"}}"#),
+                0 => format!(r#"{{{ts}"src_ip":"10.1.1.1","dst_port":70000}}"#),
+                1 => format!(r#"{{{ts}"src_ip":"999.1.1.{}"}}"#, self.n % 250),
+                _ => format!(r#"{{{ts}"src_ip":"10.1.1.1","bytes_in":"lots"}}"#),
             };
             out.push_str(&bad);
             return;
@@ -124,12 +137,14 @@ impl Generator {
             }
             let _ = write!(
                 out,
-                r#"{{"timestamp":"{ts}","src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"tcp","service":"scan","status":0,"bytes_in":60,"bytes_out":0,"latency_ms":0.2}}"#,
+                r#"{{{ts}"src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"tcp","service":"scan","status":0,"bytes_in":60,"bytes_out":0,"latency_ms":0.2}}"#,
                 self.rng.random_range(30000..60000),
                 self.n % 20
             );
-            exp.valid_events += 1;
-            *exp.events_by_src_ip.entry(src).or_default() += 1;
+            if let Some(e) = exp.as_deref_mut() {
+                e.valid_events += 1;
+                *e.events_by_src_ip.entry(src).or_default() += 1;
+            }
             return;
         }
         let mut pick = self.rng.random_range(0..self.service_weights);
@@ -163,7 +178,7 @@ impl Generator {
         let src = self.talker();
         let _ = write!(
             out,
-            r#"{{"timestamp":"{ts}","src_ip":"{src}","src_port":{},"dst_ip":"10.0.{}.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"{service} request"}}"#,
+            r#"{{{ts}"src_ip":"{src}","src_port":{},"dst_ip":"10.0.{}.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"{service} request","tags":{{"env":"prod"}}}}"#,
             self.rng.random_range(1024..65535),
             port % 7,
             self.rng.random_range(1..30),
@@ -171,10 +186,12 @@ impl Generator {
             (5000f64.ln() + 1.5 * self.normal()).exp() as u64,
             self.rng.random_range(1..4),
         );
-        exp.valid_events += 1;
-        if status >= 500 {
-            exp.errors += 1;
+        if let Some(e) = exp {
+            e.valid_events += 1;
+            if status >= 500 {
+                e.errors += 1;
+            }
+            *e.events_by_src_ip.entry(src).or_default() += 1;
         }
-        *exp.events_by_src_ip.entry(src).or_default() += 1;
     }
 }

@@ -205,7 +205,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
                 body.push(',');
             }
             let ts = backfill.map_or(now_us, |start| start + (sent + i) as i64 * step_us);
-            generator.next_event(&mut body, ts, &mut expectation);
+            generator.next_event(&mut body, Some(ts), Some(&mut expectation));
         }
         body.push(']');
         if let Some(rate) = args.rate {
@@ -270,7 +270,7 @@ mod tests {
         let mut s = String::new();
         for i in 0..n {
             s.push_str(if i == 0 { "[" } else { "," });
-            g.next_event(&mut s, 1_795_341_600_000_000, &mut e);
+            g.next_event(&mut s, Some(1_795_341_600_000_000), Some(&mut e));
         }
         s.push(']');
         e.finish();

@@ -202,27 +202,6 @@ async fn write_with_retry(
     }
 }
 
-/// COPYs `chunks` (`rows` rows) with their rollup in one transaction, as the writers do, retrying transient
-/// failures. For bulk loads (the query benchmark) that must keep the rollup right.
-pub async fn copy_with_rollup(pool: &Pool, chunks: &[Bytes], rows: usize) -> Result<(), DbError> {
-    let cfg = WriterConfig {
-        flush_rows: rows,
-        flush_age: Duration::ZERO,
-        max_backoff: Duration::from_secs(1),
-        dead_letter_max_bytes: 0,
-    };
-    write_with_retry(
-        pool,
-        &copy::copy_statement(),
-        chunks,
-        rows,
-        &[],
-        &cfg,
-        &Stats::default(),
-    )
-    .await
-}
-
 async fn write_once(
     pool: &Pool,
     copy_sql: &str,

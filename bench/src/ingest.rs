@@ -1,9 +1,5 @@
-//! `collector bench`: measures, in one run on this machine, the limit (raw `COPY BINARY` of pre-encoded rows
-//! into the real schema) and the collector end to end (HTTP batches from concurrent clients → rows committed),
-//! then writes the table to BENCHMARKS.md. Nothing here is a test: no figure is asserted.
-
-mod baseline;
-mod queries;
+//! The ingest measurements (raw COPY limit, INSERT baseline, the collector end to end, the clients × batch-size
+//! matrix) and the report: what `main` runs.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -15,21 +11,26 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use futures_util::SinkExt;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app;
-use crate::auth::ApiKeys;
-use crate::config::ServeConfig;
-use crate::db::embedded_pg::{Durability, EmbeddedPg};
-use crate::db::{self, migrate, partitions};
-use crate::decode::{self, Format};
-use crate::pipeline::batch::{Batch, BuildLimits};
-use crate::pipeline::copy;
+use collector::app;
+use collector::auth::ApiKeys;
+use collector::config::ServeConfig;
+use collector::db::embedded_pg::{Durability, EmbeddedPg};
+use collector::db::{self, migrate, partitions};
+use collector::decode::{self, Format};
+use collector::pipeline::batch::{Batch, BuildLimits};
+use collector::pipeline::copy;
+use collector::traffic::Generator;
 
-#[derive(Debug, Clone, clap::Args)]
+use crate::{baseline, queries};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "bench",
+    about = "Measure raw COPY, ingest end to end and reads on this machine; write BENCHMARKS.md"
+)]
 pub struct BenchArgs {
     /// Events in each measurement.
     #[arg(long, default_value_t = 1_000_000)]
@@ -70,7 +71,7 @@ pub enum Suite {
     Queries,
 }
 
-const KEY: &str = "bench-key-0001";
+pub const KEY: &str = "bench-key-0001";
 
 struct Measured {
     label: String,
@@ -105,7 +106,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&pg_dir, Durability::Durable))
         .await??;
     let pg_version = pg.version().unwrap_or_else(|| "unknown".into());
-    app::create_database(&pg.connection_string("postgres"), "bench").await?;
+    db::create_database(&pg.connection_string("postgres"), "bench").await?;
     let url = pg.connection_string("bench");
     let pool = db::pool(&url, cfg.writers + 2)?;
     migrate::run(&pool).await?;
@@ -170,7 +171,7 @@ async fn ingest(
 ) -> anyhow::Result<String> {
     eprintln!("Generating {} events ...", args.events);
     let batches = generate(args.seed, args.events, args.batch_size);
-    let limits = app::build_limits(cfg);
+    let limits = cfg.build_limits();
     let t = Instant::now();
     let rows = encode_all(&batches, &limits)?;
     let encode_secs = t.elapsed().as_secs_f64();
@@ -345,10 +346,15 @@ impl Collector {
         })
     }
 
-    /// `collector serve` (this same executable) against `url`, with default settings.
+    /// `collector serve` (the release binary beside this one, or `COLLECTOR_BIN`) against `url`, with default
+    /// settings.
     pub async fn start_process(url: &str) -> anyhow::Result<Collector> {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        let bin = match std::env::var_os("COLLECTOR_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()?.with_file_name("collector"),
+        };
+        let mut child = tokio::process::Command::new(&bin)
             .args([
                 "serve",
                 "--listen",
@@ -364,7 +370,7 @@ impl Collector {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("starting collector serve")?;
+            .with_context(|| format!("starting {} serve", bin.display()))?;
         let stdout = child.stdout.take().context("child stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut addr = None;
@@ -479,62 +485,21 @@ fn peak_rss_mib(pid: &str) -> f64 {
 }
 
 /// Events `first .. first + n` of a stream where event i happens at `start_us + i * step_us` for `stamps` =
-/// `(start_us, step_us)`, or carries no timestamp. Each batch has its own seed, so any batch can be made on its
-/// own (the query benchmark streams 10M+ events).
+/// `(start_us, step_us)`, or carries no timestamp; the traffic of `collector seed`, with no malformed events.
+/// Each batch has its own seed, so any batch can be made on its own (the query benchmark streams 10M+ events).
 pub(crate) fn batch(seed: u64, first: usize, n: usize, stamps: Option<(i64, i64)>) -> Bytes {
-    let mut rng = StdRng::seed_from_u64(seed ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let services = [
-        ("web", 443, "tcp"),
-        ("api", 8443, "tcp"),
-        ("dns", 53, "udp"),
-        ("db", 5432, "tcp"),
-        ("ssh", 22, "tcp"),
-    ];
+    let mut generator = Generator::new(
+        seed ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        0.0,
+    );
     let mut s = String::with_capacity(n * 300);
     s.push('[');
     for k in 0..n {
-        let (service, port, proto) = services[rng.random_range(0..services.len())];
-        // Squaring a uniform number skews towards low indexes: a few talkers dominate.
-        let talker = (rng.random::<f64>().powi(2) * 5000.0) as u32;
-        let src = if talker % 10 == 9 {
-            format!("2001:db8::{talker:x}")
-        } else {
-            format!(
-                "10.{}.{}.{}",
-                talker >> 16,
-                (talker >> 8) & 255,
-                talker & 255
-            )
-        };
-        let status = match rng.random_range(0..100) {
-            0..=89 => 200,
-            90..=95 => 404,
-            _ => 503,
-        };
-        let latency = (rng.random::<f64>() * 3.0).exp() + 0.3;
         if k > 0 {
             s.push(',');
         }
-        s.push('{');
-        if let Some((start_us, step_us)) = stamps {
-            let ts =
-                chrono::DateTime::from_timestamp_micros(start_us + (first + k) as i64 * step_us)
-                    .unwrap_or_default();
-            let _ = write!(
-                s,
-                r#""timestamp":"{}","#,
-                ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            );
-        }
-        let _ = write!(
-            s,
-            r#""src_ip":"{src}","src_port":{},"dst_ip":"10.0.0.{}","dst_port":{port},"protocol":"{proto}","service":"{service}","status":{status},"bytes_in":{},"bytes_out":{},"latency_ms":{latency:.3},"host":"edge-{}","message":"request handled","tags":{{"env":"prod"}}}}"#,
-            rng.random_range(1024..65535),
-            rng.random_range(1..20),
-            rng.random_range(100..5_000),
-            rng.random_range(200..200_000),
-            rng.random_range(1..4),
-        );
+        let ts = stamps.map(|(start_us, step_us)| start_us + (first + k) as i64 * step_us);
+        generator.next_event(&mut s, ts, None);
     }
     s.push(']');
     Bytes::from(s)
@@ -815,7 +780,7 @@ fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> String {
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
         s,
-        "Regenerate with `scripts/bench.sh` (`collector bench`; defaults: ingest of {} events in batches of {} \
+        "Regenerate with `scripts/bench.sh` (`bench/`; defaults: ingest of {} events in batches of {} \
          from {} clients, then queries at 10000000 rows; `--full`: 100000000 rows and 1000000 events per matrix \
          cell; `--suite ingest|queries` runs one section and keeps the other). \
          Every figure of a section comes from one run; the raw COPY rows are the limit for the same rows into the \

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
-use crate::decode::{self, Format};
-use crate::event::{parse_event, Limits, Scratch};
-use crate::pipeline::copy::COMM_LOGS_COLUMNS;
+use collector::decode::{self, Format};
+use collector::event::{parse_event, Limits, Scratch};
+use collector::pipeline::copy::COMM_LOGS_COLUMNS;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 
-use crate::app;
-use crate::config::ServeConfig;
-use crate::decode::{self, Format};
-use crate::pipeline::batch::Batch;
-use crate::pipeline::writer;
+use collector::config::ServeConfig;
+use collector::decode::{self, Format};
+use collector::pipeline::batch::Batch;
+use collector::pipeline::queue::Queue;
+use collector::pipeline::writer::{self, WriterConfig};
+use collector::pipeline::{compact, seal};
+use collector::telemetry::Stats;
 
-use super::KEY;
+use crate::ingest::KEY;
 /// Events per generated batch and per COPY.
 const LOAD_BATCH: usize = 20_000;
 
@@ -31,7 +33,7 @@ pub async fn load(
     let span_us: i64 = 24 * 3_600_000_000 + 300_000_000;
     let step_us = (span_us / rows.max(1) as i64).max(1);
     let start_us = end_us - step_us * rows as i64;
-    let limits = app::build_limits(cfg);
+    let limits = cfg.build_limits();
     // Nothing is stored yet: pairs are sealed from where the data starts (db/migrations/0008_pairs.sql).
     let start = chrono::DateTime::from_timestamp_micros(start_us).unwrap_or_default();
     pool.get()
@@ -46,7 +48,7 @@ pub async fn load(
     let started = Instant::now();
     // The collector's own compactor keeps the rollup deltas small as they are written.
     let compact_stop = tokio_util::sync::CancellationToken::new();
-    let compactor = tokio::spawn(crate::pipeline::compact::run(
+    let compactor = tokio::spawn(compact::run(
         pool.clone(),
         Duration::from_millis(cfg.rollup_compact_ms.max(1)),
         // Pairs are sealed after the load: the events are in the past, and a seal racing ahead of the loaders
@@ -54,10 +56,33 @@ pub async fn load(
         None,
         compact_stop.clone(),
     ));
+    // The collector's own queue and writers: each batch is COPYed with its rollup deltas as in production.
+    let (queue, rx) = Queue::new(cfg.queue_capacity);
+    let writer_cfg = WriterConfig {
+        flush_rows: cfg.flush_rows,
+        flush_age: cfg.flush_interval(),
+        max_backoff: Duration::from_millis(cfg.retry_max_backoff_ms),
+        dead_letter_max_bytes: cfg.dead_letter_max_bytes,
+    };
+    let stats = Arc::new(Stats::default());
+    let writers: Vec<_> = (0..cfg.writers.max(1))
+        .map(|_| {
+            tokio::spawn(writer::run(
+                pool.clone(),
+                rx.clone(),
+                writer_cfg,
+                stats.clone(),
+            ))
+        })
+        .collect();
+    drop(rx);
+    // A full queue refuses a batch (and drops it): loaders wait for room, one at a time.
+    let room = Arc::new(tokio::sync::Mutex::new(()));
     let mut tasks = Vec::new();
     // Generation and encoding take a core; two loaders keep the database busy meanwhile.
     for _ in 0..2 {
-        let (pool, next, limits) = (pool.clone(), next.clone(), limits);
+        let (next, limits) = (next.clone(), limits);
+        let (queue, room) = (queue.clone(), room.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let b = next.fetch_add(1, Ordering::Relaxed);
@@ -66,8 +91,8 @@ pub async fn load(
                 }
                 let first = b * LOAD_BATCH;
                 let n = LOAD_BATCH.min(rows - first);
-                let body = super::batch(seed, first, n, Some((start_us, step_us)));
-                let encoded = tokio::task::spawn_blocking(move || {
+                let body = crate::ingest::batch(seed, first, n, Some((start_us, step_us)));
+                let batch = tokio::task::spawn_blocking(move || {
                     let text = decode::as_text(&body)?;
                     Batch::build(
                         body.clone(),
@@ -77,16 +102,24 @@ pub async fn load(
                         end_us,
                         &limits,
                     )
-                    .map(|(batch, _)| batch.rows)
+                    .map(|(batch, _)| batch)
                     .map_err(anyhow::Error::from)
                 })
                 .await??;
-                writer::copy_with_rollup(&pool, &[encoded], n).await?;
+                let _turn = room.lock().await;
+                while queue.capacity() - queue.depth() < batch.weight() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                queue.try_submit(batch)?;
             }
         }));
     }
     for t in tasks {
         t.await??;
+    }
+    queue.close();
+    for w in writers {
+        w.await?;
     }
     compact_stop.cancel();
     compactor.await?;
@@ -103,7 +136,7 @@ pub async fn load(
         * 1e6
         <= end_us as f64
     {
-        crate::pipeline::compact::seal_pairs(pool, lag).await?;
+        seal::seal_pairs(pool, lag).await?;
     }
     let lists_pending = "SELECT (SELECT count(*) FROM comm_rollup_pair_top_pending WHERE bucket + res * interval '1 second' <= (SELECT sealed_to FROM comm_pair_seal))
                               + (SELECT count(*) FROM comm_rollup_src_top_pending WHERE bucket + res * interval '1 second' <= now() - interval '1 minute')";
@@ -115,7 +148,7 @@ pub async fn load(
         .get::<_, i64>(0)
         > 0
     {
-        crate::pipeline::compact::once(pool).await?;
+        compact::once(pool).await?;
     }
     let secs = started.elapsed().as_secs_f64();
     // Upserts leave a dead version of a rollup row per flush; autovacuum would clear them on a live system.
@@ -180,19 +213,19 @@ const CASES: &[Case] = &[
         ),
     },
     Case {
-        name: "error-rate of sources in 10.0.1.0/24",
-        path: "/metrics/error-rate?src=10.0.1.0/24&",
+        name: "error-rate of sources in 10.20.1.0/24",
+        path: "/metrics/error-rate?src=10.20.1.0/24&",
         sql: Some(
             "SELECT date_bin($2::text::interval, ts, to_timestamp(0)), count(*), count(*) FILTER (WHERE status >= 500)
-             FROM comm_logs WHERE ts >= $1 AND ts < $3 AND src_ip <<= '10.0.1.0/24' GROUP BY 1",
+             FROM comm_logs WHERE ts >= $1 AND ts < $3 AND src_ip <<= '10.20.1.0/24' GROUP BY 1",
         ),
     },
     Case {
         name: "error-rate of web from one source (no rollup has both: raw)",
-        path: "/metrics/error-rate?src=10.0.0.7&service=web&",
+        path: "/metrics/error-rate?src=10.20.0.5&service=web&",
         sql: Some(
             "SELECT date_bin($2::text::interval, ts, to_timestamp(0)), count(*), count(*) FILTER (WHERE status >= 500)
-             FROM comm_logs WHERE ts >= $1 AND ts < $3 AND src_ip = '10.0.0.7' AND service = 'web'
+             FROM comm_logs WHERE ts >= $1 AND ts < $3 AND src_ip = '10.20.0.5' AND service = 'web'
              GROUP BY 1",
         ),
     },
@@ -256,7 +289,7 @@ const CASES: &[Case] = &[
         ),
     },
     Case { name: "logs, newest 100", path: "/api/logs?limit=100&", sql: None },
-    Case { name: "logs of one source IP", path: "/api/logs?src=10.0.0.7&limit=100&", sql: None },
+    Case { name: "logs of one source IP", path: "/api/logs?src=10.20.0.5&limit=100&", sql: None },
 ];
 
 /// Rows per rollup table and tier, as a sentence.
@@ -297,7 +330,7 @@ pub async fn run(
         "Loading {rows} events over 24 hours (COPY + rollup deltas, compacted as they come) ..."
     );
     let (load_rate, newest_us) = load(pool, cfg, rows, seed).await?;
-    let collector = super::Collector::start(cfg, url).await?;
+    let collector = crate::ingest::Collector::start(cfg, url).await?;
     let addr = collector.addr;
     let http = reqwest::Client::new();
     let client = pool.get().await?;
