@@ -5,19 +5,20 @@
 //!
 //! # Layout
 //! The modules follow the data flow:
-//! - [`http`]: the API; `POST /ingest` authenticates (per-key rate limit), then hands the body down the line.
+//! - [`http`]: thin handlers; `POST /ingest` authenticates ([`auth`], per-key rate limit), then hands the body
+//!   down the line; the read endpoints call [`query::api::execute`].
 //! - [`decode`]: bytes → records: decompression (gzip, zstd, deflate) with size caps; JSON array, wrapper
 //!   object, NDJSON, Fluent Bit msgpack.
-//! - [`event`]: the canonical event: field aliases, validation and normalisation into typed values.
-//! - [`pipeline`]: [`pipeline::batch`] encodes valid events as COPY rows and keeps rejects raw;
-//!   [`pipeline::queue`] is the bounded hand-off (503 when full); [`pipeline::writer`] COPYs in transactions
-//!   with retries that neither lose nor duplicate rows.
-//! - [`db`]: the private PostgreSQL, pool, migrations (`db/migrations/`), partitions, and every query.
-//! - [`app`]: wiring, run, graceful shutdown; [`config`]: every setting; [`auth`]: API keys;
-//!   [`telemetry`]: logs and counters; [`bench`]: the ingest benchmark behind `collector bench`.
-//! - [`query`]: the read side: filters, rollup/raw aggregates, percentiles from the rollup's histogram, and
-//!   [`query::api::execute`], which both the HTTP read endpoints and [`query_cli`] (`collector query`) call.
-//! - [`seed`]: `collector seed`, deterministic realistic traffic for demos, smoke tests and load.
+//! - [`event`]: the canonical event: field aliases, the decoding visitor, validation and normalisation.
+//! - [`pipeline`]: the write side and its SQL: batch → queue → writer (COPY, rollup deltas, dead letters, flush
+//!   ledger in one transaction) → compaction, top lists and the pair seal.
+//! - [`rollup`]: what writing and reading share: the catalog of rollup shapes and the latency histogram.
+//! - [`query`]: the read side and its SQL: filters → planner → series, top talkers, logs → answers.
+//! - [`db`]: the pool, the private PostgreSQL, migrations (`db/migrations/`), partitions, lock keys and the SQL
+//!   builder; it imports neither `pipeline` nor `query`.
+//! - [`app`]: wiring, run, graceful shutdown; [`config`]: the serve configuration; [`cli`]: the command line
+//!   (`collector query`, `collector seed`); [`traffic`]: the deterministic traffic generator (seed and the
+//!   benchmark crate); [`telemetry`]: logs and counters.
 
 pub mod app;
 pub mod auth;

@@ -5,5 +5,6 @@ mod ingest;
 mod metrics;
 mod query;
 mod reliability;
+mod schema;
 mod seed;
 mod support;

@@ -104,3 +104,8 @@ pub async fn fresh_database() -> String {
         .expect("creating the test database");
     with_db(&server.base, &name)
 }
+
+/// The migrated template every test database is copied from.
+pub fn template_url() -> String {
+    with_db(&server().base, TEMPLATE)
+}
