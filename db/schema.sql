@@ -1,0 +1,889 @@
+-- Today's schema, dumped from a database migrated with db/migrations/ (their history and reasons are
+-- there). Regenerate with scripts/schema.sh; a test fails when this file no longer matches.
+--
+-- PostgreSQL database dump
+--
+
+
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: comm_logs_ensure_partition(date); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_logs_ensure_partition(day date) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    part text := format('comm_logs_p%s', to_char(day, 'YYYYMMDD'));
+    lo timestamptz := day::timestamp AT TIME ZONE 'UTC';
+    hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
+BEGIN
+    IF to_regclass(part) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    -- Serialises concurrent creators of the same day.
+    PERFORM pg_advisory_xact_lock(hashtext('comm_logs_ensure_partition'), (day - date '2000-01-01'));
+    IF to_regclass(part) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE TABLE %I (LIKE comm_logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
+    EXECUTE format(
+        'WITH moved AS (DELETE FROM comm_logs_default WHERE ts >= %L AND ts < %L RETURNING *) '
+        'INSERT INTO %I SELECT * FROM moved', lo, hi, part);
+    EXECUTE format('ALTER TABLE comm_logs ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, lo, hi);
+    RETURN true;
+END
+$$;
+
+
+--
+-- Name: comm_logs_summarize(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_logs_summarize(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    n bigint := 0;
+    day date;
+    idx regclass;
+BEGIN
+    FOR day IN SELECT generate_series((from_ts AT TIME ZONE 'UTC')::date, (to_ts AT TIME ZONE 'UTC')::date,
+                                      interval '1 day')::date LOOP
+        SELECT i.inhrelid::regclass INTO idx
+        FROM pg_inherits AS i JOIN pg_index AS x ON x.indexrelid = i.inhrelid
+        WHERE i.inhparent = 'comm_logs_ts_brin'::regclass
+          AND x.indrelid = to_regclass(format('comm_logs_p%s', to_char(day, 'YYYYMMDD')));
+        IF idx IS NOT NULL THEN
+            n := n + brin_summarize_new_values(idx);
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+
+--
+-- Name: comm_pair_events(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_pair_events(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS TABLE(res integer, bucket timestamp with time zone, src_ip inet, dst_ip inet, events bigint, bytes_in bigint, bytes_out bigint, errors bigint, client_errors bigint)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)), l.src_ip, l.dst_ip, count(*),
+           coalesce(sum(l.bytes_in), 0)::int8, coalesce(sum(l.bytes_out), 0)::int8,
+           count(*) FILTER (WHERE l.status >= 500), count(*) FILTER (WHERE l.status BETWEEN 400 AND 499)
+    FROM comm_logs AS l, (VALUES (300), (3600)) AS t(res)
+    WHERE l.ts >= from_ts AND l.ts < to_ts
+    GROUP BY 1, 2, 3, 4
+$$;
+
+
+--
+-- Name: comm_rollup_pair_rebuild(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_pair_rebuild(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    upto timestamptz := least(to_ts, (SELECT sealed_to FROM comm_pair_seal));
+BEGIN
+    DELETE FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_pair_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    INSERT INTO comm_rollup_pair SELECT * FROM comm_pair_events(from_ts, upto);
+END
+$$;
+
+
+--
+-- Name: comm_rollup_rebuild(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_rebuild(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM comm_rollup_rebuild_shapes(from_ts, to_ts);
+    PERFORM comm_rollup_pair_rebuild(from_ts, to_ts);
+    -- The top lists of the rebuilt buckets no longer hold: without their floors they are not used, and the
+    -- compactor makes them again.
+    DELETE FROM comm_rollup_src_top_floor WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_pair_top_floor WHERE bucket >= from_ts AND bucket < to_ts;
+    INSERT INTO comm_rollup_src_top_pending
+    SELECT DISTINCT res, bucket FROM comm_rollup_src WHERE bucket >= from_ts AND bucket < to_ts
+    ON CONFLICT DO NOTHING;
+    INSERT INTO comm_rollup_pair_top_pending
+    SELECT DISTINCT res, bucket FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+
+--
+-- Name: comm_rollup_rebuild_shapes(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_rebuild_shapes(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r integer;
+BEGIN
+    IF date_trunc('hour', from_ts) <> from_ts OR date_trunc('hour', to_ts) <> to_ts THEN
+        RAISE EXCEPTION 'comm_rollup_rebuild: % and % must be whole hours', from_ts, to_ts;
+    END IF;
+    DELETE FROM comm_rollup WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_service WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_src WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_dst WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_src_net WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_service_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_src_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_dst_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_src_net_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    FOREACH r IN ARRAY ARRAY[60, 300, 3600] LOOP
+        INSERT INTO comm_rollup
+        SELECT r, b, producer, service, protocol, host, dst_port, status, sum(n), sum(bi), sum(bo), sum(e), sum(ce),
+               sum(ln), sum(ls), max(lm),
+               coalesce(array_agg(latency_hist_pack(k, ln) ORDER BY k) FILTER (WHERE k IS NOT NULL), '{}')
+        FROM (SELECT date_bin(r * interval '1 second', ts, to_timestamp(0)) AS b, producer, service, protocol, host,
+                     dst_port, status, latency_bucket(latency_ms) AS k, count(*) AS n,
+                     coalesce(sum(bytes_in), 0) AS bi, coalesce(sum(bytes_out), 0) AS bo,
+                     count(*) FILTER (WHERE status >= 500) AS e,
+                     count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS ce,
+                     count(latency_ms) AS ln, coalesce(sum(latency_ms), 0) AS ls, max(latency_ms) AS lm
+              FROM comm_logs WHERE ts >= from_ts AND ts < to_ts
+              GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) AS per_latency_bucket
+        GROUP BY b, producer, service, protocol, host, dst_port, status;
+
+        INSERT INTO comm_rollup_service
+        SELECT r, b, service, sum(n), sum(bi), sum(bo), sum(e), sum(ce), sum(ln), sum(ls), max(lm),
+               coalesce(array_agg(latency_hist_pack(k, ln) ORDER BY k) FILTER (WHERE k IS NOT NULL), '{}')
+        FROM (SELECT date_bin(r * interval '1 second', ts, to_timestamp(0)) AS b, service,
+                     latency_bucket(latency_ms) AS k, count(*) AS n,
+                     coalesce(sum(bytes_in), 0) AS bi, coalesce(sum(bytes_out), 0) AS bo,
+                     count(*) FILTER (WHERE status >= 500) AS e,
+                     count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS ce,
+                     count(latency_ms) AS ln, coalesce(sum(latency_ms), 0) AS ls, max(latency_ms) AS lm
+              FROM comm_logs WHERE ts >= from_ts AND ts < to_ts
+              GROUP BY 1, 2, 3) AS per_latency_bucket
+        GROUP BY b, service;
+
+        CONTINUE WHEN r = 60;  -- the IP shapes keep no minute rows
+
+        INSERT INTO comm_rollup_src
+        SELECT r, date_bin(r * interval '1 second', ts, to_timestamp(0)), src_ip, count(*),
+               coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
+               count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+        FROM comm_logs WHERE ts >= from_ts AND ts < to_ts GROUP BY 2, 3;
+
+        INSERT INTO comm_rollup_dst
+        SELECT r, date_bin(r * interval '1 second', ts, to_timestamp(0)), dst_ip, count(*),
+               coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
+               count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+        FROM comm_logs WHERE ts >= from_ts AND ts < to_ts GROUP BY 2, 3;
+
+        INSERT INTO comm_rollup_src_net
+        SELECT r, date_bin(r * interval '1 second', ts, to_timestamp(0)), src_network(src_ip), count(*),
+               coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
+               count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+        FROM comm_logs WHERE ts >= from_ts AND ts < to_ts GROUP BY 2, 3;
+    END LOOP;
+END
+$$;
+
+
+--
+-- Name: latency_bucket(double precision); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.latency_bucket(ms double precision) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN ms <= 0 THEN -32768 ELSE ceil(ln(ms) / ln(1.02))::int8 END
+$$;
+
+
+--
+-- Name: latency_hist_merge(bigint[], bigint[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.latency_hist_merge(a bigint[], b bigint[]) RETURNS bigint[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce(array_agg(latency_hist_pack(k, n) ORDER BY k), '{}')
+    FROM (SELECT x >> 48 AS k, sum(x & 281474976710655)::int8 AS n FROM unnest(a || b) AS x GROUP BY 1) AS s
+$$;
+
+
+--
+-- Name: latency_hist_pack(bigint, bigint); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.latency_hist_pack(bucket bigint, n bigint) RETURNS bigint
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$
+    SELECT bucket * 281474976710656 + n
+$$;
+
+
+--
+-- Name: src_network(inet); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.src_network(ip inet) RETURNS inet
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$
+    SELECT set_masklen(network(set_masklen(ip, CASE family(ip) WHEN 4 THEN 24 ELSE 64 END)),
+                       CASE family(ip) WHEN 4 THEN 32 ELSE 128 END)
+$$;
+
+
+SET default_tablespace = '';
+
+--
+-- Name: comm_logs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_logs (
+    ts timestamp with time zone NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    producer text NOT NULL,
+    src_ip inet,
+    src_port integer,
+    dst_ip inet,
+    dst_port integer,
+    protocol text,
+    service text,
+    status integer,
+    bytes_in bigint,
+    bytes_out bigint,
+    latency_ms double precision,
+    host text,
+    message text,
+    tags jsonb
+)
+PARTITION BY RANGE (ts);
+
+
+SET default_table_access_method = heap;
+
+--
+-- Name: comm_logs_default; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_logs_default (
+    ts timestamp with time zone NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    producer text NOT NULL,
+    src_ip inet,
+    src_port integer,
+    dst_ip inet,
+    dst_port integer,
+    protocol text,
+    service text,
+    status integer,
+    bytes_in bigint,
+    bytes_out bigint,
+    latency_ms double precision,
+    host text,
+    message text,
+    tags jsonb
+);
+
+
+--
+-- Name: comm_pair_seal; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_pair_seal (
+    one boolean DEFAULT true NOT NULL,
+    sealing_to timestamp with time zone NOT NULL,
+    sealed_to timestamp with time zone NOT NULL,
+    CONSTRAINT comm_pair_seal_one_check CHECK (one)
+);
+
+
+--
+-- Name: comm_rollup; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    producer text NOT NULL,
+    service text,
+    protocol text,
+    host text,
+    dst_port integer,
+    status integer,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    latency_n bigint NOT NULL,
+    latency_sum double precision NOT NULL,
+    latency_max double precision,
+    latency_hist bigint[] NOT NULL
+)
+WITH (fillfactor='70', toast_tuple_target='8160');
+
+
+--
+-- Name: comm_rollup_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    producer text NOT NULL,
+    service text,
+    protocol text,
+    host text,
+    dst_port integer,
+    status integer,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    latency_n bigint NOT NULL,
+    latency_sum double precision NOT NULL,
+    latency_max double precision,
+    latency_hist bigint[] NOT NULL
+)
+WITH (toast_tuple_target='8160');
+
+
+--
+-- Name: comm_rollup_dst; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_dst (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    dst_ip inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: comm_rollup_dst_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_dst_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    dst_ip inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_pair; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_pair (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    dst_ip inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: comm_rollup_pair_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_pair_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    dst_ip inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    gen timestamp with time zone
+);
+
+
+--
+-- Name: comm_rollup_pair_top; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_pair_top (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    dst_ip inet,
+    events bigint NOT NULL,
+    bytes bigint NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_pair_top_floor; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_pair_top_floor (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    events bigint NOT NULL,
+    bytes bigint NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_pair_top_pending; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_pair_top_pending (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_service; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_service (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    service text,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    latency_n bigint NOT NULL,
+    latency_sum double precision NOT NULL,
+    latency_max double precision,
+    latency_hist bigint[] NOT NULL,
+    latency_pcts double precision[]
+)
+WITH (fillfactor='70', toast_tuple_target='8160');
+
+
+--
+-- Name: comm_rollup_service_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_service_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    service text,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    latency_n bigint NOT NULL,
+    latency_sum double precision NOT NULL,
+    latency_max double precision,
+    latency_hist bigint[] NOT NULL
+)
+WITH (toast_tuple_target='8160');
+
+
+--
+-- Name: comm_rollup_src; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: comm_rollup_src_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_src_net; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_net (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_net inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: comm_rollup_src_net_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_net_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_net inet,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_src_top; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_top (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    events bigint NOT NULL,
+    bytes bigint NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_src_top_floor; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_top_floor (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    events bigint NOT NULL,
+    bytes bigint NOT NULL
+);
+
+
+--
+-- Name: comm_rollup_src_top_pending; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_top_pending (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: ingest_flushes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ingest_flushes (
+    flush_id uuid NOT NULL,
+    committed_at timestamp with time zone DEFAULT now() NOT NULL,
+    rows integer NOT NULL,
+    rejects integer NOT NULL
+);
+
+
+--
+-- Name: ingest_rejects; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ingest_rejects (
+    id bigint NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    producer text NOT NULL,
+    event_index integer,
+    reason text NOT NULL,
+    raw bytea NOT NULL,
+    raw_truncated boolean DEFAULT false NOT NULL
+);
+
+
+--
+-- Name: ingest_rejects_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.ingest_rejects ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.ingest_rejects_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: schema_migrations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: comm_logs_default; Type: TABLE ATTACH; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_logs ATTACH PARTITION public.comm_logs_default DEFAULT;
+
+
+--
+-- Name: comm_pair_seal comm_pair_seal_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_pair_seal
+    ADD CONSTRAINT comm_pair_seal_pkey PRIMARY KEY (one);
+
+
+--
+-- Name: comm_rollup_dst comm_rollup_dst_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_dst
+    ADD CONSTRAINT comm_rollup_dst_key UNIQUE NULLS NOT DISTINCT (res, bucket, dst_ip);
+
+
+--
+-- Name: comm_rollup comm_rollup_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup
+    ADD CONSTRAINT comm_rollup_key UNIQUE NULLS NOT DISTINCT (res, bucket, producer, service, protocol, host, dst_port, status);
+
+
+--
+-- Name: comm_rollup_pair comm_rollup_pair_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_pair
+    ADD CONSTRAINT comm_rollup_pair_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip, dst_ip);
+
+
+--
+-- Name: comm_rollup_pair_top_floor comm_rollup_pair_top_floor_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_pair_top_floor
+    ADD CONSTRAINT comm_rollup_pair_top_floor_pkey PRIMARY KEY (res, bucket);
+
+
+--
+-- Name: comm_rollup_pair_top comm_rollup_pair_top_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_pair_top
+    ADD CONSTRAINT comm_rollup_pair_top_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip, dst_ip);
+
+
+--
+-- Name: comm_rollup_pair_top_pending comm_rollup_pair_top_pending_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_pair_top_pending
+    ADD CONSTRAINT comm_rollup_pair_top_pending_pkey PRIMARY KEY (res, bucket);
+
+
+--
+-- Name: comm_rollup_service comm_rollup_service_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_service
+    ADD CONSTRAINT comm_rollup_service_key UNIQUE NULLS NOT DISTINCT (res, bucket, service);
+
+
+--
+-- Name: comm_rollup_src comm_rollup_src_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_src
+    ADD CONSTRAINT comm_rollup_src_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip);
+
+
+--
+-- Name: comm_rollup_src_net comm_rollup_src_net_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_src_net
+    ADD CONSTRAINT comm_rollup_src_net_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_net);
+
+
+--
+-- Name: comm_rollup_src_top_floor comm_rollup_src_top_floor_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_src_top_floor
+    ADD CONSTRAINT comm_rollup_src_top_floor_pkey PRIMARY KEY (res, bucket);
+
+
+--
+-- Name: comm_rollup_src_top comm_rollup_src_top_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_src_top
+    ADD CONSTRAINT comm_rollup_src_top_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip);
+
+
+--
+-- Name: comm_rollup_src_top_pending comm_rollup_src_top_pending_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_src_top_pending
+    ADD CONSTRAINT comm_rollup_src_top_pending_pkey PRIMARY KEY (res, bucket);
+
+
+--
+-- Name: ingest_flushes ingest_flushes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ingest_flushes
+    ADD CONSTRAINT ingest_flushes_pkey PRIMARY KEY (flush_id);
+
+
+--
+-- Name: ingest_rejects ingest_rejects_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ingest_rejects
+    ADD CONSTRAINT ingest_rejects_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: comm_logs_src_ip_ts; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_logs_src_ip_ts ON ONLY public.comm_logs USING btree (src_ip, ts);
+
+
+--
+-- Name: comm_logs_default_src_ip_ts_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_logs_default_src_ip_ts_idx ON public.comm_logs_default USING btree (src_ip, ts);
+
+
+--
+-- Name: comm_logs_ts_brin; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_logs_ts_brin ON ONLY public.comm_logs USING brin (ts) WITH (pages_per_range='32');
+
+
+--
+-- Name: comm_logs_default_ts_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_logs_default_ts_idx ON public.comm_logs_default USING brin (ts) WITH (pages_per_range='32');
+
+
+--
+-- Name: comm_rollup_dst_by_ip; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_rollup_dst_by_ip ON public.comm_rollup_dst USING btree (dst_ip, res, bucket);
+
+
+--
+-- Name: comm_rollup_pair_by_pair; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_rollup_pair_by_pair ON public.comm_rollup_pair USING btree (src_ip, dst_ip, res, bucket);
+
+
+--
+-- Name: comm_rollup_src_by_ip; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_rollup_src_by_ip ON public.comm_rollup_src USING btree (src_ip, res, bucket);
+
+
+--
+-- Name: comm_rollup_src_net_by_net; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_rollup_src_net_by_net ON public.comm_rollup_src_net USING btree (src_net, res, bucket);
+
+
+--
+-- Name: ingest_rejects_received_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ingest_rejects_received_at ON public.ingest_rejects USING brin (received_at);
+
+
+--
+-- Name: comm_logs_default_src_ip_ts_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+--
+
+ALTER INDEX public.comm_logs_src_ip_ts ATTACH PARTITION public.comm_logs_default_src_ip_ts_idx;
+
+
+--
+-- Name: comm_logs_default_ts_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+--
+
+ALTER INDEX public.comm_logs_ts_brin ATTACH PARTITION public.comm_logs_default_ts_idx;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+
