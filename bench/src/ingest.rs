@@ -11,11 +11,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use futures_util::SinkExt;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use collector::app;
-use collector::auth::ApiKeys;
 use collector::config::ServeConfig;
 use collector::db::embedded_pg::{Durability, EmbeddedPg};
 use collector::db::{self, migrate, partitions};
@@ -24,6 +20,11 @@ use collector::pipeline::batch::{Batch, BuildLimits};
 use collector::pipeline::copy;
 use collector::traffic::Generator;
 
+pub(crate) use crate::process::Collector;
+use crate::process::{peak_rss_mib, process_cpu_secs};
+use crate::report::{
+    bucket_bound_ms, header, histogram_quantile, render_ingest, section, Measured,
+};
 use crate::{baseline, queries};
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -72,25 +73,6 @@ pub enum Suite {
 }
 
 pub const KEY: &str = "bench-key-0001";
-
-struct Measured {
-    label: String,
-    /// Whether the row is a rate of the real schema, comparable to the limit.
-    comparable: bool,
-    events: usize,
-    secs: f64,
-    ack_p50_ms: Option<f64>,
-    ack_p99_ms: Option<f64>,
-    /// The same p99 inside the collector (its `collector_ingest_duration_seconds`), as the bound of the histogram
-    /// bucket holding it.
-    collector_p99_ms: Option<f64>,
-}
-
-impl Measured {
-    fn rate(&self) -> f64 {
-        self.events as f64 / self.secs
-    }
-}
 
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.full {
@@ -149,17 +131,6 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.output.display()))?;
     println!("{report}");
     Ok(())
-}
-
-/// A report section between markers: the new text, or what the previous report had there.
-fn section(previous: &str, name: &str, new: Option<String>) -> String {
-    let (open, close) = (format!("<!-- {name} -->\n"), format!("<!-- /{name} -->\n"));
-    let body = new.or_else(|| {
-        let start = previous.find(&open)? + open.len();
-        let end = previous[start..].find(&close)? + start;
-        Some(previous[start..end].to_string())
-    });
-    body.map_or_else(String::new, |b| format!("{open}{b}{close}"))
 }
 
 /// Raw COPY limit and the collector end to end; returns the report section.
@@ -312,126 +283,6 @@ async fn ingest(
     Ok(render_ingest(&results, limit, full_rate) + &matrix)
 }
 
-/// A collector on a loopback port, without rate limiting, with the bench's key: in this process (queries), or
-/// the real binary as a child process (ingest), so that its own CPU and memory can be read from /proc.
-pub(crate) struct Collector {
-    pub addr: std::net::SocketAddr,
-    inner: Running,
-}
-
-enum Running {
-    InProcess {
-        shutdown: CancellationToken,
-        server: tokio::task::JoinHandle<Result<(), app::AppError>>,
-    },
-    Child(tokio::process::Child),
-}
-
-impl Collector {
-    pub async fn start(cfg: &ServeConfig, url: &str) -> anyhow::Result<Collector> {
-        let mut cfg = cfg.clone();
-        cfg.rate_limit_per_sec = 0;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let keys = ApiKeys::parse(&format!("bench:{KEY}"))?;
-        let server = {
-            let (url, shutdown) = (url.to_string(), shutdown.clone());
-            tokio::spawn(async move { app::run(&cfg, &url, keys, listener, shutdown).await })
-        };
-        wait_healthy(addr).await;
-        Ok(Collector {
-            addr,
-            inner: Running::InProcess { shutdown, server },
-        })
-    }
-
-    /// `collector serve` (the release binary beside this one, or `COLLECTOR_BIN`) against `url`, with default
-    /// settings.
-    pub async fn start_process(url: &str) -> anyhow::Result<Collector> {
-        use tokio::io::AsyncBufReadExt;
-        let bin = match std::env::var_os("COLLECTOR_BIN") {
-            Some(p) => PathBuf::from(p),
-            None => std::env::current_exe()?.with_file_name("collector"),
-        };
-        let mut child = tokio::process::Command::new(&bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                url,
-                "--rate-limit-per-sec",
-                "0",
-            ])
-            .args(["--api-keys", &format!("bench:{KEY}")])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {} serve", bin.display()))?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let mut addr = None;
-        while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix("Collector listening on http://") {
-                addr = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-                break;
-            }
-        }
-        let addr = addr.context("collector serve did not say where it listens")?;
-        wait_healthy(addr).await;
-        Ok(Collector {
-            addr,
-            inner: Running::Child(child),
-        })
-    }
-
-    /// The child's pid, when the collector is a child process.
-    pub fn pid(&self) -> Option<u32> {
-        match &self.inner {
-            Running::Child(c) => c.id(),
-            Running::InProcess { .. } => None,
-        }
-    }
-
-    /// Graceful shutdown (SIGTERM for the child): drains the queue into PostgreSQL.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        match self.inner {
-            Running::InProcess { shutdown, server } => {
-                shutdown.cancel();
-                server.await??;
-            }
-            Running::Child(mut child) => {
-                if let Some(pid) = child.id() {
-                    std::process::Command::new("kill")
-                        .args(["-TERM", &pid.to_string()])
-                        .status()?;
-                }
-                let status = child.wait().await?;
-                anyhow::ensure!(status.success(), "collector serve exited with {status}");
-            }
-        }
-        Ok(())
-    }
-}
-
-async fn wait_healthy(addr: std::net::SocketAddr) {
-    let http = reqwest::Client::new();
-    for _ in 0..400 {
-        if http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Deterministic JSON batches shaped like real traffic, time-ordered within the last hour.
 /// Events without a timestamp: each is stamped when received, as live traffic is (an event stamped long
 /// before it arrives is late, and its writer rolls its pair up itself; see db/migrations/0008_pairs.sql).
@@ -443,45 +294,6 @@ fn generate(seed: u64, events: usize, batch_size: usize) -> Vec<Bytes> {
             batch(seed, first, batch_size.min(events - first), None)
         })
         .collect()
-}
-
-/// CPU seconds a process (`self` or a pid) has used, user + system, from /proc.
-fn process_cpu_secs(pid: &str) -> f64 {
-    let ticks = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
-        })
-        .unwrap_or(0.0)
-}
-
-/// Peak resident memory of a process (`self` or a pid), MiB.
-fn peak_rss_mib(pid: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Events `first .. first + n` of a stream where event i happens at `start_us + i * step_us` for `stamps` =
@@ -713,39 +525,8 @@ async fn end_to_end(
     Ok((measured, resources))
 }
 
-/// The upper bound of the bucket holding quantile `q` of histogram `name` in a Prometheus text exposition.
-fn histogram_quantile(exposition: &str, name: &str, q: f64) -> Option<f64> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = exposition
-        .lines()
-        .filter_map(|l| {
-            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, count.parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last()?.1;
-    buckets
-        .iter()
-        .find(|(_, cumulative)| *cumulative >= q * total)
-        .map(|(le, _)| *le)
-}
-
-/// A histogram bucket's upper bound in milliseconds, as "≤ bound".
-fn bucket_bound_ms(v: Option<f64>) -> String {
-    match v {
-        None => "–".into(),
-        Some(v) if v.is_infinite() => "above the last bucket".into(),
-        Some(v) => format!("≤ {v:.1}"),
-    }
-}
-
 /// The collector process's own cost during a run.
-struct Resources {
+pub(crate) struct Resources {
     cpu_secs: f64,
     peak_rss_mib: f64,
 }
@@ -755,164 +536,4 @@ fn count_events(batch: &Bytes) -> usize {
         .ok()
         .and_then(|t| decode::split(t, Format::Json).ok())
         .map_or(0, |r| r.len())
-}
-
-/// Title, how to regenerate, and the machine.
-fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let mut s = String::new();
-    let _ = writeln!(s, "# Benchmarks\n");
-    let _ = writeln!(
-        s,
-        "Regenerate with `scripts/bench.sh` (`bench/`; defaults: ingest of {} events in batches of {} \
-         from {} clients, then queries at 10000000 rows; `--full`: 100000000 rows and 1000000 events per matrix \
-         cell; `--suite ingest|queries` runs one section and keeps the other). \
-         Every figure of a section comes from one run; the raw COPY rows are the limit for the same rows into the \
-         same schema on the same server.\n",
-        args.events, args.batch_size, args.clients
-    );
-    let _ = writeln!(s, "## Machine\n");
-    let _ = writeln!(s, "- {cores} cores ({cpu}), {mem_gib:.1} GiB memory");
-    let _ = writeln!(s, "- PostgreSQL {pg_version}, private server started by the collector with its durable settings (fsync on, synchronous_commit on)");
-    let _ = writeln!(s, "- Schema: `comm_logs` partitioned daily, BRIN(ts) + btree(src_ip, ts) (see db/migrations/0001_core.sql)");
-    let _ = writeln!(
-        s,
-        "- Collector: `collector serve` with defaults ({} writers, {} rows or {} ms per COPY), a child process of the benchmark, whose HTTP clients share the same 2 cores",
-        cfg.writers, cfg.flush_rows, cfg.flush_interval_ms
-    );
-    let _ = writeln!(
-        s,
-        "- Date: {}\n",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
-    );
-    s
-}
-
-fn render_ingest(results: &[Measured], limit: f64, full: f64) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "## Ingest\n");
-    let _ = writeln!(s, "| measurement | events | seconds | events/s | × raw COPY limit | ack p50 ms | ack p99 ms | ack p99 inside the collector, ms |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for m in results {
-        let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {} |",
-            m.label,
-            m.events,
-            m.secs,
-            m.rate(),
-            if !m.comparable {
-                "–".to_string()
-            } else {
-                format!("{:.2}", m.rate() / limit)
-            },
-            ms(m.ack_p50_ms),
-            ms(m.ack_p99_ms),
-            bucket_bound_ms(m.collector_p99_ms)
-        );
-    }
-    let rate_of = |needle: &str| {
-        results
-            .iter()
-            .find(|m| m.label.contains(needle))
-            .map(Measured::rate)
-    };
-    if let (Some(brin), Some(decode)) = (rate_of("BRIN(ts) only"), rate_of("decode + validate")) {
-        let _ = writeln!(s, "\n## Reading the figures\n");
-        let _ = writeln!(
-            s,
-            "- The ceiling is PostgreSQL's work per row, and most of it is the one btree: without `(src_ip, ts)` the \
-             same COPY runs at {brin:.0} rows/s, {:.1}× the limit with it. BRIN(ts) costs almost nothing because rows \
-             arrive in time order.",
-            brin / limit
-        );
-        let _ = writeln!(
-            s,
-            "- The collector's own work (decode, validate, encode a COPY row) costs {:.2} µs per event on one core \
-             ({decode:.0} events/s), so at the full-speed rate it needs {:.2} of the 2 cores; HTTP on both sides and \
-             the load-generating clients, which run on the same 2 cores here, take more.",
-            1e6 / decode,
-            full / decode
-        );
-        let _ = writeln!(
-            s,
-            "- The collector's rows also pay for the rollups: each COPY's transaction appends the flush's rollup \
-             deltas (per minute by producer/service/protocol/host/port/status and by service, per 5 minutes by \
-             source address, source network and destination address), and the compactor merges them into the keyed \
-             rollup rows every second (and lists the largest sources of buckets that have closed). The raw COPY \
-             limit pays for none of it."
-        );
-        let _ = writeln!(
-            s,
-            "- Everything shares 2 cores: PostgreSQL's backends, the collector, and the clients. On a machine where \
-             the database and the producers are elsewhere, the collector's share of the cores is free for it, and \
-             the raw COPY limit is the database's alone."
-        );
-        let _ = writeln!(
-            s,
-            "- The ack columns are the clients' own clock, from sending a batch to reading its answer. The last \
-             column is the collector's histogram `collector_ingest_duration_seconds` (GET /metrics) over the same \
-             run, from the request head to the answer. The difference is spent outside the collector's handling of \
-             the request: sending and reading on loopback, and each side waiting to be scheduled on the 2 shared \
-             cores."
-        );
-        let _ = writeln!(
-            s,
-            "- On this shared machine repeated runs of this command differ by up to ~20% (the raw limit included); \
-             compare the rows of one run, not runs."
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nTargets: end to end ≥ 0.8× the raw COPY limit ({}: {:.2}×); ack p99 < 5 ms at half load ({}).",
-        if full / limit >= 0.8 { "met" } else { "not met" },
-        full / limit,
-        match results.iter().find(|m| m.label.contains("half")) {
-            Some(Measured {
-                ack_p99_ms: Some(p),
-                collector_p99_ms,
-                ..
-            }) => format!(
-                "{}: {p:.2} ms as the clients saw it; inside the collector {} ms",
-                if *p < 5.0 { "met" } else { "not met" },
-                bucket_bound_ms(*collector_p99_ms)
-            ),
-            _ => "not measured".into(),
-        }
-    );
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles_are_read_as_the_bound_of_their_bucket() {
-        let text = "# TYPE h histogram\nh_bucket{le=\"0.001\"} 50\nh_bucket{le=\"0.002\"} 98\n\
-                    h_bucket{le=\"0.005\"} 99\nh_bucket{le=\"+Inf\"} 100\nh_sum 0.2\nh_count 100\n\
-                    other_bucket{le=\"1\"} 100\n";
-        assert_eq!(histogram_quantile(text, "h", 0.5), Some(0.001));
-        assert_eq!(histogram_quantile(text, "h", 0.99), Some(0.005));
-        assert_eq!(histogram_quantile(text, "h", 1.0), Some(f64::INFINITY));
-        assert_eq!(histogram_quantile(text, "missing", 0.5), None);
-        assert_eq!(bucket_bound_ms(Some(0.003 * 1000.0)), "≤ 3.0");
-    }
 }

@@ -5,7 +5,9 @@
 
 mod baseline;
 mod ingest;
+mod process;
 mod queries;
+mod report;
 
 use clap::Parser;
 
