@@ -13,7 +13,7 @@ use collector::config::ServeConfig;
 use collector::decode::{self, Format};
 use collector::pipeline::batch::Batch;
 use collector::pipeline::queue::Queue;
-use collector::pipeline::writer::{self, WriterConfig};
+use collector::pipeline::writer;
 use collector::pipeline::{compact, seal};
 use collector::telemetry::Stats;
 
@@ -58,12 +58,7 @@ pub async fn load(
     ));
     // The collector's own queue and writers: each batch is COPYed with its rollup deltas as in production.
     let (queue, rx) = Queue::new(cfg.queue_capacity);
-    let writer_cfg = WriterConfig {
-        flush_rows: cfg.flush_rows,
-        flush_age: cfg.flush_interval(),
-        max_backoff: Duration::from_millis(cfg.retry_max_backoff_ms),
-        dead_letter_max_bytes: cfg.dead_letter_max_bytes,
-    };
+    let writer_cfg = cfg.writer_config();
     let stats = Arc::new(Stats::default());
     let writers: Vec<_> = (0..cfg.writers.max(1))
         .map(|_| {

@@ -14,7 +14,7 @@ use crate::db::embedded_pg::{Durability, EmbeddedPg, EmbeddedPgError};
 use crate::db::{self, migrate, partitions, DbError};
 use crate::http::{self, AppState};
 use crate::pipeline::queue::Queue;
-use crate::pipeline::writer::{self, WriterConfig};
+use crate::pipeline::writer;
 use crate::pipeline::{compact, ledger};
 use crate::telemetry::Stats;
 
@@ -137,12 +137,7 @@ pub async fn run(
 
     let stats = Arc::new(Stats::default());
     let (queue, rx) = Queue::new(cfg.queue_capacity);
-    let writer_cfg = WriterConfig {
-        flush_rows: cfg.flush_rows,
-        flush_age: cfg.flush_interval(),
-        max_backoff: Duration::from_millis(cfg.retry_max_backoff_ms),
-        dead_letter_max_bytes: cfg.dead_letter_max_bytes,
-    };
+    let writer_cfg = cfg.writer_config();
     let writers: Vec<_> = (0..cfg.writers.max(1))
         .map(|_| {
             tokio::spawn(writer::run(

@@ -11,6 +11,7 @@ use clap::{Args, Parser, ValueEnum};
 use crate::cli::{Cli, Command};
 use crate::event::Limits;
 use crate::pipeline::batch::BuildLimits;
+use crate::pipeline::writer::WriterConfig;
 
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
@@ -148,6 +149,16 @@ impl ServeConfig {
                 max_tags_bytes: self.max_tags_bytes,
             },
             max_errors: self.max_errors_reported,
+            dead_letter_max_bytes: self.dead_letter_max_bytes,
+        }
+    }
+
+    /// What each writer is told.
+    pub fn writer_config(&self) -> WriterConfig {
+        WriterConfig {
+            flush_rows: self.flush_rows,
+            flush_age: self.flush_interval(),
+            max_backoff: Duration::from_millis(self.retry_max_backoff_ms),
             dead_letter_max_bytes: self.dead_letter_max_bytes,
         }
     }

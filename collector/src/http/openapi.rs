@@ -2,7 +2,7 @@
 //! the response types' schemas; `GET /docs`: the same description rendered as a plain page (no assets from
 //! elsewhere, so it works on a machine without internet).
 //!
-//! The read endpoints share one handler (`metrics.rs`), so their operations are declared here; tests check that
+//! The read endpoints share one handler (`read.rs`), so their operations are declared here; tests check that
 //! the documented paths are exactly the routed ones and that each lists exactly the parameters its parser takes.
 
 use std::sync::OnceLock;
