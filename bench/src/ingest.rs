@@ -146,6 +146,14 @@ async fn ingest(
     let t = Instant::now();
     let rows = encode_all(&batches, &limits)?;
     let encode_secs = t.elapsed().as_secs_f64();
+    // The writers' next step on the same rows: their rollup deltas, per flush of `flush_rows`.
+    let t = Instant::now();
+    let per_flush = (cfg.flush_rows / args.batch_size.max(1)).max(1);
+    for flush in rows.chunks(per_flush) {
+        let deltas = collector::pipeline::deltas::of_chunks(flush)?;
+        std::hint::black_box(&deltas);
+    }
+    let rollup_secs = t.elapsed().as_secs_f64();
 
     let mut results = Vec::new();
     let mut conn_counts = vec![1, 2, cfg.writers];
@@ -201,6 +209,18 @@ async fn ingest(
         comparable: false,
         events: args.events,
         secs: encode_secs,
+        ack_p50_ms: None,
+        ack_p99_ms: None,
+        collector_p99_ms: None,
+    });
+    results.push(Measured {
+        label: format!(
+            "rollup deltas of the encoded rows only (a writer's work before its COPY, {} rows a flush), one core",
+            cfg.flush_rows
+        ),
+        comparable: false,
+        events: args.events,
+        secs: rollup_secs,
         ack_p50_ms: None,
         ack_p99_ms: None,
         collector_p99_ms: None,

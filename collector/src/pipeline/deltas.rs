@@ -1,18 +1,19 @@
 //! Rollup contributions of one COPY, computed from the very rows being copied, so the rollups written in the same
 //! transaction always match what lands in `comm_logs` (retries, bisection and all).
 //!
-//! One typed group per shape of `rollup::catalog`, each at every tier the catalog gives it. Rows are read
+//! Groups per shape of `rollup::catalog`, keyed by its key columns, each at every tier it keeps. Rows are read
 //! back from the encoded COPY buffer (length-prefixed fields, see `copy.rs`): nothing is kept per event between
 //! decode and COPY. Each row costs one hash-map update per shape at minute resolution; the coarser tiers are
 //! summed from those minute groups, which are few.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 
-use crate::rollup::catalog::{self, src_network, TIERS};
+use crate::rollup::catalog::{
+    self, src_network, KeyColumn, Shape, Source, MAX_KEYS, SHAPES, TIERS,
+};
 use crate::rollup::histogram as latency;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (the COPY encoding's timestamp origin).
@@ -36,25 +37,86 @@ mod col {
     pub const COUNT: usize = 16;
 }
 
+/// One key column's value in a group key; a column has one type, so values compare as the column's would (null
+/// first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value<'a> {
+    Null,
+    Text(&'a str),
+    Int(i32),
+    Inet(IpAddr),
+}
+
+impl<'a> Value<'a> {
+    pub fn text(self) -> Option<&'a str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn int(self) -> Option<i32> {
+        match self {
+            Value::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn inet(self) -> Option<IpAddr> {
+        match self {
+            Value::Inet(ip) => Some(ip),
+            _ => None,
+        }
+    }
+}
+
+/// A shape's key columns, in the catalog's order. A fixed array, not a vector: grouping a row costs no
+/// allocation; and only the shape's own columns are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyValues<'a> {
+    len: u8,
+    values: [Value<'a>; MAX_KEYS],
+}
+
+impl<'a> KeyValues<'a> {
+    /// The key of `shape` with each column's value from `value(column index, column)`.
+    pub fn of<E>(
+        shape: &Shape,
+        mut value: impl FnMut(usize, &KeyColumn) -> Result<Value<'a>, E>,
+    ) -> Result<KeyValues<'a>, E> {
+        let mut k = KeyValues {
+            len: shape.keys.len() as u8,
+            values: [Value::Null; MAX_KEYS],
+        };
+        for (j, (v, c)) in k.values.iter_mut().zip(shape.keys).enumerate() {
+            *v = value(j, c)?;
+        }
+        Ok(k)
+    }
+}
+
+impl std::hash::Hash for KeyValues<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.values[..usize::from(self.len)].hash(state);
+    }
+}
+
+impl<'a> std::ops::Deref for KeyValues<'a> {
+    type Target = [Value<'a>];
+
+    fn deref(&self) -> &[Value<'a>] {
+        &self.values[..usize::from(self.len)]
+    }
+}
+
 /// A rollup key; field order is the sort order, which is also the order upserts take row locks in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key<D> {
+pub struct Key<'a> {
     /// Bucket width in seconds (one of its shape's tiers).
     pub res: i32,
     /// Bucket start, in Unix microseconds.
     pub bucket_us: i64,
-    pub dims: D,
-}
-
-/// The dimensions of `comm_rollup`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Full<'a> {
-    pub producer: &'a str,
-    pub service: Option<&'a str>,
-    pub protocol: Option<&'a str>,
-    pub host: Option<&'a str>,
-    pub dst_port: Option<i32>,
-    pub status: Option<i32>,
+    pub dims: KeyValues<'a>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -122,40 +184,162 @@ impl Values {
 }
 
 /// Groups of one shape at every tier, sorted by key.
-pub type Groups<D> = Vec<(Key<D>, Agg)>;
+pub type Groups<'a> = Vec<(Key<'a>, Agg)>;
 
-/// Every rollup row one flush adds to.
-#[derive(Debug, Default)]
+/// Every rollup row one flush adds to: one list of groups per shape of [`catalog::SHAPES`], in its order.
+#[derive(Debug)]
 pub struct Flush<'a> {
-    pub full: Groups<Full<'a>>,
-    pub service: Groups<Option<&'a str>>,
-    pub src: Groups<Option<IpAddr>>,
-    pub dst: Groups<Option<IpAddr>>,
-    /// Keyed by [`src_network`].
-    pub src_net: Groups<Option<IpAddr>>,
-    /// Source × destination, only for rows older than the pair seal (see [`late_pairs`]).
-    pub pair: Groups<Pair>,
+    pub groups: Vec<Groups<'a>>,
     /// The earliest event time among the rows, Unix microseconds (`i64::MAX` when none).
     pub earliest_us: i64,
 }
 
-/// A source × destination pair.
-pub type Pair = (Option<IpAddr>, Option<IpAddr>);
+impl Default for Flush<'_> {
+    fn default() -> Self {
+        Flush {
+            groups: vec![Vec::new(); SHAPES.len()],
+            earliest_us: i64::MAX,
+        }
+    }
+}
 
-/// The per-minute contributions of a set of rows, before they are summed into the coarser tiers.
-#[derive(Debug, Default)]
+/// Group maps are hashed with foldhash, seeded per process: every row costs one lookup per shape, where SipHash
+/// was the largest cost of this stage. The random seed keeps a client from choosing keys that collide.
+type Hasher = foldhash::fast::RandomState;
+
+/// The per-minute groups of one shape, keyed by its `N` key columns.
+type MinutesOf<'a, const N: usize> = HashMap<(i64, [Value<'a>; N]), Agg, Hasher>;
+
+/// Per-minute groups sized to the shape's key: a one-column key is a 24-byte array, not a `MAX_KEYS` one. Every
+/// row is hashed and moved into one map per shape, and padded keys made this stage 40% slower.
+#[derive(Debug)]
+enum Minutes<'a> {
+    One(MinutesOf<'a, 1>),
+    Two(MinutesOf<'a, 2>),
+    Wide(MinutesOf<'a, MAX_KEYS>),
+}
+
+impl<'a> Minutes<'a> {
+    fn for_shape(shape: &Shape) -> Minutes<'a> {
+        match shape.keys.len() {
+            1 => Minutes::One(HashMap::default()),
+            2 => Minutes::Two(HashMap::default()),
+            _ => Minutes::Wide(HashMap::default()),
+        }
+    }
+
+    fn add(&mut self, minute: i64, row: &RowKeys<'a>, shape: &Shape, v: &Values) {
+        fn add_n<'a, const N: usize>(
+            m: &mut MinutesOf<'a, N>,
+            minute: i64,
+            row: &RowKeys<'a>,
+            shape: &Shape,
+            v: &Values,
+        ) {
+            let mut key = [Value::Null; N];
+            for (k, c) in key.iter_mut().zip(shape.keys) {
+                *k = row.value(c.source);
+            }
+            v.add_to(m.entry((minute, key)).or_default(), shape.latency);
+        }
+        match self {
+            Minutes::One(m) => add_n(m, minute, row, shape, v),
+            Minutes::Two(m) => add_n(m, minute, row, shape, v),
+            Minutes::Wide(m) => add_n(m, minute, row, shape, v),
+        }
+    }
+
+    /// The groups, at the minute.
+    fn into_groups(self, shape: &Shape) -> Groups<'a> {
+        fn groups_n<'a, const N: usize>(m: MinutesOf<'a, N>, shape: &Shape) -> Groups<'a> {
+            m.into_iter()
+                .map(|((bucket_us, key), agg)| {
+                    let Ok(dims) = KeyValues::of(shape, |j, _| {
+                        Ok::<_, std::convert::Infallible>(
+                            key.get(j).copied().unwrap_or(Value::Null),
+                        )
+                    });
+                    let key = Key {
+                        res: TIERS[0],
+                        bucket_us,
+                        dims,
+                    };
+                    (key, agg)
+                })
+                .collect()
+        }
+        match self {
+            Minutes::One(m) => groups_n(m, shape),
+            Minutes::Two(m) => groups_n(m, shape),
+            Minutes::Wide(m) => groups_n(m, shape),
+        }
+    }
+}
+
+/// The per-minute contributions of a set of rows to every shape the writers roll up (a sealed shape's are
+/// computed apart, see [`late`]), before they are summed into the coarser tiers.
+#[derive(Debug)]
 pub struct Rollup<'a> {
-    full: HashMap<(i64, Full<'a>), Agg>,
-    service: HashMap<(i64, Option<&'a str>), Agg>,
-    src: HashMap<(i64, Option<IpAddr>), Agg>,
-    dst: HashMap<(i64, Option<IpAddr>), Agg>,
-    src_net: HashMap<(i64, Option<IpAddr>), Agg>,
+    minutes: Vec<Minutes<'a>>,
     earliest_us: Option<i64>,
+}
+
+impl Default for Rollup<'_> {
+    fn default() -> Self {
+        Rollup {
+            minutes: SHAPES.iter().map(|s| Minutes::for_shape(s)).collect(),
+            earliest_us: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed COPY row at byte {0}")]
 pub struct MalformedRow(pub usize);
+
+/// The key-column values of one row, read once for every shape.
+struct RowKeys<'a> {
+    producer: Option<&'a str>,
+    service: Option<&'a str>,
+    protocol: Option<&'a str>,
+    host: Option<&'a str>,
+    dst_port: Option<i32>,
+    status: Option<i32>,
+    src_ip: Option<IpAddr>,
+    dst_ip: Option<IpAddr>,
+}
+
+impl<'a> RowKeys<'a> {
+    fn read(f: &Fields<'a>) -> Option<RowKeys<'a>> {
+        Some(RowKeys {
+            producer: f.text(col::PRODUCER)?,
+            service: f.text(col::SERVICE)?,
+            protocol: f.text(col::PROTOCOL)?,
+            host: f.text(col::HOST)?,
+            dst_port: f.int4(col::DST_PORT)?,
+            status: f.int4(col::STATUS)?,
+            src_ip: f.inet(col::SRC_IP)?,
+            dst_ip: f.inet(col::DST_IP)?,
+        })
+    }
+
+    fn value(&self, source: Source) -> Value<'a> {
+        let text = |v: Option<&'a str>| v.map_or(Value::Null, Value::Text);
+        let int = |v: Option<i32>| v.map_or(Value::Null, Value::Int);
+        let inet = |v: Option<IpAddr>| v.map_or(Value::Null, Value::Inet);
+        match source {
+            Source::Producer => text(self.producer),
+            Source::Service => text(self.service),
+            Source::Protocol => text(self.protocol),
+            Source::Host => text(self.host),
+            Source::DstPort => int(self.dst_port),
+            Source::Status => int(self.status),
+            Source::SrcIp => inet(self.src_ip),
+            Source::DstIp => inet(self.dst_ip),
+            Source::SrcNet => inet(self.src_ip.map(src_network)),
+        }
+    }
+}
 
 impl<'a> Rollup<'a> {
     /// Adds every row of a COPY row buffer.
@@ -167,45 +351,38 @@ impl<'a> Rollup<'a> {
         let ts_us = f.ts_us()?;
         self.earliest_us = Some(self.earliest_us.map_or(ts_us, |e| e.min(ts_us)));
         let minute = ts_us.div_euclid(MINUTE_US) * MINUTE_US;
-        let full = Full {
-            producer: f.text(col::PRODUCER)??,
-            service: f.text(col::SERVICE)?,
-            protocol: f.text(col::PROTOCOL)?,
-            host: f.text(col::HOST)?,
-            dst_port: f.int4(col::DST_PORT)?,
-            status: f.int4(col::STATUS)?,
-        };
-        let v = f.values(full.status)?;
-        let (src, dst) = (f.inet(col::SRC_IP)?, f.inet(col::DST_IP)?);
-        v.add_to(
-            self.service.entry((minute, full.service)).or_default(),
-            true,
-        );
-        v.add_to(self.full.entry((minute, full)).or_default(), true);
-        v.add_to(self.src.entry((minute, src)).or_default(), false);
-        v.add_to(self.dst.entry((minute, dst)).or_default(), false);
-        v.add_to(
-            self.src_net
-                .entry((minute, src.map(src_network)))
-                .or_default(),
-            false,
-        );
+        let row = RowKeys::read(f)?;
+        row.producer?;
+        let v = f.values(row.status)?;
+        for (shape, minutes) in SHAPES.iter().zip(&mut self.minutes) {
+            if !shape.sealed {
+                minutes.add(minute, &row, shape, &v);
+            }
+        }
         Some(())
     }
 
     /// Each shape's groups at its finest tier, sorted by key: what a writer appends as deltas. The compactor
     /// adds the coarser tiers ([`Flush::expand`]).
     pub fn into_deltas(self) -> Flush<'a> {
-        // The minute groups are already the finest tier of these two shapes: only sorted, not summed again.
         Flush {
-            full: sorted(minutes(self.full).collect()),
-            service: sorted(minutes(self.service).collect()),
-            src: expand(minutes(self.src), &catalog::SRC.tiers[..1]),
-            dst: expand(minutes(self.dst), &catalog::DST.tiers[..1]),
-            src_net: expand(minutes(self.src_net), &catalog::SRC_NET.tiers[..1]),
-            pair: Vec::new(),
+            groups: SHAPES
+                .iter()
+                .zip(self.minutes)
+                .map(|(shape, m)| finest(shape, m))
+                .collect(),
             earliest_us: self.earliest_us.unwrap_or(i64::MAX),
         }
+    }
+}
+
+/// Minute groups at `shape`'s finest tier: when that is the minute, only sorted, not summed again.
+fn finest<'a>(shape: &Shape, m: Minutes<'a>) -> Groups<'a> {
+    let groups = m.into_groups(shape);
+    if shape.finest() == TIERS[0] {
+        sorted(groups)
+    } else {
+        expand(groups, &shape.tiers[..1])
     }
 }
 
@@ -285,68 +462,54 @@ fn each_row<'a>(
     Ok(())
 }
 
-/// The pair deltas of the rows in `chunks` with `from_us <= ts < to_us` (Unix microseconds): rows the pair seal
-/// has passed, so their writer rolls them up (db/migrations/0008_pairs.sql). In 5-minute buckets.
-pub fn late_pairs(
-    chunks: &[Bytes],
+/// The deltas of a sealed `shape` (source × destination pairs) for the rows in `chunks` with
+/// `from_us <= ts < to_us` (Unix microseconds): rows the seal has passed, so their writer rolls them up
+/// (db/migrations/0008_pairs.sql). At the shape's finest tier.
+pub fn late<'a>(
+    chunks: &'a [Bytes],
+    shape: &Shape,
     from_us: i64,
     to_us: i64,
-) -> Result<Groups<Pair>, MalformedRow> {
-    let mut pairs: HashMap<(i64, Pair), Agg> = HashMap::new();
+) -> Result<Groups<'a>, MalformedRow> {
+    let mut m = Minutes::for_shape(shape);
     for c in chunks {
         each_row(c, |f| {
             let ts_us = f.ts_us()?;
             if (from_us..to_us).contains(&ts_us) {
-                let v = f.values(f.int4(col::STATUS)?)?;
-                let pair = (f.inet(col::SRC_IP)?, f.inet(col::DST_IP)?);
-                v.add_to(
-                    pairs
-                        .entry((ts_us.div_euclid(MINUTE_US) * MINUTE_US, pair))
-                        .or_default(),
-                    false,
-                );
+                let row = RowKeys::read(f)?;
+                let v = f.values(row.status)?;
+                m.add(ts_us.div_euclid(MINUTE_US) * MINUTE_US, &row, shape, &v);
             }
             Some(())
         })?;
     }
-    Ok(expand(minutes(pairs), &catalog::PAIR.tiers[..1]))
+    Ok(finest(shape, m))
 }
 
 impl<'a> Flush<'a> {
     /// The same contributions at every tier each shape keeps.
     pub fn expand(self) -> Flush<'a> {
         Flush {
-            full: expand(self.full, catalog::FULL.tiers),
-            service: expand(self.service, catalog::SERVICE.tiers),
-            src: expand(self.src, catalog::SRC.tiers),
-            dst: expand(self.dst, catalog::DST.tiers),
-            src_net: expand(self.src_net, catalog::SRC_NET.tiers),
-            pair: expand(self.pair, catalog::PAIR.tiers),
+            groups: SHAPES
+                .iter()
+                .zip(self.groups)
+                .map(|(shape, g)| expand(g, shape.tiers))
+                .collect(),
             earliest_us: self.earliest_us,
         }
     }
-}
 
-fn minutes<D>(m: HashMap<(i64, D), Agg>) -> impl Iterator<Item = (Key<D>, Agg)> {
-    m.into_iter().map(|((bucket_us, dims), agg)| {
-        (
-            Key {
-                res: TIERS[0],
-                bucket_us,
-                dims,
-            },
-            agg,
-        )
-    })
+    /// The groups of `shape`.
+    pub fn of(&self, shape: &Shape) -> &Groups<'a> {
+        static NONE: Groups<'static> = Vec::new();
+        self.groups.get(catalog::index_of(shape)).unwrap_or(&NONE)
+    }
 }
 
 /// Groups summed into each of `tiers` no finer than their own, sorted by key (upserting in one global order
 /// means writers never deadlock).
-fn expand<D: Copy + Ord + Hash>(
-    groups: impl IntoIterator<Item = (Key<D>, Agg)>,
-    tiers: &[i32],
-) -> Groups<D> {
-    let mut out: HashMap<Key<D>, Agg> = HashMap::new();
+fn expand<'a>(groups: impl IntoIterator<Item = (Key<'a>, Agg)>, tiers: &[i32]) -> Groups<'a> {
+    let mut out: HashMap<Key<'a>, Agg, Hasher> = HashMap::default();
     for (k, agg) in groups {
         for res in tiers.iter().filter(|r| **r >= k.res) {
             let width = i64::from(*res) * 1_000_000;
@@ -361,12 +524,12 @@ fn expand<D: Copy + Ord + Hash>(
     sorted(out.into_iter().collect())
 }
 
-fn sorted<D: Ord>(mut groups: Groups<D>) -> Groups<D> {
+fn sorted(mut groups: Groups<'_>) -> Groups<'_> {
     groups.sort_by(|a, b| a.0.cmp(&b.0));
     groups
 }
 
-/// The rollup deltas of every row in `chunks`.
+/// The rollup deltas of every row in `chunks`, each shape at its finest tier.
 pub fn of_chunks(chunks: &[Bytes]) -> Result<Flush<'_>, MalformedRow> {
     let mut r = Rollup::default();
     for c in chunks {
@@ -397,6 +560,7 @@ mod tests {
     use super::*;
     use crate::event::{parse_event, Limits, Scratch};
     use crate::pipeline::copy::encode_row;
+    use crate::rollup::catalog::{DST, FULL, SERVICE, SRC, SRC_NET};
 
     fn rows(events: &[&str]) -> bytes::BytesMut {
         let mut buf = bytes::BytesMut::new();
@@ -424,9 +588,12 @@ mod tests {
         r.add_rows(&buf).unwrap();
         let got: Vec<(i32, Option<String>, i64, i64)> = r
             .into_deltas()
-            .src_net
+            .of(&SRC_NET)
             .iter()
-            .map(|(k, a)| (k.res, k.dims.map(|ip| ip.to_string()), a.events, a.bytes_in))
+            .map(|(k, a)| {
+                let net = k.dims[0].inet().map(|ip| ip.to_string());
+                (k.res, net, a.events, a.bytes_in)
+            })
             .collect();
         assert_eq!(
             got,
@@ -451,47 +618,63 @@ mod tests {
         let deltas = r.into_deltas();
         let res = |v: Vec<i32>| v.into_iter().collect::<std::collections::BTreeSet<_>>();
         assert_eq!(
-            res(deltas.full.iter().map(|(k, _)| k.res).collect()),
+            res(deltas.of(&FULL).iter().map(|(k, _)| k.res).collect()),
             res(vec![60])
         );
         assert_eq!(
-            res(deltas.service.iter().map(|(k, _)| k.res).collect()),
+            res(deltas.of(&SERVICE).iter().map(|(k, _)| k.res).collect()),
             res(vec![60])
         );
         assert_eq!(
-            res(deltas.src.iter().map(|(k, _)| k.res).collect()),
+            res(deltas.of(&SRC).iter().map(|(k, _)| k.res).collect()),
             res(vec![300])
         );
         assert_eq!(
-            res(deltas.dst.iter().map(|(k, _)| k.res).collect()),
+            res(deltas.of(&DST).iter().map(|(k, _)| k.res).collect()),
             res(vec![300])
         );
         let flush = deltas.expand();
-        let res: Vec<i32> = flush.full.iter().map(|(k, _)| k.res).collect();
+        let (full, service, src, dst) = (
+            flush.of(&FULL),
+            flush.of(&SERVICE),
+            flush.of(&SRC),
+            flush.of(&DST),
+        );
+        // comm_rollup's key: producer, service, protocol, host, dst_port, status.
+        fn producer<'a>(k: &Key<'a>) -> Option<&'a str> {
+            k.dims[0].text()
+        }
+        fn service_of<'a>(k: &Key<'a>) -> Option<&'a str> {
+            k.dims[1].text()
+        }
+        fn status(k: &Key<'_>) -> Option<i32> {
+            k.dims[5].int()
+        }
+        let res: Vec<i32> = full.iter().map(|(k, _)| k.res).collect();
         assert_eq!(res, [60, 60, 60, 60, 300, 300, 300, 3600, 3600, 3600]);
-        let (k, a) = &flush.full[1];
+        let (k, a) = &full[1];
         assert_eq!(
-            (k.dims.service, k.dims.status, k.dims.producer),
-            (Some("web"), Some(200), "p")
+            (service_of(k), status(k), producer(k)),
+            (Some("web"), Some(200), Some("p"))
         );
         assert_eq!(k.bucket_us, 1_795_341_600_000_000);
         assert_eq!(
             (a.events, a.bytes_in, a.bytes_out, a.latency_n),
             (1, 10, 0, 1)
         );
-        assert_eq!(flush.full[0].0.dims.service, Some("api"), "sorted by key");
-        assert_eq!(flush.full[0].1.hist.get(&latency::ZERO), Some(&1));
-        assert_eq!(flush.full[0].1.errors, 1);
-        let (k, a) = &flush.full[6];
+        assert_eq!(service_of(&full[0].0), Some("api"), "sorted by key");
+        assert_eq!(full[0].1.hist.get(&latency::ZERO), Some(&1));
+        assert_eq!(full[0].1.errors, 1);
+        let (k, a) = &full[6];
         assert_eq!(
-            (k.res, k.dims.service, k.dims.status),
+            (k.res, service_of(k), status(k)),
             (300, Some("web"), Some(404))
         );
         assert_eq!((a.events, a.client_errors, a.latency_n), (2, 2, 1));
 
         // Per service: web has 3 events in the 10:00 hour, with both latencies in its histogram.
-        let (k, a) = flush.service.last().unwrap();
-        assert_eq!((k.res, k.dims), (3600, Some("web")));
+        let (k, a) = service.last().unwrap();
+        assert_eq!((k.res, k.dims[0].text()), (3600, Some("web")));
         assert_eq!(
             (a.events, a.bytes_in, a.bytes_out, a.client_errors),
             (3, 10, 7, 2)
@@ -500,16 +683,19 @@ mod tests {
         assert_eq!(a.hist.values().sum::<i64>(), 2);
 
         // Per source: no histogram; a missing address is its own group.
-        let hour: Vec<_> = flush.src.iter().filter(|(k, _)| k.res == 3600).collect();
+        let hour: Vec<_> = src.iter().filter(|(k, _)| k.res == 3600).collect();
         assert_eq!(hour.len(), 3);
-        assert_eq!(hour[0].0.dims, None);
-        assert_eq!(hour[1].0.dims, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(hour[0].0.dims[0].inet(), None);
+        assert_eq!(hour[1].0.dims[0].inet(), Some("10.0.0.1".parse().unwrap()));
         assert_eq!((hour[1].1.events, hour[1].1.bytes_in), (2, 10));
-        assert_eq!(hour[2].0.dims, Some("2001:db8::1".parse().unwrap()));
-        assert!(flush.src.iter().all(|(_, a)| a.hist.is_empty()));
-        assert!(flush.src.iter().chain(&flush.dst).all(|(k, _)| k.res != 60));
         assert_eq!(
-            flush.dst.iter().map(|(k, _)| k.res).collect::<Vec<_>>(),
+            hour[2].0.dims[0].inet(),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert!(src.iter().all(|(_, a)| a.hist.is_empty()));
+        assert!(src.iter().chain(dst).all(|(k, _)| k.res != 60));
+        assert_eq!(
+            dst.iter().map(|(k, _)| k.res).collect::<Vec<_>>(),
             [300, 3600]
         );
     }

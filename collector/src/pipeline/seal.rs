@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 
-use super::deltas::{Groups, Pair};
-use super::store::{write_shape, Columns, ShapeKey, Write};
+use super::deltas::Groups;
+use super::store::{key_arrays, write_shape, Columns, Write};
 use super::top_lists;
 use crate::db::{locks, us_to_datetime, DbError};
 use crate::rollup::catalog;
@@ -91,11 +91,11 @@ pub async fn pair_seal_bounds(client: &impl GenericClient) -> Result<(i64, i64),
 /// Appends a writer's pair deltas; `gen` marks those of a seal in progress, which count once it has committed.
 pub async fn insert_pair_deltas(
     client: &impl GenericClient,
-    groups: &Groups<Pair>,
+    groups: &Groups<'_>,
     gen: Option<i64>,
 ) -> Result<(), DbError> {
     let shape = &catalog::PAIR;
-    let keys = Pair::columns(groups.iter().map(|(k, _)| &k.dims));
+    let keys = key_arrays(shape, groups);
     let keys: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|b| &**b as _).collect();
     let gen = vec![gen.map(us_to_datetime); groups.len()];
     write_shape(

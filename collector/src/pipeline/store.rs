@@ -11,11 +11,11 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::deltas::{Agg, Flush, Full, Groups, Key, Pair};
+use super::deltas::{Agg, Flush, Groups, Key, KeyValues, Value};
 use super::top_lists;
 use crate::db::sql::Sql;
 use crate::db::{us_to_datetime, DbError};
-use crate::rollup::catalog::{self, Shape, COUNT_COLUMNS};
+use crate::rollup::catalog::{ColumnType, Shape, COUNT_COLUMNS, SHAPES};
 use crate::rollup::histogram as latency;
 
 /// How rollup groups are written.
@@ -27,93 +27,46 @@ pub enum Write {
     Merge,
 }
 
-/// A shape's typed key: its columns as arrays to bind, and read back from a delta row.
-pub trait ShapeKey<'r>: Sized + Copy + Ord + std::hash::Hash {
-    /// One array per key column, in the catalog's order.
-    fn columns<'a>(
-        keys: impl Iterator<Item = &'a Self> + Clone,
-    ) -> Vec<Box<dyn ToSql + Sync + Send + 'a>>
-    where
-        Self: 'a;
-    /// The key from the columns after `res, bucket`.
-    fn from_row(r: &'r Row) -> Result<Self, tokio_postgres::Error>;
-}
-
-impl<'r> ShapeKey<'r> for Full<'r> {
-    fn columns<'a>(
-        keys: impl Iterator<Item = &'a Self> + Clone,
-    ) -> Vec<Box<dyn ToSql + Sync + Send + 'a>>
-    where
-        Self: 'a,
-    {
-        vec![
-            Box::new(keys.clone().map(|k| k.producer).collect::<Vec<_>>()),
-            Box::new(keys.clone().map(|k| k.service).collect::<Vec<_>>()),
-            Box::new(keys.clone().map(|k| k.protocol).collect::<Vec<_>>()),
-            Box::new(keys.clone().map(|k| k.host).collect::<Vec<_>>()),
-            Box::new(keys.clone().map(|k| k.dst_port).collect::<Vec<_>>()),
-            Box::new(keys.map(|k| k.status).collect::<Vec<_>>()),
-        ]
-    }
-
-    fn from_row(r: &'r Row) -> Result<Self, tokio_postgres::Error> {
-        Ok(Full {
-            producer: r.try_get(2)?,
-            service: r.try_get(3)?,
-            protocol: r.try_get(4)?,
-            host: r.try_get(5)?,
-            dst_port: r.try_get(6)?,
-            status: r.try_get(7)?,
+/// The key columns of `groups` of `shape`, one array per column in the catalog's order, typed as the column is.
+pub fn key_arrays<'a>(
+    shape: &Shape,
+    groups: &'a Groups<'_>,
+) -> Vec<Box<dyn ToSql + Sync + Send + 'a>> {
+    shape
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(j, c)| -> Box<dyn ToSql + Sync + Send + 'a> {
+            let values = groups.iter().map(move |(k, _)| k.dims[j]);
+            match c.source.column_type() {
+                ColumnType::Text => Box::new(values.map(Value::text).collect::<Vec<_>>()),
+                ColumnType::Int4 => Box::new(values.map(Value::int).collect::<Vec<_>>()),
+                ColumnType::Inet => Box::new(values.map(Value::inet).collect::<Vec<_>>()),
+            }
         })
-    }
+        .collect()
 }
 
-impl<'r> ShapeKey<'r> for Option<&'r str> {
-    fn columns<'a>(
-        keys: impl Iterator<Item = &'a Self> + Clone,
-    ) -> Vec<Box<dyn ToSql + Sync + Send + 'a>>
-    where
-        Self: 'a,
-    {
-        vec![Box::new(keys.copied().collect::<Vec<_>>())]
-    }
-
-    fn from_row(r: &'r Row) -> Result<Self, tokio_postgres::Error> {
-        r.try_get(2)
-    }
+/// The key of `shape` in the columns of `r` after `res, bucket`.
+fn key_of_row<'r>(shape: &Shape, r: &'r Row) -> Result<KeyValues<'r>, tokio_postgres::Error> {
+    KeyValues::of(shape, |j, c| {
+        let at = 2 + j;
+        Ok(match c.source.column_type() {
+            ColumnType::Text => r
+                .try_get::<_, Option<&str>>(at)?
+                .map_or(Value::Null, Value::Text),
+            ColumnType::Int4 => r
+                .try_get::<_, Option<i32>>(at)?
+                .map_or(Value::Null, Value::Int),
+            ColumnType::Inet => r
+                .try_get::<_, Option<IpAddr>>(at)?
+                .map_or(Value::Null, Value::Inet),
+        })
+    })
 }
 
-impl<'r> ShapeKey<'r> for Option<IpAddr> {
-    fn columns<'a>(
-        keys: impl Iterator<Item = &'a Self> + Clone,
-    ) -> Vec<Box<dyn ToSql + Sync + Send + 'a>>
-    where
-        Self: 'a,
-    {
-        vec![Box::new(keys.copied().collect::<Vec<_>>())]
-    }
-
-    fn from_row(r: &'r Row) -> Result<Self, tokio_postgres::Error> {
-        r.try_get(2)
-    }
-}
-
-impl<'r> ShapeKey<'r> for Pair {
-    fn columns<'a>(
-        keys: impl Iterator<Item = &'a Self> + Clone,
-    ) -> Vec<Box<dyn ToSql + Sync + Send + 'a>>
-    where
-        Self: 'a,
-    {
-        vec![
-            Box::new(keys.clone().map(|k| k.0).collect::<Vec<_>>()),
-            Box::new(keys.map(|k| k.1).collect::<Vec<_>>()),
-        ]
-    }
-
-    fn from_row(r: &'r Row) -> Result<Self, tokio_postgres::Error> {
-        Ok((r.try_get(2)?, r.try_get(3)?))
-    }
+fn refs<'a>(arrays: &'a [Box<dyn ToSql + Sync + Send + 'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    arrays.iter().map(|b| &**b as _).collect()
 }
 
 /// Appends one flush's rollup groups to the `_delta` tables (see `pipeline::compact`).
@@ -128,120 +81,136 @@ pub async fn insert_rollup_deltas(
 /// histograms changed, and voids the top lists of the buckets changed.
 pub async fn merge_rollup(client: &impl GenericClient, flush: &Flush<'_>) -> Result<(), DbError> {
     write_rollup(client, flush, Write::Merge).await?;
-    store_service_percentiles(client, &flush.service).await?;
-    let touched = |g: &mut dyn Iterator<Item = (i32, i64)>| -> Vec<(i32, DateTime<Utc>)> {
-        let mut v: Vec<_> = g.map(|(res, us)| (res, us_to_datetime(us))).collect();
-        v.dedup();
-        v
-    };
-    let src = touched(&mut flush.src.iter().map(|(k, _)| (k.res, k.bucket_us)));
-    let pair = touched(&mut flush.pair.iter().map(|(k, _)| (k.res, k.bucket_us)));
-    top_lists::void(client, &catalog::SRC, src).await?;
-    top_lists::void(client, &catalog::PAIR, pair).await?;
+    for shape in SHAPES {
+        let groups = flush.of(shape);
+        if shape.percentiles {
+            store_percentiles(client, shape, groups).await?;
+        }
+        if shape.top_lists.is_some() {
+            let mut touched: Vec<(i32, DateTime<Utc>)> = groups
+                .iter()
+                .map(|(k, _)| (k.res, us_to_datetime(k.bucket_us)))
+                .collect();
+            touched.dedup();
+            top_lists::void(client, shape, touched).await?;
+        }
+    }
     Ok(())
 }
 
-/// Every shape of `flush`, each to its catalog entry.
+/// Every shape of `flush`, in catalog order.
 async fn write_rollup(
     client: &impl GenericClient,
     flush: &Flush<'_>,
     how: Write,
 ) -> Result<(), DbError> {
-    write_groups(client, &catalog::SERVICE, how, &flush.service).await?;
-    write_groups(client, &catalog::SRC_NET, how, &flush.src_net).await?;
-    write_groups(client, &catalog::SRC, how, &flush.src).await?;
-    write_groups(client, &catalog::DST, how, &flush.dst).await?;
-    write_groups(client, &catalog::PAIR, how, &flush.pair).await?;
-    write_groups(client, &catalog::FULL, how, &flush.full).await?;
+    for shape in SHAPES {
+        let groups = flush.of(shape);
+        let keys = key_arrays(shape, groups);
+        let columns = Columns::of(groups, shape.latency)?;
+        write_shape(client, shape, how, &refs(&keys), &[], &columns).await?;
+    }
     Ok(())
 }
 
-async fn write_groups<'r, D: ShapeKey<'r>>(
-    client: &impl GenericClient,
-    shape: &Shape,
-    how: Write,
-    groups: &Groups<D>,
-) -> Result<(), DbError> {
-    let keys = D::columns(groups.iter().map(|(k, _)| &k.dims));
-    let keys: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|b| &**b as _).collect();
-    write_shape(
-        client,
-        shape,
-        how,
-        &keys,
-        &[],
-        &Columns::of(groups, shape.latency)?,
-    )
-    .await
-}
-
-/// Computes and stores the percentiles of the service rows just merged into, from their merged histograms
+/// Computes and stores the percentiles of the rows of `shape` just merged into, from their merged histograms
 /// (db/migrations/0010_service_percentiles.sql). Every row whose histogram a merge changes is recomputed here in
 /// its transaction, so stored percentiles never disagree with the histogram.
-async fn store_service_percentiles(
+async fn store_percentiles(
     client: &impl GenericClient,
-    groups: &Groups<Option<&str>>,
+    shape: &Shape,
+    groups: &Groups<'_>,
 ) -> Result<(), DbError> {
-    let keys = groups.iter().filter(|(_, a)| a.latency_n > 0);
-    let res: Vec<i32> = keys.clone().map(|(k, _)| k.res).collect();
-    if res.is_empty() {
+    let changed: Groups<'_> = groups
+        .iter()
+        .filter(|(_, a)| a.latency_n > 0)
+        .cloned()
+        .collect();
+    if changed.is_empty() {
         return Ok(());
     }
-    let bucket: Vec<DateTime<Utc>> = keys
-        .clone()
+    let res: Vec<i32> = changed.iter().map(|(k, _)| k.res).collect();
+    let bucket: Vec<DateTime<Utc>> = changed
+        .iter()
         .map(|(k, _)| us_to_datetime(k.bucket_us))
         .collect();
-    let service: Vec<Option<&str>> = keys.map(|(k, _)| k.dims).collect();
-    let rows = client
-        .query(
-            "SELECT r.res, r.bucket, r.service, r.latency_hist
-             FROM unnest($1::int4[], $2::timestamptz[], $3::text[]) AS k(res, bucket, service)
-             JOIN comm_rollup_service r
-               ON r.res = k.res AND r.bucket = k.bucket AND r.service IS NOT DISTINCT FROM k.service",
-            &[&res, &bucket, &service],
-        )
-        .await?;
-    let (mut res, mut bucket, mut service) = (Vec::new(), Vec::new(), Vec::new());
+    let keys = key_arrays(shape, &changed);
+    let table = shape.table;
+    let names = shape.key_list();
+    let mut q = Sql::new();
+    let (res_at, bucket_at) = (q.bind_ref(&res), q.bind_ref(&bucket));
+    let arrays: Vec<String> = shape
+        .keys
+        .iter()
+        .zip(&keys)
+        .map(|(c, v)| format!("{}::{}[]", q.bind_ref(&**v), c.source.column_type().sql()))
+        .collect();
+    let same_key: String = shape
+        .keys
+        .iter()
+        .map(|c| format!(" AND r.{0} IS NOT DISTINCT FROM k.{0}", c.name))
+        .collect();
+    let sql = format!(
+        "SELECT r.res, r.bucket, r.latency_hist, k.ord
+         FROM unnest({res_at}::int4[], {bucket_at}::timestamptz[], {arrays}) WITH ORDINALITY
+              AS k(res, bucket, {names}, ord)
+         JOIN {table} r ON r.res = k.res AND r.bucket = k.bucket{same_key}",
+        arrays = arrays.join(", "),
+    );
+    let rows = client.query(&sql, &q.params()).await?;
+    let mut ord = Vec::new();
     let mut pcts: [Vec<f64>; 4] = Default::default();
     for r in &rows {
         let mut hist = latency::Histogram::default();
-        let stored: latency::StoredHistogram<'_> = r.try_get(3)?;
+        let stored: latency::StoredHistogram<'_> = r.try_get(2)?;
         stored
             .for_each(|b, n| hist.add(b, n))
             .map_err(DbError::Corrupt)?;
         let Some(p) = latency::percentiles(&hist, &latency::PERCENTILES) else {
             continue;
         };
-        res.push(r.try_get::<_, i32>(0)?);
-        bucket.push(r.try_get::<_, DateTime<Utc>>(1)?);
-        service.push(r.try_get::<_, Option<&str>>(2)?);
+        ord.push(r.try_get::<_, i64>(3)?);
         for (column, v) in pcts.iter_mut().zip(p) {
             column.push(v);
         }
     }
     let [p50, p90, p95, p99] = &pcts;
-    client
-        .execute(
-            "UPDATE comm_rollup_service r SET latency_pcts = ARRAY[k.p50, k.p90, k.p95, k.p99]
-             FROM unnest($1::int4[], $2::timestamptz[], $3::text[], $4::float8[], $5::float8[], $6::float8[],
-                         $7::float8[]) AS k(res, bucket, service, p50, p90, p95, p99)
-             WHERE r.res = k.res AND r.bucket = k.bucket AND r.service IS NOT DISTINCT FROM k.service",
-            &[&res, &bucket, &service, p50, p90, p95, p99],
-        )
-        .await?;
+    let mut q = Sql::new();
+    let (res_at, bucket_at) = (q.bind_ref(&res), q.bind_ref(&bucket));
+    let arrays: Vec<String> = shape
+        .keys
+        .iter()
+        .zip(&keys)
+        .map(|(c, v)| format!("{}::{}[]", q.bind_ref(&**v), c.source.column_type().sql()))
+        .collect();
+    let sql = format!(
+        "UPDATE {table} r SET latency_pcts = ARRAY[p.p50, p.p90, p.p95, p.p99]
+         FROM unnest({res_at}::int4[], {bucket_at}::timestamptz[], {arrays}) WITH ORDINALITY
+              AS k(res, bucket, {names}, ord),
+              unnest({ord}::int8[], {p50}::float8[], {p90}::float8[], {p95}::float8[], {p99}::float8[])
+              AS p(ord, p50, p90, p95, p99)
+         WHERE p.ord = k.ord AND r.res = k.res AND r.bucket = k.bucket{same_key}",
+        arrays = arrays.join(", "),
+        ord = q.bind_ref(&ord),
+        p50 = q.bind_ref(p50),
+        p90 = q.bind_ref(p90),
+        p95 = q.bind_ref(p95),
+        p99 = q.bind_ref(p99),
+    );
+    client.execute(&sql, &q.params()).await?;
     Ok(())
 }
 
 /// Rows of the `_delta` tables, deleted as they are read (the caller's transaction decides whether for good),
-/// one list per shape in [`catalog::SHAPES`] order.
+/// one list per shape in [`SHAPES`] order.
 pub struct Deltas {
     rows: Vec<Vec<Row>>,
 }
 
 /// Deletes and returns every delta row that counts now: `res, bucket, <keys>, <counts>[, <latency>]`.
 pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, DbError> {
-    let mut rows = Vec::with_capacity(catalog::SHAPES.len());
-    for shape in catalog::SHAPES {
+    let mut rows = Vec::with_capacity(SHAPES.len());
+    for shape in SHAPES {
         let sql = format!(
             "DELETE FROM {table}_delta WHERE {valid} RETURNING res, bucket, {keys}, {COUNT_COLUMNS}{latency}",
             table = shape.table,
@@ -263,36 +232,28 @@ impl Deltas {
         self.len() == 0
     }
 
-    fn of(&self, shape: &Shape) -> &[Row] {
-        catalog::SHAPES
-            .iter()
-            .position(|s| *s == shape)
-            .map_or(&[], |i| &self.rows[i])
-    }
-
     /// The deltas summed per key.
     pub fn groups(&self) -> Result<Flush<'_>, DbError> {
         Ok(Flush {
-            full: delta_groups(self.of(&catalog::FULL), &catalog::FULL)?,
-            service: delta_groups(self.of(&catalog::SERVICE), &catalog::SERVICE)?,
-            src: delta_groups(self.of(&catalog::SRC), &catalog::SRC)?,
-            dst: delta_groups(self.of(&catalog::DST), &catalog::DST)?,
-            src_net: delta_groups(self.of(&catalog::SRC_NET), &catalog::SRC_NET)?,
-            pair: delta_groups(self.of(&catalog::PAIR), &catalog::PAIR)?,
+            groups: SHAPES
+                .iter()
+                .zip(&self.rows)
+                .map(|(shape, rows)| delta_groups(rows, shape))
+                .collect::<Result<_, _>>()?,
             earliest_us: i64::MAX,
         })
     }
 }
 
 /// Sums the delta rows of `shape` into sorted groups.
-fn delta_groups<'r, D: ShapeKey<'r>>(rows: &'r [Row], shape: &Shape) -> Result<Groups<D>, DbError> {
-    let mut groups: HashMap<Key<D>, Agg> = HashMap::new();
+fn delta_groups<'r>(rows: &'r [Row], shape: &Shape) -> Result<Groups<'r>, DbError> {
+    let mut groups: HashMap<Key<'r>, Agg> = HashMap::new();
     for r in rows {
         let bucket: DateTime<Utc> = r.try_get(1)?;
         let key = Key {
             res: r.try_get(0)?,
             bucket_us: bucket.timestamp_micros(),
-            dims: D::from_row(r)?,
+            dims: key_of_row(shape, r)?,
         };
         let at = 2 + shape.keys.len();
         let mut a = Agg {
@@ -314,7 +275,7 @@ fn delta_groups<'r, D: ShapeKey<'r>>(rows: &'r [Row], shape: &Shape) -> Result<G
         }
         groups.entry(key).or_default().merge(&a);
     }
-    let mut v: Groups<D> = groups.into_iter().collect();
+    let mut v: Groups<'r> = groups.into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
 }
@@ -336,7 +297,7 @@ pub struct Columns {
 type LatencyColumns = (Vec<i64>, Vec<f64>, Vec<Option<f64>>, Vec<String>);
 
 impl Columns {
-    pub fn of<D>(groups: &[(Key<D>, Agg)], latency: bool) -> Result<Columns, DbError> {
+    pub fn of(groups: &[(Key<'_>, Agg)], latency: bool) -> Result<Columns, DbError> {
         let mut c = Columns {
             res: Vec::with_capacity(groups.len()),
             bucket: Vec::with_capacity(groups.len()),
@@ -391,7 +352,7 @@ pub async fn write_shape(
             .keys
             .iter()
             .zip(keys)
-            .map(|(k, v)| (k.name, k.sql_type, *v)),
+            .map(|(k, v)| (k.name, k.source.column_type().sql(), *v)),
     );
     let key: Vec<&str> = columns.iter().map(|(n, _, _)| *n).collect();
     columns.extend(extra.iter().copied());

@@ -23,6 +23,7 @@ use crate::pipeline::batch::{Batch, Reject, SingleRow};
 use crate::pipeline::deltas as rollup;
 use crate::pipeline::queue::QueueReceiver;
 use crate::pipeline::{copy, ledger, seal, store};
+use crate::rollup::catalog;
 use crate::telemetry::Stats;
 
 #[derive(Debug, Clone, Copy)]
@@ -222,8 +223,8 @@ async fn write_once(
         if rollups.earliest_us < sealing {
             let (late, in_flight) = super::cpu_bound(|| {
                 Ok::<_, rollup::MalformedRow>((
-                    rollup::late_pairs(chunks, i64::MIN, sealed)?,
-                    rollup::late_pairs(chunks, sealed, sealing)?,
+                    rollup::late(chunks, &catalog::PAIR, i64::MIN, sealed)?,
+                    rollup::late(chunks, &catalog::PAIR, sealed, sealing)?,
                 ))
             })
             .map_err(|e| DbError::MalformedRows(e.to_string()))?;

@@ -2,9 +2,8 @@
 //! percentiles or top lists, and which dimensions it can answer for. The writer, the compactor, the top lists,
 //! the pair seal and the read planner all read these entries; the tables themselves are in `db/schema.sql`.
 //!
-//! Adding a shape: an entry here (and in [`SHAPES`]), a migration creating `<table>` and `<table>_delta`, and its
-//! typed key in `pipeline::deltas` (rows are grouped there by a typed key, not a generic one, to keep the COPY
-//! path free of per-event allocations).
+//! Adding a shape is an entry here (and in [`SHAPES`]) and a migration creating `<table>` and `<table>_delta`
+//! (with `_top`, `_top_floor` and `_top_pending` when it keeps top lists).
 
 use std::net::IpAddr;
 
@@ -44,15 +43,63 @@ impl Dims {
     }
 }
 
-/// A key column after `res, bucket`: its name and the SQL element type its values are bound as.
+/// Most key columns a shape has (after `res, bucket`): the writers' group keys are arrays of this size.
+pub const MAX_KEYS: usize = 6;
+
+/// Where a key column's value comes from in an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Producer,
+    Service,
+    Protocol,
+    Host,
+    DstPort,
+    Status,
+    SrcIp,
+    DstIp,
+    /// The source address's network ([`src_network`]).
+    SrcNet,
+}
+
+/// How a key column's values are typed, in Rust and in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Int4,
+    Inet,
+}
+
+impl ColumnType {
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Int4 => "int4",
+            ColumnType::Inet => "inet",
+        }
+    }
+}
+
+impl Source {
+    pub fn column_type(self) -> ColumnType {
+        match self {
+            Source::Producer | Source::Service | Source::Protocol | Source::Host => {
+                ColumnType::Text
+            }
+            Source::DstPort | Source::Status => ColumnType::Int4,
+            Source::SrcIp | Source::DstIp | Source::SrcNet => ColumnType::Inet,
+        }
+    }
+}
+
+/// A key column after `res, bucket`: its name and where its values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyColumn {
     pub name: &'static str,
-    pub sql_type: &'static str,
+    pub source: Source,
 }
 
-const fn key(name: &'static str, sql_type: &'static str) -> KeyColumn {
-    KeyColumn { name, sql_type }
+const fn key(name: &'static str, source: Source) -> KeyColumn {
+    KeyColumn { name, source }
 }
 
 /// A shape whose buckets keep top lists (`<table>_top`, `_top_floor`, `_top_pending`), so that top talkers read
@@ -126,12 +173,12 @@ impl Shape {
 pub static FULL: Shape = Shape {
     table: "comm_rollup",
     keys: &[
-        key("producer", "text"),
-        key("service", "text"),
-        key("protocol", "text"),
-        key("host", "text"),
-        key("dst_port", "int4"),
-        key("status", "int4"),
+        key("producer", Source::Producer),
+        key("service", Source::Service),
+        key("protocol", Source::Protocol),
+        key("host", Source::Host),
+        key("dst_port", Source::DstPort),
+        key("status", Source::Status),
     ],
     tiers: &TIERS,
     dims: Dims::SERVICE
@@ -150,7 +197,7 @@ pub static FULL: Shape = Shape {
 /// Per service: the narrowest shape, and the one most answers read.
 pub static SERVICE: Shape = Shape {
     table: "comm_rollup_service",
-    keys: &[key("service", "text")],
+    keys: &[key("service", Source::Service)],
     tiers: &TIERS,
     dims: Dims::SERVICE,
     latency: true,
@@ -163,7 +210,7 @@ pub static SERVICE: Shape = Shape {
 /// Per source network ([`src_network_prefix`]).
 pub static SRC_NET: Shape = Shape {
     table: "comm_rollup_src_net",
-    keys: &[key("src_net", "inet")],
+    keys: &[key("src_net", Source::SrcNet)],
     tiers: &IP_TIERS,
     dims: Dims::SRC_IP,
     latency: false,
@@ -176,7 +223,7 @@ pub static SRC_NET: Shape = Shape {
 /// Per source address.
 pub static SRC: Shape = Shape {
     table: "comm_rollup_src",
-    keys: &[key("src_ip", "inet")],
+    keys: &[key("src_ip", Source::SrcIp)],
     tiers: &IP_TIERS,
     dims: Dims::SRC_IP,
     latency: false,
@@ -191,7 +238,7 @@ pub static SRC: Shape = Shape {
 /// Per destination address.
 pub static DST: Shape = Shape {
     table: "comm_rollup_dst",
-    keys: &[key("dst_ip", "inet")],
+    keys: &[key("dst_ip", Source::DstIp)],
     tiers: &IP_TIERS,
     dims: Dims::DST_IP,
     latency: false,
@@ -204,7 +251,7 @@ pub static DST: Shape = Shape {
 /// Per source × destination pair.
 pub static PAIR: Shape = Shape {
     table: "comm_rollup_pair",
-    keys: &[key("src_ip", "inet"), key("dst_ip", "inet")],
+    keys: &[key("src_ip", Source::SrcIp), key("dst_ip", Source::DstIp)],
     tiers: &IP_TIERS,
     dims: Dims::SRC_IP.with(Dims::DST_IP),
     latency: false,
@@ -220,6 +267,22 @@ pub static PAIR: Shape = Shape {
 /// Every shape, narrowest first: the read planner takes the first that holds what a query needs, and writes go
 /// in this order (a fixed order of row locks across writers).
 pub static SHAPES: [&Shape; 6] = [&SERVICE, &SRC_NET, &SRC, &DST, &PAIR, &FULL];
+
+const _: () = {
+    let mut i = 0;
+    while i < SHAPES.len() {
+        assert!(SHAPES[i].keys.len() <= MAX_KEYS);
+        i += 1;
+    }
+};
+
+/// Its position in [`SHAPES`].
+pub fn index_of(shape: &Shape) -> usize {
+    SHAPES
+        .iter()
+        .position(|s| std::ptr::eq(*s, shape) || s.table == shape.table)
+        .unwrap_or(SHAPES.len())
+}
 
 /// Prefix length of the source networks rolled up: a /24 of IPv4, a /64 of IPv6.
 pub const fn src_network_prefix(ipv4: bool) -> u8 {

@@ -56,3 +56,90 @@ async fn schema_sql_is_what_the_migrations_make() {
             .map_or_else(|| "(one file is longer)".to_string(), |(a, b)| format!("{a} → {b}"))
     );
 }
+
+/// The rollup catalog and the migrated tables agree: every shape's table and delta table have its key columns
+/// with their types, latency columns exactly when it keeps latency, percentiles and top-list tables when it says
+/// so, and a unique key `(res, bucket, <keys>)` that the compactor's upserts name.
+#[tokio::test]
+async fn the_rollup_catalog_matches_the_tables() {
+    use collector::rollup::catalog::SHAPES;
+    let db = pg::connect(&pg::fresh_database().await).await;
+    let columns = |table: String| {
+        let db = &db;
+        async move {
+            db.query(
+                "SELECT column_name::text, udt_name::text FROM information_schema.columns
+                 WHERE table_schema = 'public' AND table_name = $1",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect::<std::collections::HashMap<String, String>>()
+        }
+    };
+    for shape in SHAPES {
+        for table in [shape.table.to_string(), format!("{}_delta", shape.table)] {
+            let have = columns(table.clone()).await;
+            assert!(!have.is_empty(), "{table} does not exist");
+            for k in shape.keys {
+                assert_eq!(
+                    have.get(k.name).map(String::as_str),
+                    Some(k.source.column_type().sql()),
+                    "{table}.{}",
+                    k.name
+                );
+            }
+            for c in [
+                "res",
+                "bucket",
+                "events",
+                "bytes_in",
+                "bytes_out",
+                "errors",
+                "client_errors",
+            ] {
+                assert!(have.contains_key(c), "{table}.{c}");
+            }
+            assert_eq!(have.contains_key("latency_hist"), shape.latency, "{table}");
+            // Every column is the key, a count, latency, or (deltas of a sealed shape) the seal generation.
+            let known = 2 + shape.keys.len() + 5 + if shape.latency { 4 } else { 0 };
+            let extra = usize::from(table == shape.table && shape.percentiles)
+                + usize::from(table != shape.table && shape.sealed);
+            assert_eq!(have.len(), known + extra, "{table}: {have:?}");
+        }
+        let unique: Vec<Vec<String>> = db
+            .query(
+                "SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+                 FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                 WHERE i.indrelid = $1::text::regclass AND i.indisunique
+                 GROUP BY i.indexrelid",
+                &[&shape.table],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut want = vec!["res".to_string(), "bucket".to_string()];
+        want.extend(shape.keys.iter().map(|k| k.name.to_string()));
+        assert!(
+            unique.contains(&want),
+            "{} has no unique key {want:?}: {unique:?}",
+            shape.table
+        );
+        for t in ["top", "top_floor", "top_pending"] {
+            let exists: bool = db
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&format!("{}_{t}", shape.table)],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(exists, shape.top_lists.is_some(), "{}_{t}", shape.table);
+        }
+    }
+}
