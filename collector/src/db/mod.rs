@@ -58,8 +58,9 @@ fn detail(e: &tokio_postgres::Error) -> String {
 }
 
 impl DbError {
-    /// Errors where the data itself is refused (SQLSTATE classes 22 "data exception" and 23 "integrity"):
-    /// retrying the same rows cannot help.
+    /// Errors where the data itself is refused, so retrying the same rows cannot help: SQLSTATE classes 22
+    /// "data exception", 23 "integrity constraint violation" and 54 "program limit exceeded" (a value too deep
+    /// or too large for the server, such as `stack depth limit exceeded`). The writer isolates such rows.
     pub fn is_data_error(&self) -> bool {
         let code = match self {
             DbError::MalformedRows(_) => return true,
@@ -67,7 +68,7 @@ impl DbError {
             DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
             _ => None,
         };
-        code.is_some_and(|c| matches!(&c.code()[..2], "22" | "23"))
+        code.is_some_and(|c| matches!(&c.code()[..2], "22" | "23" | "54"))
     }
 
     /// A statement stopped by `statement_timeout` (SQLSTATE 57014).

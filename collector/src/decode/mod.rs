@@ -97,11 +97,13 @@ pub fn to_json(body: Bytes, format: Format) -> Result<Bytes, DecodeError> {
     }
 }
 
-/// Checks that JSON bytes are UTF-8 and borrows them as text.
+/// Checks that JSON bytes are UTF-8 and borrows them as text, without a leading byte-order mark (which some
+/// Windows tools write and JSON parsers refuse).
 pub fn as_text(body: &[u8]) -> Result<&str, DecodeError> {
-    std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8 {
+    let text = std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8 {
         offset: e.valid_up_to(),
-    })
+    })?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
 #[derive(Deserialize)]

@@ -7,6 +7,7 @@
 //! 2. [`RawEvent::normalize`] converts each kept span into its typed value, with a precise error naming the field.
 
 mod fields;
+pub mod jsonb;
 mod normalize;
 mod visitor;
 
@@ -25,6 +26,14 @@ use normalize::{
 };
 pub use visitor::for_each_in_array;
 use visitor::CollectVisitor;
+
+/// Most bytes one event may count in or out: 1 PiB, more than any one connection carries, and small enough that
+/// rollup sums of millions of such events fit (they stop at [`crate::rollup::catalog::MAX_ROW_BYTES`]).
+pub const MAX_EVENT_BYTES: i64 = 1 << 50;
+
+/// Longest latency an event may report, in milliseconds: 30 days (a long-lived connection's duration). A larger
+/// value is a unit error, and would skew every percentile of its bucket.
+pub const MAX_LATENCY_MS: f64 = 2_592_000_000.0;
 
 /// Length caps on string fields, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -218,7 +227,9 @@ impl<'a> RawEvent<'a> {
         };
         let count = |f| {
             slot(f)
-                .map(|s| parse_int(s.value, 0, i64::MAX).map_err(|p| FieldError::new(s.key, p)))
+                .map(|s| {
+                    parse_int(s.value, 0, MAX_EVENT_BYTES).map_err(|p| FieldError::new(s.key, p))
+                })
                 .transpose()
         };
         let status = slot(Field::Status)
@@ -296,13 +307,7 @@ fn finish_tags(event: &RawEvent<'_>, unknown: &str, out: &mut String) -> Result<
         out.push_str(unknown);
         out.push('}');
     }
-    if out.contains("\\u0000") {
-        return Err(FieldError::new(
-            "tags",
-            "contains a NUL character (\\u0000), which PostgreSQL cannot store",
-        ));
-    }
-    Ok(())
+    jsonb::check(out).map_err(|p| FieldError::new("tags", p))
 }
 
 fn write_json_string(out: &mut String, s: &str) {

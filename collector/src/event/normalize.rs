@@ -88,6 +88,13 @@ pub(super) fn parse_latency(raw: &RawValue) -> Result<f64, String> {
     if !v.is_finite() || v < 0.0 {
         return Err(expected());
     }
+    if v > super::MAX_LATENCY_MS {
+        return Err(format!(
+            "{} ms is over the limit of {} ms (30 days)",
+            shown(raw),
+            super::MAX_LATENCY_MS
+        ));
+    }
     Ok(v)
 }
 

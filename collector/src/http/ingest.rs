@@ -15,6 +15,7 @@ use super::AppState;
 use crate::auth::Producer;
 use crate::decode::{self, DecodeError, Encoding, Format};
 use crate::pipeline::batch::{Batch, Receipt, Reject};
+use crate::pipeline::queue::SubmitError;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/ingest", post(ingest))
@@ -72,6 +73,25 @@ pub(super) async fn ingest(
         }
     };
     let rows = batch.row_count();
+    if batch.weight() > state.queue.capacity() {
+        // It can never be queued: the client hears 413, and the body is kept, as an undecodable one is.
+        let e = SubmitError::TooLarge {
+            weight: batch.weight(),
+            capacity: state.queue.capacity(),
+        };
+        let reject = Reject::new(
+            producer.clone(),
+            received_at_us,
+            None,
+            e.to_string(),
+            body,
+            state.limits.dead_letter_max_bytes,
+        );
+        state
+            .queue
+            .try_submit(Batch::rejects_only(producer, received_at_us, vec![reject]))?;
+        return Err(e.into());
+    }
     state
         .queue
         .try_submit(batch)

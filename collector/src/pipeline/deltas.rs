@@ -138,8 +138,8 @@ pub struct Agg {
 impl Agg {
     pub fn merge(&mut self, o: &Agg) {
         self.events += o.events;
-        self.bytes_in += o.bytes_in;
-        self.bytes_out += o.bytes_out;
+        self.bytes_in = catalog::add_bytes(self.bytes_in, o.bytes_in);
+        self.bytes_out = catalog::add_bytes(self.bytes_out, o.bytes_out);
         self.errors += o.errors;
         self.client_errors += o.client_errors;
         self.latency_n += o.latency_n;
@@ -165,8 +165,8 @@ struct Values {
 impl Values {
     fn add_to(&self, agg: &mut Agg, with_hist: bool) {
         agg.events += 1;
-        agg.bytes_in += self.bytes_in;
-        agg.bytes_out += self.bytes_out;
+        agg.bytes_in = catalog::add_bytes(agg.bytes_in, self.bytes_in);
+        agg.bytes_out = catalog::add_bytes(agg.bytes_out, self.bytes_out);
         match self.status {
             Some(s) if s >= 500 => agg.errors += 1,
             Some(400..=499) => agg.client_errors += 1,

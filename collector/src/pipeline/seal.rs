@@ -13,7 +13,7 @@ use super::deltas::Groups;
 use super::store::{key_arrays, write_shape, Columns, Write};
 use super::top_lists;
 use crate::db::{locks, us_to_datetime, DbError};
-use crate::rollup::catalog;
+use crate::rollup::catalog::{self, MAX_ROW_BYTES};
 
 /// Seals the pair rollup up to `lag` before now, an hour of events at most; returns whether it moved.
 pub async fn seal_pairs(pool: &Pool, lag: Duration) -> Result<bool, DbError> {
@@ -167,11 +167,15 @@ async fn pair_seal_commit(
 ) -> Result<u64, DbError> {
     let rows = client
         .execute(
-            "INSERT INTO comm_rollup_pair AS r SELECT * FROM comm_pair_events($1, $2)
-             ON CONFLICT (res, bucket, src_ip, dst_ip) DO UPDATE SET
-                 events = r.events + excluded.events, bytes_in = r.bytes_in + excluded.bytes_in,
-                 bytes_out = r.bytes_out + excluded.bytes_out, errors = r.errors + excluded.errors,
-                 client_errors = r.client_errors + excluded.client_errors",
+            &format!(
+                "INSERT INTO comm_rollup_pair AS r SELECT * FROM comm_pair_events($1, $2)
+                 ON CONFLICT (res, bucket, src_ip, dst_ip) DO UPDATE SET
+                     events = r.events + excluded.events,
+                     bytes_in = least(r.bytes_in + excluded.bytes_in, {MAX_ROW_BYTES}),
+                     bytes_out = least(r.bytes_out + excluded.bytes_out, {MAX_ROW_BYTES}),
+                     errors = r.errors + excluded.errors,
+                     client_errors = r.client_errors + excluded.client_errors"
+            ),
             &[&from, &to],
         )
         .await?;

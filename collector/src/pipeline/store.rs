@@ -15,7 +15,7 @@ use super::deltas::{Agg, Flush, Groups, Key, KeyValues, Value};
 use super::top_lists;
 use crate::db::sql::Sql;
 use crate::db::{us_to_datetime, DbError};
-use crate::rollup::catalog::{ColumnType, Shape, COUNT_COLUMNS, SHAPES};
+use crate::rollup::catalog::{ColumnType, Shape, COUNT_COLUMNS, MAX_ROW_BYTES, SHAPES};
 use crate::rollup::histogram as latency;
 
 /// How rollup groups are written.
@@ -396,7 +396,12 @@ pub async fn write_shape(
         .collect();
     let sets: Vec<String> = sums
         .iter()
-        .map(|n| format!("{n} = r.{n} + excluded.{n}"))
+        .map(|n| match *n {
+            "bytes_in" | "bytes_out" => {
+                format!("{n} = least(r.{n} + excluded.{n}, {MAX_ROW_BYTES})")
+            }
+            _ => format!("{n} = r.{n} + excluded.{n}"),
+        })
         .collect();
     let insert = format!(
         "SELECT {values} FROM unnest({arrays}) WITH ORDINALITY AS u({names}, ord) ORDER BY ord",

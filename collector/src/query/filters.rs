@@ -98,6 +98,14 @@ impl Filters {
                 return Err(ParamError::new(name, "unknown parameter", all.join(", ")));
             }
         }
+        // No stored text holds a NUL (PostgreSQL cannot store one, and refuses it as a parameter).
+        if let Some((name, _)) = params.iter().find(|(_, v)| v.contains('\0')) {
+            return Err(ParamError::new(
+                name,
+                "contains a NUL character",
+                "text without NUL (%00)",
+            ));
+        }
         let get = |k: &str| params.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
         let to = get("to")
             .map(|v| parse_time("to", v, now))

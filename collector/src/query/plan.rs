@@ -228,10 +228,12 @@ impl Table {
     /// SQL for: events, bytes in, bytes out, errors (≥ 500), client errors (4xx).
     pub fn counts(self) -> &'static str {
         if self.is_rollup() {
-            "coalesce(sum(events), 0)::int8, coalesce(sum(bytes_in), 0)::int8, coalesce(sum(bytes_out), 0)::int8, \
+            "coalesce(sum(events), 0)::int8, least(coalesce(sum(bytes_in), 0), 9223372036854775807)::int8, \
+             least(coalesce(sum(bytes_out), 0), 9223372036854775807)::int8, \
              coalesce(sum(errors), 0)::int8, coalesce(sum(client_errors), 0)::int8"
         } else {
-            "count(*)::int8, coalesce(sum(bytes_in), 0)::int8, coalesce(sum(bytes_out), 0)::int8, \
+            "count(*)::int8, least(coalesce(sum(bytes_in), 0), 9223372036854775807)::int8, \
+             least(coalesce(sum(bytes_out), 0), 9223372036854775807)::int8, \
              count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)"
         }
     }

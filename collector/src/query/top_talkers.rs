@@ -102,8 +102,9 @@ pub async fn top_talkers(
     // No buckets: every tier may answer.
     let mut w = plan::filter(f, table, 86_400);
     let (names, select, _) = by.columns();
+    // Summed over the window, either side may be as large as int8 goes: add them as numeric.
     let metric = if by_bytes {
-        "bytes_in + bytes_out"
+        "bytes_in::numeric + bytes_out"
     } else {
         "events"
     };
@@ -111,7 +112,8 @@ pub async fn top_talkers(
     // Group on the stored values and turn only the groups into text; the total comes from the same groups.
     let sql = format!(
         "SELECT {select}, events, bytes_in, bytes_out, errors, client_errors,
-                sum(events) OVER ()::int8, sum(bytes_in) OVER ()::int8, sum(bytes_out) OVER ()::int8,
+                sum(events) OVER ()::int8, least(sum(bytes_in) OVER (), 9223372036854775807)::int8,
+                least(sum(bytes_out) OVER (), 9223372036854775807)::int8,
                 sum(errors) OVER ()::int8, sum(client_errors) OVER ()::int8
          FROM (SELECT {columns}, {counts} FROM {table}{where_} GROUP BY {columns})
               AS g({columns}, events, bytes_in, bytes_out, errors, client_errors)
@@ -359,7 +361,7 @@ async fn top_by_threshold(
     let mut w = plan::filter(f, table, 86_400);
     and_keys_among(&mut w, names, &guess);
     let sql = format!(
-        "SELECT sum({metric})::int8, {text} FROM {name}{where_} GROUP BY {keys}",
+        "SELECT least(sum({metric}), 9223372036854775807)::int8, {text} FROM {name}{where_} GROUP BY {keys}",
         where_ = w.where_clause(),
     );
     let totals: Vec<i64> = client

@@ -13,6 +13,15 @@ pub const TIERS: [i32; 3] = [60, 300, 3600];
 /// and each tier costs about one upserted row per distinct address in a flush.
 pub const IP_TIERS: [i32; 2] = [300, 3600];
 
+/// A rollup row's byte sums stop here (2^61) rather than overflow: events count at most 2^50 bytes each, so a
+/// row reaches it only after millions of maximal events, and `bytes_in + bytes_out` of a row still fits int8.
+pub const MAX_ROW_BYTES: i64 = 1 << 61;
+
+/// Adds byte counts as a rollup row keeps them: saturating at [`MAX_ROW_BYTES`].
+pub fn add_bytes(a: i64, b: i64) -> i64 {
+    a.saturating_add(b).min(MAX_ROW_BYTES)
+}
+
 /// The summed columns every shape has, after its key.
 pub const COUNT_COLUMNS: &str = "events, bytes_in, bytes_out, errors, client_errors";
 /// The latency columns of the shapes that keep latency, after the counts.
