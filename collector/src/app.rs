@@ -169,8 +169,15 @@ pub async fn run(
         maintenance_stop.clone(),
     ));
 
+    let read_pool = db::pool_with_wait(
+        database_url,
+        cfg.read_connections.max(1),
+        Some(Duration::from_millis(cfg.read_pool_wait_ms)),
+    )?;
     let state = AppState {
         pool: pool.clone(),
+        read_pool,
+        raw_reads: http::RawReads::new(cfg.raw_reads_per_key),
         queue: queue.clone(),
         keys,
         limits: cfg.build_limits(),

@@ -97,6 +97,21 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_QUERY_TIMEOUT_MS", default_value_t = 15_000)]
     pub query_timeout_ms: u64,
 
+    /// Connections serving reads (`/metrics/*`, `/api/logs`), a pool of their own: however many reads run, the
+    /// writers keep theirs.
+    #[arg(long, env = "COLLECTOR_READ_CONNECTIONS", default_value_t = 4)]
+    pub read_connections: usize,
+
+    /// Longest a read waits for one of those connections, in milliseconds, before it is answered 503 with
+    /// Retry-After.
+    #[arg(long, env = "COLLECTOR_READ_POOL_WAIT_MS", default_value_t = 2_000)]
+    pub read_pool_wait_ms: u64,
+
+    /// Reads one API key may run at once from raw events (the answers no rollup holds, and /api/logs); one
+    /// more is answered 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "COLLECTOR_RAW_READS_PER_KEY", default_value_t = 2)]
+    pub raw_reads_per_key: usize,
+
     /// Cap of the writers' retry backoff, in milliseconds.
     #[arg(long, env = "COLLECTOR_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]
     pub retry_max_backoff_ms: u64,

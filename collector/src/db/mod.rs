@@ -71,14 +71,35 @@ impl DbError {
         code.is_some_and(|c| matches!(&c.code()[..2], "22" | "23" | "54"))
     }
 
+    /// Every connection of the pool stayed busy for its whole wait.
+    pub fn is_pool_busy(&self) -> bool {
+        matches!(
+            self,
+            DbError::Pool(deadpool_postgres::PoolError::Timeout(
+                deadpool_postgres::TimeoutType::Wait
+            ))
+        )
+    }
+
     /// A statement stopped by `statement_timeout` (SQLSTATE 57014).
     pub fn is_query_canceled(&self) -> bool {
         matches!(self, DbError::Postgres(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
     }
 }
 
-/// A pool of `size` connections to `url` (a URL or a libpq key=value string).
+/// A pool of `size` connections to `url` (a URL or a libpq key=value string); a caller waits for a free
+/// connection as long as it takes.
 pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
+    pool_with_wait(url, size, None)
+}
+
+/// A pool of `size` connections to `url` where a caller waits at most `wait` for a free connection
+/// ([`DbError::is_pool_busy`] after that).
+pub fn pool_with_wait(
+    url: &str,
+    size: usize,
+    wait: Option<std::time::Duration>,
+) -> Result<Pool, DbError> {
     let pg_config: tokio_postgres::Config = url.parse().map_err(DbError::Config)?;
     let manager = Manager::from_config(
         pg_config,
@@ -89,6 +110,8 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
     );
     Pool::builder(manager)
         .max_size(size)
+        .wait_timeout(wait)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Build(e.to_string()))
 }

@@ -34,6 +34,11 @@ pub enum ApiError {
     },
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A resource for reads is taken; the writers are not affected.
+    #[error("busy: {0}")]
+    Busy(String),
+    #[error("{0}")]
+    TooManyReads(String),
     #[error("{0}")]
     QueryTimeout(String),
     #[error("internal error")]
@@ -73,6 +78,8 @@ impl ApiError {
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::TooManyReads(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_raw_reads"),
             ApiError::QueryTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "query_timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -100,7 +107,8 @@ impl IntoResponse for ApiError {
                 ..
             } => headers.extend(extra),
             ApiError::Queue(SubmitError::Full { .. } | SubmitError::Closed)
-            | ApiError::NotReady(_) => {
+            | ApiError::NotReady(_)
+            | ApiError::Busy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             _ => {}

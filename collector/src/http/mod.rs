@@ -7,6 +7,8 @@ pub mod openapi;
 mod prometheus;
 mod read;
 
+pub use read::RawReads;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +30,12 @@ use error::ApiError;
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    /// The writers' side: readiness checks and maintenance.
     pub pool: Pool,
+    /// Reads only, so that they never take a connection the writers need.
+    pub read_pool: Pool,
+    /// Per-key gates on reads of raw events; `None`: no limit.
+    pub raw_reads: Option<Arc<read::RawReads>>,
     pub queue: Queue,
     pub keys: ApiKeys,
     pub limits: BuildLimits,

@@ -106,6 +106,17 @@ fn group_dims(by_service: bool) -> Dims {
     }
 }
 
+/// The table a series answer (volume, error rate, latency) reads: decided before the read, so that a read of
+/// raw events can be admitted or refused first (see `query::api::RawGate`).
+pub fn series_table(f: &Filters, bucket: Bucket, by_service: bool, latency: bool) -> Table {
+    Table::choose(f, group_dims(by_service), latency, bucket.secs)
+}
+
+/// The table a top-talkers answer reads.
+pub fn top_table(f: &Filters, q: TopQuery) -> Table {
+    Table::choose(f, q.by.dims(), false, 300)
+}
+
 /// Widens the window to whole buckets (the rollup's grain is a minute), so rollup and raw agree exactly.
 pub fn align(f: &mut Filters, secs: i64) {
     let floor = |t: DateTime<Utc>| {
@@ -156,8 +167,8 @@ pub async fn volume(
     client: &impl GenericClient,
     f: &Filters,
     bucket: Bucket,
+    table: Table,
 ) -> Result<Volume, DbError> {
-    let table = Table::choose(f, Dims::NONE, false, bucket.secs);
     let rows = series::counts_by_bucket(client, f, table, bucket.secs, false).await?;
     let by_t: HashMap<DateTime<Utc>, Counts> = rows.into_iter().map(|r| (r.t, r.counts)).collect();
     let point = |t, c: Counts| VolumePoint {
@@ -250,8 +261,8 @@ pub async fn error_rate(
     f: &Filters,
     bucket: Bucket,
     by_service: bool,
+    table: Table,
 ) -> Result<ErrorRate, DbError> {
-    let table = Table::choose(f, group_dims(by_service), false, bucket.secs);
     let rows = series::counts_by_bucket(client, f, table, bucket.secs, by_service).await?;
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, Counts>> = BTreeMap::new();
     let mut overall = Counts::default();
@@ -338,8 +349,8 @@ pub async fn latency(
     f: &Filters,
     bucket: Bucket,
     by_service: bool,
+    table: Table,
 ) -> Result<LatencyAnswer, DbError> {
-    let table = Table::choose(f, group_dims(by_service), true, bucket.secs);
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>> =
         BTreeMap::new();
     let relative_error = match series::latency_by_bucket(client, f, table, bucket.secs, by_service)
@@ -515,11 +526,12 @@ pub async fn top_talkers(
     client: &impl GenericClient,
     f: &Filters,
     q: TopQuery,
+    table: Table,
 ) -> Result<TopTalkers, DbError> {
     // Ranking sources or destinations from their rollup means a window of whole 5 minutes, and of whole hours
     // once it spans hours: with thousands of addresses per bucket, reading hourly rows instead of up to 22
     // 5-minute buckets at the edges halves the work. The answer says which window it used.
-    let table = Table::choose(f, q.by.dims(), false, 300);
+
     let mut f = f.clone();
     let grain = match i64::from(table.finest()) {
         60 | 1 => 60,

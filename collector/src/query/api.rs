@@ -7,6 +7,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
 
 use super::filters::{Filters, ParamError};
+use super::plan::Table;
 use super::{answers, cursor, logs};
 use crate::db::DbError;
 
@@ -53,8 +54,42 @@ pub enum QueryError {
         .0.as_millis()
     )]
     TimedOut(std::time::Duration),
+    #[error(
+        "this API key already runs {0} read(s) from raw events (COLLECTOR_RAW_READS_PER_KEY); retry when one \
+         has finished, or ask for what the rollups hold (see README, \"which table answers\")"
+    )]
+    TooManyRawReads(usize),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// Admits reads of raw events (the answers no rollup holds) up to a number at once: they grow with the events
+/// in their window, and each holds a read connection while it runs. The HTTP API keeps one gate per API key.
+#[derive(Debug, Clone)]
+pub struct RawGate {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+impl RawGate {
+    pub fn new(limit: usize) -> RawGate {
+        RawGate {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// A slot for a read of `table`, held until the answer is made; none is needed for a rollup.
+    fn admit(&self, table: Table) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, QueryError> {
+        if table.is_rollup() {
+            return Ok(None);
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| QueryError::TooManyRawReads(self.limit))
+    }
 }
 
 /// Logs page size when `limit` is not given, and the most one page may hold.
@@ -63,12 +98,13 @@ const MAX_LOGS_LIMIT: i64 = 1000;
 
 /// Answers one question in a read-only transaction with one snapshot: an answer made of several statements
 /// (top talkers by address take five) sees every one of them at the same moment of ingest and compaction.
-/// Each statement may run for `timeout` at most.
+/// Each statement may run for `timeout` at most; a read of raw events waits for a slot of `gate`, when given.
 pub async fn execute(
     kind: Kind,
     params: &HashMap<String, String>,
     client: &mut deadpool_postgres::Object,
     timeout: Option<std::time::Duration>,
+    gate: Option<&RawGate>,
 ) -> Result<Value, QueryError> {
     let tx = client
         .build_transaction()
@@ -86,7 +122,7 @@ pub async fn execute(
         .await
         .map_err(DbError::from)?;
     }
-    let value = answer(kind, params, &tx)
+    let value = answer(kind, params, &tx, gate)
         .await
         .map_err(|e| match (e, timeout) {
             (QueryError::Db(d), Some(limit)) if d.is_query_canceled() => {
@@ -102,29 +138,42 @@ async fn answer(
     kind: Kind,
     params: &HashMap<String, String>,
     client: &impl GenericClient,
+    gate: Option<&RawGate>,
 ) -> Result<Value, QueryError> {
     let now = chrono::Utc::now();
     let mut f = Filters::parse(params, kind.extra_params(), now)?;
+    let admit = |table: Table| gate.map(|g| g.admit(table)).transpose();
     let value = match kind {
         Kind::Volume | Kind::ErrorRate | Kind::Latency => {
             let bucket = answers::parse_bucket(params, &f)?;
             answers::align(&mut f, bucket.secs);
             let by_service = answers::parse_group_by(params)?;
+            let table = match kind {
+                Kind::Volume => answers::series_table(&f, bucket, false, false),
+                Kind::ErrorRate => answers::series_table(&f, bucket, by_service, false),
+                _ => answers::series_table(&f, bucket, by_service, true),
+            };
+            let _slot = admit(table)?;
             match kind {
-                Kind::Volume => json!(answers::volume(client, &f, bucket).await?),
+                Kind::Volume => json!(answers::volume(client, &f, bucket, table).await?),
                 Kind::ErrorRate => {
-                    json!(answers::error_rate(client, &f, bucket, by_service).await?)
+                    json!(answers::error_rate(client, &f, bucket, by_service, table).await?)
                 }
-                _ => json!(answers::latency(client, &f, bucket, by_service).await?),
+                _ => json!(answers::latency(client, &f, bucket, by_service, table).await?),
             }
         }
         Kind::TopTalkers => {
             let q = answers::parse_top(params)?;
             // The rollup's grain is a minute.
             answers::align(&mut f, 60);
-            json!(answers::top_talkers(client, &f, q).await?)
+            let table = answers::top_table(&f, q);
+            let _slot = admit(table)?;
+            json!(answers::top_talkers(client, &f, q, table).await?)
         }
-        Kind::Logs => logs(params, &f, client).await?,
+        Kind::Logs => {
+            let _slot = admit(Table::Raw)?;
+            logs(params, &f, client).await?
+        }
     };
     Ok(value)
 }

@@ -219,3 +219,114 @@ async fn program_limits_are_data_errors() {
     assert_eq!(e.code().map(|c| &c.code()[..2]), Some("54"), "{e}");
     assert!(collector::db::DbError::from(e).is_data_error());
 }
+
+/// Reads have a pool of their own: while every read connection is stuck, the writers still commit, and a read
+/// that finds no connection within the wait is a 503 with Retry-After, not a wait behind the writers.
+#[tokio::test]
+async fn stuck_reads_neither_delay_commits_nor_queue_forever() {
+    let app = spawn_app_with(|c| {
+        c.read_connections = 2;
+        c.read_pool_wait_ms = 300;
+    })
+    .await;
+    // Holds every read of the destination rollup; the writers append to its _delta table, which stays free.
+    let mut locker = pg::connect(&app.db_url).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE comm_rollup_dst IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let reads: Vec<tokio::task::JoinHandle<(u16, bool)>> = (0..5)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), app.url.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .get(format!("{url}/metrics/top-talkers?by=dst_ip"))
+                    .header("x-api-key", crate::support::app::KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                let retry = r.headers().contains_key("retry-after");
+                (r.status().as_u16(), retry)
+            })
+        })
+        .collect();
+    // Two hold the read connections, waiting on the lock; three find no connection and are refused.
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    assert_eq!(app.wait_count(waiting, 2).await, 2);
+    for _ in 0..600 {
+        if reads.iter().filter(|r| r.is_finished()).count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reads.iter().filter(|r| r.is_finished()).count(), 3);
+    // Meanwhile an event is acknowledged and committed.
+    let (status, _) = app
+        .ingest_json(r#"[{"dst_ip":"10.9.9.9","service":"w"}]"#)
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(app.wait_rows(1).await, 1);
+    tx.rollback().await.unwrap();
+    let mut answers = Vec::new();
+    for r in reads {
+        answers.push(r.await.unwrap());
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            (200, false),
+            (200, false),
+            (503, true),
+            (503, true),
+            (503, true)
+        ]
+    );
+}
+
+/// One key may run COLLECTOR_RAW_READS_PER_KEY reads of raw events at once; one more is a 429 naming the
+/// setting, while reads from rollups go on.
+#[tokio::test]
+async fn raw_reads_per_key_are_limited() {
+    let app = spawn_app_with(|c| c.raw_reads_per_key = 1).await;
+    // A window in 2020 reads the default partition only: held here, the writers (today's partition) go on.
+    let mut locker = pg::connect(&app.db_url).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE comm_logs_default IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let window = "from=2020-01-01T00:00:00Z&to=2020-01-01T01:00:00Z";
+    let slow = {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        // No rollup holds an address and a service together: answered from raw events.
+        let path = format!("{url}/metrics/error-rate?src=10.0.0.1&service=web&{window}");
+        tokio::spawn(async move {
+            http.get(path)
+                .header("x-api-key", crate::support::app::KEY)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // Once the first waits on the lock (holding its slot), a second of the same key is refused.
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    assert_eq!(app.wait_count(waiting, 1).await, 1);
+    let (status, body) = app
+        .get_json(&format!(
+            "/metrics/error-rate?src=10.0.0.2&service=web&{window}"
+        ))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "too_many_raw_reads");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("COLLECTOR_RAW_READS_PER_KEY"));
+    // A rollup answer is not a raw read.
+    let (status, _) = app.get_json("/metrics/volume").await;
+    assert_eq!(status, 200);
+    tx.rollback().await.unwrap();
+    assert_eq!(slow.await.unwrap(), 200);
+}
