@@ -182,6 +182,7 @@ pub async fn run(
         keys,
         limits: cfg.build_limits(),
         max_body_bytes: cfg.max_body_bytes,
+        memory: crate::pipeline::budget::MemoryBudget::new(cfg.memory_budget_bytes),
         max_decompressed_bytes: cfg.max_decompressed_bytes,
         queue_high_water: cfg.queue_capacity * usize::from(cfg.queue_high_water_pct.min(100)) / 100,
         query_timeout: (cfg.query_timeout_ms > 0)

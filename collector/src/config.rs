@@ -61,6 +61,12 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_MAX_DECOMPRESSED_BYTES", default_value_t = 256 << 20)]
     pub max_decompressed_bytes: usize,
 
+    /// Bytes of ingest held in memory at once: request bodies being read and decompressed, and queued batches
+    /// (their text and encoded rows) until committed. Past it, POST /ingest answers 503 + Retry-After. The
+    /// process stays within this plus a fixed ~200 MiB (README, "Memory").
+    #[arg(long, env = "COLLECTOR_MEMORY_BUDGET_BYTES", default_value_t = 1 << 30)]
+    pub memory_budget_bytes: usize,
+
     /// Events held between acknowledgement and commit. When full, POST /ingest answers 503 + Retry-After.
     #[arg(long, env = "COLLECTOR_QUEUE_CAPACITY", default_value_t = 500_000)]
     pub queue_capacity: usize,

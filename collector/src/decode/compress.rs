@@ -44,6 +44,17 @@ pub fn decompress(
     encoding: Encoding,
     limit: usize,
 ) -> Result<Cow<'_, [u8]>, DecodeError> {
+    decompress_within(body, encoding, limit, &mut |_| true)
+}
+
+/// [`decompress`], asking `grow(bytes)` before the output's buffer grows to `bytes`; `false` stops it with
+/// [`DecodeError::OverBudget`].
+pub fn decompress_within<'b>(
+    body: &'b [u8],
+    encoding: Encoding,
+    limit: usize,
+    grow: &mut dyn FnMut(usize) -> bool,
+) -> Result<Cow<'b, [u8]>, DecodeError> {
     let reader: Box<dyn Read + '_> = match encoding {
         Encoding::Identity => {
             if body.len() > limit {
@@ -62,17 +73,33 @@ pub fn decompress(
             })?)
         }
     };
-    // Typical log batches compress 5-10x; start there and let the Vec grow.
-    let mut out = Vec::with_capacity(body.len().saturating_mul(6).min(limit));
-    let read = reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Corrupt {
-            encoding: encoding.name(),
-            detail: e.to_string(),
-        })?;
-    if read > limit {
-        return Err(DecodeError::DecompressedTooLarge { limit });
+    let corrupt = |e: std::io::Error| DecodeError::Corrupt {
+        encoding: encoding.name(),
+        detail: e.to_string(),
+    };
+    let mut reader = reader.take(limit as u64 + 1);
+    let mut chunk = vec![0u8; 256 << 10];
+    // Typical log batches compress 5-10x; start there and let the buffer double.
+    let mut out: Vec<u8> = Vec::new();
+    let mut capacity = body.len().saturating_mul(6).min(limit).max(chunk.len());
+    loop {
+        let n = reader.read(&mut chunk).map_err(corrupt)?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > capacity || out.capacity() == 0 {
+            if out.capacity() > 0 {
+                capacity = (capacity * 2).max(out.len() + n);
+            }
+            if !grow(capacity) {
+                return Err(DecodeError::OverBudget);
+            }
+            out.reserve_exact(capacity - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+        if out.len() > limit {
+            return Err(DecodeError::DecompressedTooLarge { limit });
+        }
     }
     Ok(Cow::Owned(out))
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-pub use compress::{decompress, Encoding};
+pub use compress::{decompress, decompress_within, Encoding};
 
 /// Why a body cannot be decoded at all. Each message says where (byte offset, line, column).
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,12 @@ pub enum DecodeError {
     NotUtf8 { offset: usize },
     #[error("body is empty")]
     Empty,
+    /// Memory for it is not available now (see `pipeline::budget`): the client retries.
+    #[error(
+        "the collector holds its whole ingest memory budget (COLLECTOR_MEMORY_BUDGET_BYTES) in requests and \
+         queued batches; retry shortly"
+    )]
+    OverBudget,
     #[error("invalid JSON at byte offset {offset} (line {line}, column {column}): {detail}")]
     Json {
         offset: usize,

@@ -60,6 +60,9 @@ impl ApiError {
             ApiError::Decode(
                 DecodeError::TooLarge { .. } | DecodeError::DecompressedTooLarge { .. },
             ) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::Decode(DecodeError::OverBudget) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "over_memory_budget")
+            }
             ApiError::Decode(DecodeError::UnsupportedEncoding(_)) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding")
             }
@@ -108,7 +111,8 @@ impl IntoResponse for ApiError {
             } => headers.extend(extra),
             ApiError::Queue(SubmitError::Full { .. } | SubmitError::Closed)
             | ApiError::NotReady(_)
-            | ApiError::Busy(_) => {
+            | ApiError::Busy(_)
+            | ApiError::Decode(DecodeError::OverBudget) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             _ => {}

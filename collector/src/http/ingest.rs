@@ -3,18 +3,20 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::Producer;
 use crate::decode::{self, DecodeError, Encoding, Format};
 use crate::pipeline::batch::{Batch, Receipt, Reject};
+use crate::pipeline::budget::Reservation;
 use crate::pipeline::queue::SubmitError;
 
 pub fn router() -> Router<AppState> {
@@ -39,22 +41,37 @@ pub(super) async fn ingest(
     State(state): State<AppState>,
     Extension(producer): Extension<Producer>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let received_at_us = chrono::Utc::now().timestamp_micros();
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge(format!(
-            "body is over the limit of {} bytes (COLLECTOR_MAX_BODY_BYTES)",
-            state.max_body_bytes
-        )),
-        _ => ApiError::BadRequest(format!(
-            "could not read the body: {}",
-            rejection.body_text()
-        )),
-    })?;
+    // Everything this request holds in memory, from its first byte to the batch's commit, is reserved first.
+    let mut memory = state.memory.reservation();
+    let body = read_body(body, state.max_body_bytes, &mut memory).await?;
     let producer = producer.0;
-    let (batch, receipt) = match prepare(&body, &headers, &producer, received_at_us, &state) {
+    // Decompressing and parsing take milliseconds to seconds of CPU: off the async workers, so that health
+    // checks and small requests are not held behind them.
+    let prepared = {
+        let (body, state, producer) = (body.clone(), state.clone(), producer.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = prepare(
+                &body,
+                &headers,
+                &producer,
+                received_at_us,
+                &state,
+                &mut memory,
+            );
+            out.map(|(batch, receipt)| (batch, receipt, memory))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoding task failed: {e}")))?
+    };
+    let (mut batch, receipt, memory) = match prepared {
         Ok(prepared) => prepared,
+        Err(DecodeError::OverBudget) => {
+            state.stats.overload_responses.add(1);
+            return Err(DecodeError::OverBudget.into());
+        }
         Err(e) => {
             // Undecodable: the client hears 400/413/415, and the raw body is kept so nothing is lost.
             state.stats.bodies_undecodable.add(1);
@@ -92,6 +109,8 @@ pub(super) async fn ingest(
             .try_submit(Batch::rejects_only(producer, received_at_us, vec![reject]))?;
         return Err(e.into());
     }
+    // The batch keeps its share of the budget until the writer commits it.
+    batch.memory = Some(memory);
     state
         .queue
         .try_submit(batch)
@@ -105,18 +124,63 @@ pub(super) async fn ingest(
     Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
 
-/// Body bytes → a batch of encoded rows and dead letters, plus the receipt for the client.
+/// The request body, read frame by frame into a buffer the reservation covers; past `limit` bytes, 413.
+async fn read_body(body: Body, limit: usize, memory: &mut Reservation) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::BodyTooLarge(format!(
+            "body is over the limit of {limit} bytes (COLLECTOR_MAX_BODY_BYTES)"
+        ))
+    };
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large()
+            } else {
+                ApiError::BadRequest(format!("could not read the body: {e}"))
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            return Err(too_large());
+        }
+        if buf.len() + data.len() > buf.capacity() {
+            let capacity = (buf.capacity() * 2).max(buf.len() + data.len()).min(limit);
+            memory
+                .grow_to(capacity)
+                .map_err(|_| ApiError::Decode(DecodeError::OverBudget))?;
+            buf.reserve(capacity - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Body bytes → a batch of encoded rows and dead letters, plus the receipt for the client; `memory` grows with
+/// the decompressed text and the encoded rows, and ends holding what the batch keeps.
 fn prepare(
     body: &Bytes,
     headers: &HeaderMap,
     producer: &Arc<str>,
     received_at_us: i64,
     state: &AppState,
+    memory: &mut Reservation,
 ) -> Result<(Batch, Receipt), DecodeError> {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let encoding = Encoding::from_header(header(header::CONTENT_ENCODING))?;
     let format = Format::from_content_type(header(header::CONTENT_TYPE));
-    let plain = match decode::decompress(body, encoding, state.max_decompressed_bytes)? {
+    let compressed = body.len();
+    let plain = match decode::decompress_within(
+        body,
+        encoding,
+        state.max_decompressed_bytes,
+        &mut |bytes| memory.grow_to(compressed + bytes).is_ok(),
+    )? {
         Cow::Borrowed(_) => body.clone(),
         Cow::Owned(v) => Bytes::from(v),
     };
@@ -125,18 +189,31 @@ fn prepare(
     if s.trim().is_empty() {
         return Err(DecodeError::Empty);
     }
+    // The encoded rows take about as much as the text they come from.
+    let kept = if encoding == Encoding::Identity {
+        text.len()
+    } else {
+        compressed + text.len()
+    };
+    memory
+        .grow_to(kept + text.len())
+        .map_err(|_| DecodeError::OverBudget)?;
     // msgpack was transcoded to a JSON array.
     let format = if format == Format::Msgpack {
         Format::Json
     } else {
         format
     };
-    Batch::build(
+    let built = Batch::build(
         text.clone(),
         s,
         format,
         producer.clone(),
         received_at_us,
         &state.limits,
-    )
+    )?;
+    // What stays until the commit: the text and the rows (the compressed body is dropped with the request).
+    let (batch, _) = &built;
+    memory.shrink_to(batch.source.len() + batch.rows.len());
+    Ok(built)
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub keys: ApiKeys,
     pub limits: BuildLimits,
     pub max_body_bytes: usize,
+    /// Bytes of bodies being decoded and of queued batches, counted together.
+    pub memory: crate::pipeline::budget::MemoryBudget,
     pub max_decompressed_bytes: usize,
     /// Queue depth (events) above which /readyz says not ready.
     pub queue_high_water: usize,

@@ -27,6 +27,8 @@ pub struct Batch {
     pub rejects: Vec<Reject>,
     /// The batch's share of queue capacity, released when it is committed.
     pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// Its share of the ingest memory budget (text and rows), released when it is committed.
+    pub memory: Option<crate::pipeline::budget::Reservation>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +213,7 @@ impl Batch {
             format,
             rejects,
             permit: None,
+            memory: None,
         };
         Ok((batch, receipt))
     }
@@ -226,6 +229,7 @@ impl Batch {
             format: Format::Json,
             rejects,
             permit: None,
+            memory: None,
         }
     }
 

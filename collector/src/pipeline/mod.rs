@@ -5,6 +5,7 @@
 //! made) and [`seal`] (source × destination pairs rolled up from the raw events).
 
 pub mod batch;
+pub mod budget;
 pub mod compact;
 pub mod copy;
 pub mod deltas;

@@ -330,3 +330,132 @@ async fn raw_reads_per_key_are_limited() {
     tx.rollback().await.unwrap();
     assert_eq!(slow.await.unwrap(), 200);
 }
+
+/// Peak resident memory of a process, from /proc (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Twenty concurrent gzip bodies of 32 MB of JSON each would take over a gigabyte decoded and encoded; the real
+/// binary stays within its memory budget plus the stated fixed margin, refuses what does not fit with 503 +
+/// Retry-After, and stores everything it acknowledged.
+#[tokio::test]
+async fn memory_stays_within_the_budget_under_many_large_bodies() {
+    use std::io::Write;
+    const BUDGET: u64 = 128 << 20;
+    const MARGIN: u64 = 200 << 20;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db_url = pg::fresh_database().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+        .arg("serve")
+        .env("DATABASE_URL", &db_url)
+        .env("COLLECTOR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COLLECTOR_API_KEYS", "big:big-key-0001")
+        .env("COLLECTOR_RATE_LIMIT_PER_SEC", "0")
+        .env("COLLECTOR_MEMORY_BUDGET_BYTES", BUDGET.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..600 {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "collector did not become ready");
+    // 520 events with 60 KB messages: 32 MB of JSON, a few hundred KB gzipped.
+    let message = "m".repeat(60_000);
+    let events: Vec<String> = (0..520)
+        .map(|i| {
+            format!(
+                r#"{{"service":"big","dst_port":{},"message":"{message}"}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    let json = format!("[{}]", events.join(","));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(json.as_bytes()).unwrap();
+    let body = bytes::Bytes::from(gz.finish().unwrap());
+    let sends: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(format!("{url}/ingest"))
+                    .header("x-api-key", "big-key-0001")
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.headers().contains_key("retry-after"))
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for s in sends {
+        match s.await.unwrap() {
+            (202, _) => accepted += 1,
+            (503, true) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let peak = peak_rss(child.id());
+    eprintln!(
+        "peak RSS {} MiB (budget {} MiB); {accepted} bodies accepted, {refused} refused",
+        peak >> 20,
+        BUDGET >> 20
+    );
+    assert!(
+        peak < BUDGET + MARGIN,
+        "peak RSS {} MiB over the budget of {} MiB plus {} MiB",
+        peak >> 20,
+        BUDGET >> 20,
+        MARGIN >> 20
+    );
+    assert!(
+        accepted >= 1 && refused >= 1,
+        "{accepted} accepted, {refused} refused"
+    );
+    // Everything acknowledged is stored.
+    let db = pg::connect(&db_url).await;
+    let want = 520 * accepted;
+    let mut stored = 0;
+    for _ in 0..1200 {
+        stored = db
+            .query_one("SELECT count(*) FROM comm_logs", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if stored >= want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, want);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
