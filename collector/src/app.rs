@@ -197,9 +197,13 @@ pub async fn run(
         queue_capacity = cfg.queue_capacity,
         "Collector ready"
     );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let limits = http::ConnLimits {
+        max_connections: connection_cap(cfg.max_connections),
+        header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms.max(1)),
+        body_read_timeout: Duration::from_millis(cfg.body_read_timeout_ms.max(1)),
+        drain_timeout: Duration::from_secs(10),
+    };
+    let served = http::serve(listener, app, limits, shutdown).await;
 
     // Stop accepting, then let the writers drain what was acknowledged.
     queue.close();
@@ -234,6 +238,35 @@ pub async fn run(
     }
     tracing::info!(rows_written = stats.rows_written.get(), "Shut down cleanly");
     Ok(())
+}
+
+/// `configured`, kept below the open-file limit less room for the pools, logs and PostgreSQL's socket: past
+/// that limit, accepting fails for everyone instead of refusing the newest connections.
+fn connection_cap(configured: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<usize>()
+                .ok()
+        });
+    match soft {
+        Some(soft) if soft.saturating_sub(128) < configured => {
+            let cap = soft.saturating_sub(128).max(16);
+            tracing::warn!(
+                configured,
+                open_file_limit = soft,
+                cap,
+                "COLLECTOR_MAX_CONNECTIONS is above the open-file limit: connections are capped lower (raise \
+                 `ulimit -n` to allow more)"
+            );
+            cap
+        }
+        _ => configured,
+    }
 }
 
 /// `collector migrate`.

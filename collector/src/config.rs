@@ -40,6 +40,24 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// Open connections at most (also kept below the process's open-file limit); one more is closed at once,
+    /// with a log line.
+    #[arg(long, env = "COLLECTOR_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Longest wait for a request's headers, in milliseconds, counted from the connection's start or from the
+    /// previous answer on a kept-alive connection (so it is also the idle keep-alive timeout).
+    #[arg(
+        long,
+        env = "COLLECTOR_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+
+    /// Longest wait for the next piece of a request's body, in milliseconds.
+    #[arg(long, env = "COLLECTOR_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+
     /// Comma-separated `name:key` pairs; the name is stored with each event as its producer. When unset, a
     /// development key is generated, saved beside the data directory, and printed.
     #[arg(long, env = "COLLECTOR_API_KEYS", hide_env_values = true)]

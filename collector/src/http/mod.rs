@@ -6,8 +6,10 @@ mod ingest;
 pub mod openapi;
 mod prometheus;
 mod read;
+mod serve;
 
 pub use read::RawReads;
+pub use serve::{serve, ConnLimits};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -459,3 +459,117 @@ async fn memory_stays_within_the_budget_under_many_large_bodies() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Reads from `stream` until the server closes it (or `limit` passes); whatever it answered first.
+async fn until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_all).await.ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Clients that open connections and send their headers slowly (or not at all) are cut at the header timeout;
+/// meanwhile everyone else is served.
+#[tokio::test]
+async fn slow_headers_are_cut_at_the_timeout_while_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|c| c.header_read_timeout_ms = 300).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"POST /ingest HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let (status, receipt) = app.ingest_json(r#"[{"service":"meanwhile"}]"#).await;
+    assert_eq!((status, receipt["accepted"].as_i64()), (202, Some(1)));
+    for s in &mut slow {
+        assert!(
+            until_closed(s, std::time::Duration::from_secs(30))
+                .await
+                .is_some(),
+            "a connection with unfinished headers stayed open"
+        );
+    }
+}
+
+/// A body that stops arriving is cut at the body timeout, with an answer saying so.
+#[tokio::test]
+async fn a_stalled_body_is_cut_at_the_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|c| c.body_read_timeout_ms = 300).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /ingest HTTP/1.1\r\nHost: x\r\nX-API-KEY: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n[{{\"service\":",
+        crate::support::app::KEY
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut s, std::time::Duration::from_secs(30))
+        .await
+        .expect("the server closes a stalled body");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM comm_logs").await, 0);
+}
+
+/// At COLLECTOR_MAX_CONNECTIONS open connections, one more is closed at once; when some close, new ones are
+/// served again.
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_until_some_end() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|c| c.max_connections = 20).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The server may not have accepted the last ones yet: a 21st is refused once all 20 are counted.
+    let mut refused = false;
+    for _ in 0..100 {
+        let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = extra
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let answer = until_closed(&mut extra, std::time::Duration::from_secs(5)).await;
+        if answer.as_deref() == Some("") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a connection past the cap was served");
+    held.truncate(10);
+    let mut served = false;
+    for _ in 0..100 {
+        if app
+            .http
+            .get(format!("{}/healthz", app.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(served, "no connection served after others closed");
+}
