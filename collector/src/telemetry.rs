@@ -120,6 +120,8 @@ pub struct Stats {
     pub rows_written: Counter,
     pub dead_letters: Counter,
     pub write_retries: Counter,
+    /// Flushes that have failed three times or more and are being retried now; with the last error.
+    pub failing_flushes: Mutex<(u64, Option<String>)>,
 }
 
 impl Default for Stats {
@@ -138,6 +140,7 @@ impl Default for Stats {
             rows_written: Counter::default(),
             dead_letters: Counter::default(),
             write_retries: Counter::default(),
+            failing_flushes: Mutex::default(),
         }
     }
 }
@@ -157,6 +160,32 @@ impl Stats {
             e.0 += accepted as u64;
             e.1 += rejected as u64;
         }
+    }
+
+    /// A flush failed again (`new`: for the first time counted here); `error` is its latest failure.
+    pub fn flush_failing(&self, new: bool, error: String) {
+        if let Ok(mut f) = self.failing_flushes.lock() {
+            f.0 += u64::from(new);
+            f.1 = Some(error);
+        }
+    }
+
+    /// A flush counted by [`Stats::flush_failing`] has ended.
+    pub fn flush_recovered(&self) {
+        if let Ok(mut f) = self.failing_flushes.lock() {
+            f.0 = f.0.saturating_sub(1);
+            if f.0 == 0 {
+                f.1 = None;
+            }
+        }
+    }
+
+    /// Flushes failing repeatedly now, and the latest error.
+    pub fn failing(&self) -> (u64, Option<String>) {
+        self.failing_flushes
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
     }
 
     pub fn record_response(&self, status: u16) {
@@ -232,6 +261,12 @@ impl Stats {
             "collector_write_retries_total",
             "COPY transactions retried after a failure.",
             self.write_retries.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP collector_failing_flushes Flushes that failed three times or more and are being retried.\n\
+             # TYPE collector_failing_flushes gauge\ncollector_failing_flushes {}",
+            self.failing().0
         );
         let _ = writeln!(
             out,

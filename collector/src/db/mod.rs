@@ -71,6 +71,19 @@ impl DbError {
         code.is_some_and(|c| matches!(&c.code()[..2], "22" | "23" | "54"))
     }
 
+    /// Errors that may come from the rows without being a data error: an error raised in a server function
+    /// (SQLSTATE class P0) or an internal error (XX). Persisting, they are treated as the rows' own; anything
+    /// else (connection, server state, resources, a broken schema) is retried for as long as it takes, because
+    /// the rows would fare no better alone.
+    pub fn may_be_the_rows(&self) -> bool {
+        let code = match self {
+            DbError::Postgres(e) => e.code(),
+            DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => e.code(),
+            _ => None,
+        };
+        code.is_some_and(|c| matches!(&c.code()[..2], "P0" | "XX"))
+    }
+
     /// Every connection of the pool stayed busy for its whole wait.
     pub fn is_pool_busy(&self) -> bool {
         matches!(

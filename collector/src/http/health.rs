@@ -34,6 +34,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     db::ping(&client)
         .await
         .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
+    let (failing, error) = state.stats.failing();
+    if failing > 0 {
+        return Err(ApiError::NotReady(format!(
+            "{failing} flush(es) to PostgreSQL keep failing and are being retried: {}",
+            error.unwrap_or_default()
+        )));
+    }
     let depth = state.queue.depth();
     if depth > state.queue_high_water {
         return Err(ApiError::NotReady(format!(

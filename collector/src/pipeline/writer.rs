@@ -7,7 +7,12 @@
 //!   exponential backoff for as long as it takes. Before each retry the flush ledger is checked: if the lost
 //!   answer was to a COMMIT that succeeded, the flush is done and is not written twice.
 //! - A data error (PostgreSQL refusing a value despite validation) would fail every retry, so the group is
-//!   bisected until the refused rows are isolated; those go to `ingest_rejects` with the server's message.
+//!   bisected until the refused rows are isolated; those go to `ingest_rejects` with the server's message. So
+//!   is an error that may come from the rows (raised in a function, or internal) when it persists for
+//!   [`REFUSED_AFTER`] attempts; errors that say nothing about the rows (connection, server state, resources,
+//!   a broken schema) are retried for as long as it takes.
+//! - A flush failing three times or more shows in /readyz (not ready), /metrics (`collector_failing_flushes`)
+//!   and the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +125,9 @@ async fn isolate(
     cfg: &WriterConfig,
     stats: &Stats,
 ) {
+    let total = rows.len();
+    let mut refused = 0usize;
+    let mut first_reason: Option<String> = None;
     let mut stack = vec![rows];
     while let Some(part) = stack.pop() {
         if part.is_empty() {
@@ -138,7 +146,10 @@ async fn isolate(
                     r.source.clone(),
                     cfg.dead_letter_max_bytes,
                 );
-                tracing::error!(event_index = r.event_index, error = %e, "Row refused by PostgreSQL; dead-lettered");
+                // One summary line at the end, not one per row: a batch of bad rows must not flood the log.
+                tracing::debug!(event_index = r.event_index, error = %e, "Row refused by PostgreSQL");
+                refused += 1;
+                first_reason.get_or_insert_with(|| db_message(&e));
                 if write_with_retry(pool, copy_sql, &[], 0, &[&reject], cfg, stats)
                     .await
                     .is_ok()
@@ -154,6 +165,14 @@ async fn isolate(
             }
         }
     }
+    if refused > 0 {
+        tracing::error!(
+            refused,
+            rows = total,
+            first_reason = first_reason.as_deref().unwrap_or_default(),
+            "Rows refused by PostgreSQL were dead-lettered (ingest_rejects)"
+        );
+    }
 }
 
 fn db_message(e: &DbError) -> String {
@@ -165,7 +184,10 @@ fn db_message(e: &DbError) -> String {
     }
 }
 
-/// Writes one flush, retrying transient errors forever. Returns only success or a data error.
+/// Attempts after which an error that is not transient is taken as the rows' own (see the module doc).
+const REFUSED_AFTER: u32 = 5;
+
+/// Writes one flush, retrying transient errors forever. Returns only success or an error of the rows.
 async fn write_with_retry(
     pool: &Pool,
     copy_sql: &str,
@@ -178,16 +200,23 @@ async fn write_with_retry(
     let flush_id = Uuid::new_v4();
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0u32;
+    // Counted in /readyz and /metrics from the third failure until this flush ends, however it ends.
+    let mut failing = FailingFlush { stats, on: false };
     loop {
         attempt += 1;
         let err = match write_once(pool, copy_sql, chunks, rows, rejects, flush_id).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_data_error() => return Err(e),
+            Err(e) if attempt >= REFUSED_AFTER && e.may_be_the_rows() => {
+                tracing::error!(error = %e, attempt, rows, "PostgreSQL keeps refusing this flush; isolating its rows");
+                return Err(e);
+            }
             Err(e) => e,
         };
         stats.write_retries.add(1);
         // After a few quick retries this needs an operator: say so once per attempt at that level.
         if attempt >= 3 {
+            failing.set(err.to_string());
             tracing::error!(error = %err, attempt, rows, "Writing to PostgreSQL keeps failing; retrying");
         } else {
             tracing::warn!(error = %err, attempt, rows, "Writing to PostgreSQL failed; retrying");
@@ -199,6 +228,27 @@ async fn write_with_retry(
             if let Ok(true) = ledger::flush_committed(&client, flush_id).await {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// A flush's place in [`Stats::failing`], taken at its third failure and given back when it ends.
+struct FailingFlush<'s> {
+    stats: &'s Stats,
+    on: bool,
+}
+
+impl FailingFlush<'_> {
+    fn set(&mut self, error: String) {
+        self.stats.flush_failing(!self.on, error);
+        self.on = true;
+    }
+}
+
+impl Drop for FailingFlush<'_> {
+    fn drop(&mut self) {
+        if self.on {
+            self.stats.flush_recovered();
         }
     }
 }

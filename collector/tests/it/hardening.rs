@@ -573,3 +573,56 @@ async fn connections_past_the_cap_are_closed_until_some_end() {
     }
     assert!(served, "no connection served after others closed");
 }
+
+/// A flush that keeps failing (here the schema is broken under it) is visible: /readyz says not ready and why,
+/// /metrics counts it; once the cause is gone it commits, once, and the collector is ready again.
+#[tokio::test]
+async fn a_flush_that_keeps_failing_shows_in_readyz_and_metrics() {
+    let app = spawn_app_with(|c| c.retry_max_backoff_ms = 200).await;
+    app.db
+        .batch_execute("ALTER TABLE ingest_flushes RENAME TO ingest_flushes_away")
+        .await
+        .unwrap();
+    let (status, _) = app.ingest_json(r#"[{"service":"stuck"}]"#).await;
+    assert_eq!(status, 202);
+    let get = |path: &'static str| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move {
+            let r = http.get(format!("{url}{path}")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let mut seen = None;
+    for _ in 0..600 {
+        let (status, body) = get("/readyz").await;
+        if status == 503 && body.contains("keep failing") {
+            seen = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let body = seen.expect("/readyz reports the failing flush");
+    assert!(body.contains("ingest_flushes"), "{body}");
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("collector_failing_flushes 1"), "{metrics}");
+    app.db
+        .batch_execute("ALTER TABLE ingest_flushes_away RENAME TO ingest_flushes")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.wait_count("SELECT count(*) FROM comm_logs WHERE service = 'stuck'", 1)
+            .await,
+        1
+    );
+    let mut ready = false;
+    for _ in 0..600 {
+        if get("/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready);
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("collector_failing_flushes 0"), "{metrics}");
+}
