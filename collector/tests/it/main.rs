@@ -4,6 +4,7 @@ mod agents;
 mod hardening;
 mod ingest;
 mod metrics;
+mod properties;
 mod query;
 mod reliability;
 mod schema;

@@ -1,0 +1,201 @@
+//! Property tests on every body decoder: arbitrary bytes never panic (each is an answer or an error), and every
+//! event the receipt accepts is stored. Generated inputs mix valid events with every kind of value the
+//! collector must refuse (NUL, unpaired surrogates, huge numbers, deep nesting, wrong types).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use collector::config::ServeConfig;
+use collector::decode::{self, Encoding, Format};
+use collector::pipeline::batch::Batch;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+
+use crate::support::spawn_app;
+
+/// One decoded body, as the ingest handler does it, minus HTTP: any error is fine, a panic is not.
+fn decode_any(body: &[u8], encoding: Encoding, format: Format) -> Option<(usize, usize)> {
+    let limits = ServeConfig::defaults().build_limits();
+    let plain = decode::decompress(body, encoding, 1 << 20).ok()?;
+    let text = decode::to_json(Bytes::copy_from_slice(&plain), format).ok()?;
+    let s = decode::as_text(&text).ok()?;
+    let format = if format == Format::Msgpack {
+        Format::Json
+    } else {
+        format
+    };
+    let (batch, receipt) =
+        Batch::build(text.clone(), s, format, Arc::from("p"), 0, &limits).ok()?;
+    assert_eq!(
+        batch.row_count(),
+        receipt.accepted,
+        "the receipt counts the rows"
+    );
+    Some((receipt.accepted, receipt.rejected))
+}
+
+/// A JSON value text that may be anything an agent or an attacker sends.
+fn value() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        any::<i64>().prop_map(|v| v.to_string()),
+        any::<f64>()
+            .prop_filter("finite", |v| v.is_finite())
+            .prop_map(|v| v.to_string()),
+        (1u32..2_000_000).prop_map(|e| format!("1e{e}")),
+        "[a-z0-9 .:/-]{0,12}".prop_map(|s| format!("\"{s}\"")),
+        prop::sample::select(vec![
+            r#""\u0000""#,
+            r#""\\u0000""#,
+            r#""\ud800""#,
+            r#""\udc00\ud800""#,
+            r#""\ud83d\ude00""#,
+            r#""10.0.0.1""#,
+            r#""2001:db8::1""#,
+            r#""999.1.1.1""#,
+            r#""2026-11-22T10:00:00Z""#,
+            r#""-""#,
+            r#""""#,
+        ])
+        .prop_map(str::to_string),
+    ];
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec(("[a-z]{1,6}", inner), 0..4).prop_map(|v| {
+                let kv: Vec<String> = v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", kv.join(","))
+            }),
+            (1usize..200).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
+        ]
+    })
+}
+
+/// An event object: known fields, aliases and unknown keys, with any values.
+fn event() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "timestamp",
+        "src_ip",
+        "src_port",
+        "dst_ip",
+        "dst_port",
+        "protocol",
+        "service",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "latency_ms",
+        "host",
+        "message",
+        "tags",
+        "ts",
+        "client_ip",
+        "code",
+        "size",
+        "msg",
+        "labels",
+        "extra",
+        "nested",
+    ]);
+    prop::collection::vec((key, value()), 0..8).prop_map(|fields| {
+        let kv: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        format!("{{{}}}", kv.join(","))
+    })
+}
+
+#[test]
+fn arbitrary_bytes_never_panic_any_decoder() {
+    let mut runner = TestRunner::new(Config {
+        cases: 512,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(any::<u8>(), 0..512), |bytes| {
+            for encoding in [
+                Encoding::Identity,
+                Encoding::Gzip,
+                Encoding::Deflate,
+                Encoding::Zstd,
+            ] {
+                for format in [Format::Json, Format::NdJson, Format::Msgpack] {
+                    decode_any(&bytes, encoding, format);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn generated_events_decode_with_a_consistent_receipt() {
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(event(), 1..20), |events| {
+            let array = format!("[{}]", events.join(","));
+            let ndjson = events.join("\n");
+            for (body, format) in [(array, Format::Json), (ndjson, Format::NdJson)] {
+                if let Some((accepted, rejected)) =
+                    decode_any(body.as_bytes(), Encoding::Identity, format)
+                {
+                    prop_assert_eq!(accepted + rejected, events.len());
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Generated batches sent to the real collector: every event its receipt accepts is in `comm_logs`, and every
+/// rejected one in `ingest_rejects`, without the writer having to refuse any (no isolation afterwards).
+#[tokio::test]
+async fn every_event_the_receipt_accepts_is_stored() {
+    let mut runner = TestRunner::default();
+    let strategy = prop::collection::vec(event(), 1..25);
+    let bodies: Vec<Vec<String>> = (0..40)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect();
+    let app = spawn_app().await;
+    let (mut accepted, mut rejected) = (0i64, 0i64);
+    for events in &bodies {
+        let resp = app
+            .ingest(
+                format!("[{}]", events.join(",")),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        let status = resp.status().as_u16();
+        let receipt: serde_json::Value = resp.json().await.unwrap();
+        if status == 202 {
+            accepted += receipt["accepted"].as_i64().unwrap();
+            rejected += receipt["rejected"].as_i64().unwrap();
+        } else {
+            // The body as a whole was refused (and kept as one dead letter).
+            assert_eq!(status, 400, "{receipt}");
+            rejected += 1;
+        }
+    }
+    assert!(
+        accepted > 0 && rejected > 0,
+        "{accepted} accepted, {rejected} rejected"
+    );
+    assert_eq!(app.wait_rows(accepted).await, accepted);
+    assert_eq!(
+        app.wait_count("SELECT count(*) FROM ingest_rejects", rejected)
+            .await,
+        rejected
+    );
+    // None of them was refused by PostgreSQL after the receipt.
+    assert_eq!(
+        app.count("SELECT count(*) FROM ingest_rejects WHERE reason LIKE 'refused by PostgreSQL%'")
+            .await,
+        0
+    );
+}
