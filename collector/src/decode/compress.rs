@@ -79,19 +79,23 @@ pub fn decompress_within<'b>(
     };
     let mut reader = reader.take(limit as u64 + 1);
     let mut chunk = vec![0u8; 256 << 10];
-    // Typical log batches compress 5-10x; start there and let the buffer double.
+    // Sized once when the body says its size (a gzip trailer), else from a typical 6x ratio, doubling after.
     let mut out: Vec<u8> = Vec::new();
-    let mut capacity = body.len().saturating_mul(6).min(limit).max(chunk.len());
+    let mut capacity = size_hint(body, encoding)
+        .unwrap_or_else(|| body.len().saturating_mul(6))
+        .min(limit)
+        .max(chunk.len());
     loop {
         let n = reader.read(&mut chunk).map_err(corrupt)?;
         if n == 0 {
             break;
         }
-        if out.len() + n > capacity || out.capacity() == 0 {
+        if out.len() + n > out.capacity() {
             if out.capacity() > 0 {
-                capacity = (capacity * 2).max(out.len() + n);
+                capacity = (out.capacity() * 2).max(out.len() + n);
             }
-            if !grow(capacity) {
+            // Growing copies into a new buffer while the old one is still held: both count.
+            if !grow(out.capacity() + capacity) {
                 return Err(DecodeError::OverBudget);
             }
             out.reserve_exact(capacity - out.len());
@@ -101,7 +105,24 @@ pub fn decompress_within<'b>(
             return Err(DecodeError::DecompressedTooLarge { limit });
         }
     }
+    // A doubled buffer can be nearly twice the text; what is kept until the commit is the text.
+    if out.capacity() - out.len() > out.len() / 8 {
+        out.shrink_to_fit();
+    }
     Ok(Cow::Owned(out))
+}
+
+/// The decompressed size a body states, when its format carries it: gzip's trailer (ISIZE, the size modulo
+/// 2^32 of the last member). Only a hint for the first allocation: a wrong one costs a regrowth or an early 503.
+fn size_hint(body: &[u8], encoding: Encoding) -> Option<usize> {
+    match encoding {
+        Encoding::Gzip if body.len() >= 18 => {
+            let trailer: [u8; 4] = body[body.len() - 4..].try_into().ok()?;
+            let size = u32::from_le_bytes(trailer) as usize;
+            (size > 0).then_some(size)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

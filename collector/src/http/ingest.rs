@@ -212,8 +212,9 @@ fn prepare(
         received_at_us,
         &state.limits,
     )?;
-    // What stays until the commit: the text and the rows (the compressed body is dropped with the request).
+    // What stays until the commit: the text and the rows' buffer, sized from the text (the compressed body is
+    // dropped with the request).
     let (batch, _) = &built;
-    memory.shrink_to(batch.source.len() + batch.rows.len());
+    memory.shrink_to(batch.source.len() + s.len() + 1024);
     Ok(built)
 }
