@@ -157,7 +157,7 @@ pub struct ServeConfig {
     pub dead_letter_max_bytes: usize,
 
     /// Most per-event errors listed in one answer (all rejected events are dead-lettered regardless).
-    #[arg(long, env = "COLLECTOR_MAX_ERRORS_REPORTED", default_value_t = 100)]
+    #[arg(long, env = "COLLECTOR_MAX_ERRORS_REPORTED", default_value_t = 10)]
     pub max_errors_reported: usize,
 
     /// Daily partitions created ahead of today.

@@ -44,6 +44,8 @@ struct Builder<'l> {
     /// (event index, reason) of each rejected event.
     failed: Vec<(usize, String)>,
     receipt: Receipt,
+    /// Bytes of error text listed in the receipt so far.
+    listed_bytes: usize,
     producer: &'l str,
     received_at_us: i64,
     limits: &'l BuildLimits,
@@ -70,11 +72,14 @@ impl Builder<'_> {
             Err(e) => {
                 let reason = e.to_string();
                 self.receipt.rejected += 1;
-                if self.receipt.errors.len() < self.limits.max_errors {
-                    self.receipt.errors.push(EventError {
-                        index,
-                        error: reason.clone(),
-                    });
+                let error = shortened(&reason);
+                if self.receipt.errors.len() < self.limits.max_errors
+                    && self.listed_bytes + error.len() <= LISTED_ERROR_BYTES
+                {
+                    self.listed_bytes += error.len();
+                    self.receipt.errors.push(EventError { index, error });
+                } else {
+                    self.receipt.errors_omitted += 1;
                 }
                 self.failed.push((index, reason));
             }
@@ -116,6 +121,25 @@ impl Reject {
     }
 }
 
+/// Error text listed in one answer at most: with the counts, the answer stays well under the 4,096 bytes
+/// Fluent Bit reads of a response (a longer one fails its flush, and it sends the whole batch again).
+const LISTED_ERROR_BYTES: usize = 2_048;
+
+/// One listed error's text at most, in bytes.
+const ERROR_TEXT_BYTES: usize = 200;
+
+/// `reason`, cut at [`ERROR_TEXT_BYTES`] on a character boundary.
+fn shortened(reason: &str) -> String {
+    if reason.len() <= ERROR_TEXT_BYTES {
+        return reason.to_string();
+    }
+    let mut end = ERROR_TEXT_BYTES - 3;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &reason[..end])
+}
+
 /// What the client is told about one rejected event.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct EventError {
@@ -128,7 +152,15 @@ pub struct EventError {
 pub struct Receipt {
     pub accepted: usize,
     pub rejected: usize,
+    /// The first rejected events, by index, each with its reason; every one is kept in `ingest_rejects`.
     pub errors: Vec<EventError>,
+    /// Rejected events not listed in `errors` (the answer stays short); they are in `ingest_rejects` too.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub errors_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Settings for building batches.
@@ -159,6 +191,7 @@ impl Batch {
             row_refs: Vec::new(),
             failed: Vec::new(),
             receipt: Receipt::default(),
+            listed_bytes: 0,
             producer: &producer,
             received_at_us,
             limits,

@@ -233,3 +233,44 @@ async fn vector_nginx_file_source() {
     );
     app.stop().await.unwrap();
 }
+
+/// Fluent Bit reads at most 4,096 bytes of an answer; a longer one fails its flush and the whole chunk is sent
+/// again (and stored again). 200 invalid events among 2,000, with long bad values: the answer stays short,
+/// says how many errors it does not list, and the chunk is stored once.
+#[tokio::test]
+async fn answers_to_many_invalid_events_fit_in_what_fluent_bit_reads() {
+    let app = spawn_app().await;
+    let long = "x".repeat(500);
+    let events: Vec<String> = (0..2000)
+        .map(|i| {
+            if i % 10 == 0 {
+                format!(r#"{{"src_ip":"{long}","service":"fb"}}"#)
+            } else {
+                r#"{"service":"fb","status":200}"#.to_string()
+            }
+        })
+        .collect();
+    let resp = app
+        .ingest(
+            format!("[{}]", events.join(",")),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    let text = resp.text().await.unwrap();
+    assert!(text.len() < 4096, "{} bytes: {text}", text.len());
+    let receipt: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (receipt["accepted"].as_u64(), receipt["rejected"].as_u64()),
+        (Some(1800), Some(200))
+    );
+    let listed = receipt["errors"].as_array().unwrap().len() as u64;
+    assert!(listed >= 1);
+    assert_eq!(receipt["errors_omitted"].as_u64(), Some(200 - listed));
+    assert_eq!(app.wait_rows(1800).await, 1800);
+    assert_eq!(
+        app.wait_count("SELECT count(*) FROM ingest_rejects", 200)
+            .await,
+        200
+    );
+}
