@@ -19,6 +19,11 @@ use crate::pipeline::batch::{Batch, Receipt, Reject};
 use crate::pipeline::budget::Reservation;
 use crate::pipeline::queue::SubmitError;
 
+/// Bytes of body per event at most, for the room taken in the queue before decoding: an underestimate of the
+/// events (typical events are 200-400 bytes, less compressed), so that the room taken is never more than the
+/// batch needs; the rest is taken once the events are counted.
+const BYTES_PER_EVENT_AT_MOST: usize = 4096;
+
 /// Uncompressed bodies up to this size are decoded on the async worker that received them: about a
 /// millisecond of work (1,000 typical events).
 const INLINE_BODY_BYTES: usize = 512 << 10;
@@ -48,6 +53,16 @@ pub(super) async fn ingest(
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let received_at_us = chrono::Utc::now().timestamp_micros();
+    // Room in the queue first, from the size the client announces: when the queue is full the answer is 503
+    // before the body is read, decompressed or parsed, so overload costs microseconds a request.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let queue_room = state
+        .queue
+        .reserve(announced / BYTES_PER_EVENT_AT_MOST)
+        .inspect_err(|_| state.stats.overload_responses.add(1))?;
     // Everything this request holds in memory, from its first byte to the batch's commit, is reserved first.
     let mut memory = state.memory.reservation();
     let body = read_body(body, state.max_body_bytes, &mut memory).await?;
@@ -99,9 +114,10 @@ pub(super) async fn ingest(
                 body,
                 state.limits.dead_letter_max_bytes,
             );
-            state
-                .queue
-                .try_submit(Batch::rejects_only(producer, received_at_us, vec![reject]))?;
+            state.queue.submit_reserved(
+                Batch::rejects_only(producer, received_at_us, vec![reject]),
+                Some(queue_room),
+            )?;
             return Err(e.into());
         }
     };
@@ -120,16 +136,17 @@ pub(super) async fn ingest(
             body,
             state.limits.dead_letter_max_bytes,
         );
-        state
-            .queue
-            .try_submit(Batch::rejects_only(producer, received_at_us, vec![reject]))?;
+        state.queue.submit_reserved(
+            Batch::rejects_only(producer, received_at_us, vec![reject]),
+            Some(queue_room),
+        )?;
         return Err(e.into());
     }
     // The batch keeps its share of the budget until the writer commits it.
     batch.memory = Some(memory);
     state
         .queue
-        .try_submit(batch)
+        .submit_reserved(batch, Some(queue_room))
         .inspect_err(|_| state.stats.overload_responses.add(1))?;
     state.stats.record_batch(&producer, rows, receipt.rejected);
     tracing::debug!(

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::pipeline::batch::Batch;
 
@@ -48,7 +48,26 @@ impl Queue {
         )
     }
 
-    pub fn try_submit(&self, mut batch: Batch) -> Result<(), SubmitError> {
+    pub fn try_submit(&self, batch: Batch) -> Result<(), SubmitError> {
+        self.submit_reserved(batch, None)
+    }
+
+    /// Room for about `events` events, taken before a request is decoded: when the queue is full, the request
+    /// is answered 503 before it costs a decompression and a parse. [`Queue::submit_reserved`] settles it.
+    pub fn reserve(&self, events: usize) -> Result<OwnedSemaphorePermit, SubmitError> {
+        let n = u32::try_from(events.clamp(1, self.capacity.max(1))).unwrap_or(u32::MAX);
+        self.permits
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| self.full())
+    }
+
+    /// Queues `batch` with the room `reserved` for it, taking what it lacks or giving back what it has over.
+    pub fn submit_reserved(
+        &self,
+        mut batch: Batch,
+        reserved: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), SubmitError> {
         let weight = batch.weight();
         if weight > self.capacity {
             return Err(SubmitError::TooLarge {
@@ -56,16 +75,39 @@ impl Queue {
                 capacity: self.capacity,
             });
         }
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_many_owned(weight as u32)
-            .map_err(|_| SubmitError::Full {
-                depth: self.depth(),
-                capacity: self.capacity,
-            })?;
+        let held = reserved.as_ref().map_or(0, |p| p.num_permits());
+        let permit = match reserved {
+            Some(mut p) if held >= weight => {
+                if held > weight {
+                    drop(p.split(held - weight));
+                }
+                p
+            }
+            reserved => {
+                let Ok(mut more) = self
+                    .permits
+                    .clone()
+                    .try_acquire_many_owned((weight - held) as u32)
+                else {
+                    // The depth reported is without this request's own room.
+                    drop(reserved);
+                    return Err(self.full());
+                };
+                if let Some(p) = reserved {
+                    more.merge(p);
+                }
+                more
+            }
+        };
         batch.permit = Some(permit);
         self.tx.try_send(batch).map_err(|_| SubmitError::Closed)
+    }
+
+    fn full(&self) -> SubmitError {
+        SubmitError::Full {
+            depth: self.depth(),
+            capacity: self.capacity,
+        }
     }
 
     /// Events accepted but not yet committed.

@@ -626,3 +626,55 @@ async fn a_flush_that_keeps_failing_shows_in_readyz_and_metrics() {
     let (_, metrics) = get("/metrics").await;
     assert!(metrics.contains("collector_failing_flushes 0"), "{metrics}");
 }
+
+/// With the queue full, a request is refused before its body is decoded: an undecodable body gets the same
+/// 503 + Retry-After as any other, and is never parsed (nothing counted undecodable, nothing dead-lettered).
+#[tokio::test]
+async fn a_full_queue_refuses_before_decoding() {
+    let app = spawn_app_with(|c| {
+        c.queue_capacity = 100;
+        c.writers = 1;
+    })
+    .await;
+    let locker = pg::connect(&app.db_url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE comm_logs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let batch: Vec<String> = (0..50)
+        .map(|i| format!(r#"{{"dst_port":{}}}"#, i + 1))
+        .collect();
+    let batch = format!("[{}]", batch.join(","));
+    let mut full = false;
+    for _ in 0..20 {
+        let (status, _) = app.ingest_json(&batch).await;
+        if status == 503 {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the queue never filled");
+    let resp = app
+        .ingest(
+            "this is not JSON at all",
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("collector_bodies_undecodable_total 0"),
+        "{metrics}"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(app.count("SELECT count(*) FROM ingest_rejects").await, 0);
+}
