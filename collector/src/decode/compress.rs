@@ -14,6 +14,9 @@ pub enum Encoding {
     Deflate,
     /// Streamed frames that do not state their decompressed size (Vector), so they are decoded as a stream.
     Zstd,
+    /// Snappy, as a raw block (its length up front) or in the framing format (a stream): both are told apart
+    /// by the framing format's stream identifier.
+    Snappy,
 }
 
 impl Encoding {
@@ -24,6 +27,7 @@ impl Encoding {
             "gzip" | "x-gzip" => Ok(Encoding::Gzip),
             "deflate" | "zlib" => Ok(Encoding::Deflate),
             "zstd" => Ok(Encoding::Zstd),
+            "snappy" | "x-snappy-framed" => Ok(Encoding::Snappy),
             _ => Err(DecodeError::UnsupportedEncoding(v)),
         }
     }
@@ -34,6 +38,7 @@ impl Encoding {
             Encoding::Gzip => "gzip",
             Encoding::Deflate => "deflate",
             Encoding::Zstd => "zstd",
+            Encoding::Snappy => "snappy",
         }
     }
 }
@@ -72,6 +77,10 @@ pub fn decompress_within<'b>(
                 }
             })?)
         }
+        Encoding::Snappy if body.starts_with(SNAPPY_STREAM_IDENTIFIER) => {
+            Box::new(snap::read::FrameDecoder::new(body))
+        }
+        Encoding::Snappy => return raw_snappy(body, limit, grow).map(Cow::Owned),
     };
     let corrupt = |e: std::io::Error| DecodeError::Corrupt {
         encoding: encoding.name(),
@@ -112,6 +121,32 @@ pub fn decompress_within<'b>(
     Ok(Cow::Owned(out))
 }
 
+/// The first chunk of a snappy framing-format stream.
+const SNAPPY_STREAM_IDENTIFIER: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+
+/// A raw snappy block: its decompressed length comes first, and is checked against `limit` and the budget
+/// before anything is allocated.
+fn raw_snappy(
+    body: &[u8],
+    limit: usize,
+    grow: &mut dyn FnMut(usize) -> bool,
+) -> Result<Vec<u8>, DecodeError> {
+    let corrupt = |e: snap::Error| DecodeError::Corrupt {
+        encoding: "snappy",
+        detail: e.to_string(),
+    };
+    let len = snap::raw::decompress_len(body).map_err(corrupt)?;
+    if len > limit {
+        return Err(DecodeError::DecompressedTooLarge { limit });
+    }
+    if !grow(len) {
+        return Err(DecodeError::OverBudget);
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(corrupt)
+}
+
 /// The decompressed size a body states, when its format carries it: gzip's trailer (ISIZE, the size modulo
 /// 2^32 of the last member). Only a hint for the first allocation: a wrong one costs a regrowth or an early 503.
 fn size_hint(body: &[u8], encoding: Encoding) -> Option<usize> {
@@ -134,6 +169,34 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn snappy_raw_and_framed_round_trip_and_respect_the_limit() {
+        let data = b"[{\"a\":1}]".repeat(1000);
+        let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
+        assert_eq!(
+            &*decompress(&raw, Encoding::Snappy, 1 << 20).unwrap(),
+            &data[..]
+        );
+        let mut framed = snap::write::FrameEncoder::new(Vec::new());
+        framed.write_all(&data).unwrap();
+        let framed = framed.into_inner().unwrap();
+        assert!(framed.starts_with(SNAPPY_STREAM_IDENTIFIER));
+        assert_eq!(
+            &*decompress(&framed, Encoding::Snappy, 1 << 20).unwrap(),
+            &data[..]
+        );
+        for body in [&raw, &framed] {
+            assert!(matches!(
+                decompress(body, Encoding::Snappy, 100),
+                Err(DecodeError::DecompressedTooLarge { limit: 100 })
+            ));
+        }
+        assert_eq!(
+            Encoding::from_header(Some("snappy")).unwrap(),
+            Encoding::Snappy
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub use compress::{decompress, decompress_within, Encoding};
 /// Why a body cannot be decoded at all. Each message says where (byte offset, line, column).
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("unsupported Content-Encoding {0:?}: use gzip, zstd, deflate or none")]
+    #[error("unsupported Content-Encoding {0:?}: use gzip, zstd, deflate, snappy or none")]
     UnsupportedEncoding(String),
     #[error("body is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },

@@ -496,3 +496,31 @@ async fn readiness_fails_when_the_database_is_gone() {
         "{body}"
     );
 }
+
+/// Snappy, as both agents offer it: a raw block and the framing format, each stored.
+#[tokio::test]
+async fn snappy_bodies_are_accepted() {
+    let app = spawn_app().await;
+    let body = br#"[{"service":"snappy","dst_port":443}]"#;
+    let raw = snap::raw::Encoder::new().compress_vec(body).unwrap();
+    let mut framed = snap::write::FrameEncoder::new(Vec::new());
+    framed.write_all(body).unwrap();
+    let framed = framed.into_inner().unwrap();
+    for compressed in [raw, framed] {
+        let r = app
+            .ingest(
+                compressed,
+                &[
+                    ("content-type", "application/json"),
+                    ("content-encoding", "snappy"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    assert_eq!(
+        app.wait_count("SELECT count(*) FROM comm_logs WHERE service = 'snappy'", 2)
+            .await,
+        2
+    );
+}

@@ -121,6 +121,7 @@ fn arbitrary_bytes_never_panic_any_decoder() {
                 Encoding::Gzip,
                 Encoding::Deflate,
                 Encoding::Zstd,
+                Encoding::Snappy,
             ] {
                 for format in [Format::Json, Format::NdJson, Format::Msgpack] {
                     decode_any(&bytes, encoding, format);
