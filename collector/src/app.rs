@@ -90,6 +90,7 @@ impl Database {
 
 /// `collector serve`: open the database, migrate, listen, and run until `shutdown`.
 pub async fn serve(cfg: ServeConfig, shutdown: CancellationToken) -> Result<(), AppError> {
+    let mut agent_key = "<a key of COLLECTOR_API_KEYS>".to_string();
     let keys = match &cfg.api_keys {
         Some(spec) => ApiKeys::parse(spec)?,
         None => {
@@ -99,7 +100,9 @@ pub async fn serve(cfg: ServeConfig, shutdown: CancellationToken) -> Result<(), 
                 "Development API key (producer \"dev\"): {key}   (saved in {})",
                 path.display()
             );
-            ApiKeys::parse(&format!("dev:{key}"))?
+            let keys = ApiKeys::parse(&format!("dev:{key}"))?;
+            agent_key = key;
+            keys
         }
     };
     let database = Database::open(&cfg.database).await?;
@@ -114,6 +117,12 @@ pub async fn serve(cfg: ServeConfig, shutdown: CancellationToken) -> Result<(), 
         error,
     })?;
     println!("Collector listening on http://{addr}  (POST /ingest, GET /healthz, GET /readyz)");
+    println!(
+        "For the agents (agent-configs/): export SERVER_LOGGER_URL=http://{addr} SERVER_LOGGER_HOST={} \
+         SERVER_LOGGER_PORT={} SERVER_LOGGER_API_KEY={agent_key}",
+        addr.ip(),
+        addr.port()
+    );
     let result = run(&cfg, &database.url, keys, listener, shutdown).await;
     database.close().await;
     result

@@ -274,3 +274,95 @@ async fn answers_to_many_invalid_events_fit_in_what_fluent_bit_reads() {
         200
     );
 }
+
+fn agent_config(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../agent-configs")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `[SECTION]` → its `key value` lines (classic Fluent Bit format), in order.
+fn classic_sections(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            sections.push((name.to_uppercase(), Vec::new()));
+            continue;
+        }
+        let (k, v) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let section = sections.last_mut().expect("a key outside any section");
+        section.1.push((k.to_lowercase(), v.trim().to_string()));
+    }
+    sections
+}
+
+/// The shipped configs parse, take the collector's address and key from the environment (never a literal
+/// key), and keep data across a collector or database outage: Vector with acknowledgements and a disk buffer,
+/// Fluent Bit with filesystem storage, tail offsets and unlimited retries, its parser file beside it.
+#[test]
+fn shipped_agent_configs_parse_and_use_the_environment() {
+    let vector: serde_yaml::Value = serde_yaml::from_str(&agent_config("vector.yaml")).unwrap();
+    let sink = &vector["sinks"]["server_logger"];
+    assert_eq!(sink["uri"], "${SERVER_LOGGER_URL}/ingest");
+    assert_eq!(
+        sink["request"]["headers"]["X-API-KEY"],
+        "${SERVER_LOGGER_API_KEY}"
+    );
+    assert_eq!(sink["acknowledgements"]["enabled"], true);
+    assert_eq!(sink["buffer"]["type"], "disk");
+    assert!(vector["data_dir"]
+        .as_str()
+        .unwrap()
+        .contains("VECTOR_DATA_DIR"));
+    let remap = vector["transforms"]["parse"]["source"].as_str().unwrap();
+    assert!(
+        remap.contains("del(.message)"),
+        "the raw line is dropped once parsed"
+    );
+
+    let classic = classic_sections(&agent_config("fluent-bit.conf"));
+    let get = |section: &str, key: &str| -> Vec<String> {
+        classic
+            .iter()
+            .filter(|(s, _)| s == section)
+            .flat_map(|(_, kv)| kv.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()))
+            .collect()
+    };
+    let parsers = get("SERVICE", "parsers_file");
+    assert_eq!(parsers, ["parsers.conf"]);
+    let parser_file = classic_sections(&agent_config("parsers.conf"));
+    assert!(parser_file
+        .iter()
+        .any(|(s, kv)| s == "PARSER" && kv.contains(&("name".into(), "json".into()))));
+    assert_eq!(get("INPUT", "parser"), ["json"]);
+    assert_eq!(get("INPUT", "storage.type"), ["filesystem"]);
+    assert_eq!(get("INPUT", "db").len(), 1);
+    assert_eq!(get("OUTPUT", "retry_limit"), ["no_limits"]);
+    assert_eq!(get("OUTPUT", "host"), ["${SERVER_LOGGER_HOST}"]);
+    assert_eq!(get("OUTPUT", "port"), ["${SERVER_LOGGER_PORT}"]);
+    assert_eq!(
+        get("OUTPUT", "header"),
+        ["X-API-KEY ${SERVER_LOGGER_API_KEY}"]
+    );
+    assert_eq!(get("SERVICE", "storage.path").len(), 1);
+
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&agent_config("fluent-bit.yaml")).unwrap();
+    let output = &yaml["pipeline"]["outputs"][0];
+    assert_eq!(output["retry_limit"], "no_limits");
+    assert_eq!(output["header"], "X-API-KEY ${SERVER_LOGGER_API_KEY}");
+    assert_eq!(output["host"], "${SERVER_LOGGER_HOST}");
+    assert_eq!(yaml["pipeline"]["inputs"][0]["parser"], "json");
+    assert_eq!(yaml["parsers"][0]["name"], "json");
+    assert_eq!(yaml["pipeline"]["inputs"][0]["storage.type"], "filesystem");
+    // No literal key anywhere.
+    for name in ["vector.yaml", "fluent-bit.conf", "fluent-bit.yaml"] {
+        assert!(
+            !agent_config(name).contains("change-me"),
+            "{name} holds a literal key"
+        );
+    }
+}
