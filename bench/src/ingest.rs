@@ -2,7 +2,6 @@
 //! matrix) and the report: what `main` runs.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,61 +17,15 @@ use collector::db::{self, migrate, partitions};
 use collector::decode::{self, Format};
 use collector::pipeline::batch::{Batch, BuildLimits};
 use collector::pipeline::copy;
-use collector::traffic::Generator;
 
-pub(crate) use crate::process::Collector;
+use crate::args::{BenchArgs, Suite, KEY};
+use crate::data::generate;
+use crate::process::Collector;
 use crate::process::{peak_rss_mib, process_cpu_secs};
 use crate::report::{
     bucket_bound_ms, header, histogram_quantile, render_ingest, section, Measured,
 };
 use crate::{baseline, queries};
-
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "bench",
-    about = "Measure raw COPY, ingest end to end and reads on this machine; write BENCHMARKS.md"
-)]
-pub struct BenchArgs {
-    /// Events in each measurement.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: usize,
-    /// Events per HTTP request.
-    #[arg(long, default_value_t = 1_000)]
-    pub batch_size: usize,
-    /// Concurrent HTTP clients.
-    #[arg(long, default_value_t = 4)]
-    pub clients: usize,
-    /// Where to write the report.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    pub output: PathBuf,
-    /// Seed of the generated events.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
-    /// Which measurements to run; the report keeps the other section from its previous run.
-    #[arg(long, value_enum, default_value = "all")]
-    pub suite: Suite,
-    /// The long run: 100M rows for the queries and 1M events per matrix cell (well over 15 minutes here).
-    #[arg(long)]
-    pub full: bool,
-    /// Events per cell of the clients × batch-size matrix.
-    #[arg(long, default_value_t = 200_000)]
-    pub matrix_events: usize,
-    /// Events loaded for the query measurements (spread over 24 hours).
-    #[arg(long, default_value_t = 10_000_000)]
-    pub query_rows: usize,
-    /// Keep the benchmark's data directory afterwards (for EXPLAIN; start it again with pg_ctl).
-    #[arg(long)]
-    pub keep_data: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Suite {
-    All,
-    Ingest,
-    Queries,
-}
-
-pub const KEY: &str = "bench-key-0001";
 
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.full {
@@ -301,40 +254,6 @@ async fn ingest(
         resources.peak_rss_mib
     );
     Ok(render_ingest(&results, limit, full_rate) + &matrix)
-}
-
-/// Deterministic JSON batches shaped like real traffic, time-ordered within the last hour.
-/// Events without a timestamp: each is stamped when received, as live traffic is (an event stamped long
-/// before it arrives is late, and its writer rolls its pair up itself; see db/migrations/0008_pairs.sql).
-fn generate(seed: u64, events: usize, batch_size: usize) -> Vec<Bytes> {
-    let batch_size = batch_size.max(1);
-    (0..events.div_ceil(batch_size))
-        .map(|b| {
-            let first = b * batch_size;
-            batch(seed, first, batch_size.min(events - first), None)
-        })
-        .collect()
-}
-
-/// Events `first .. first + n` of a stream where event i happens at `start_us + i * step_us` for `stamps` =
-/// `(start_us, step_us)`, or carries no timestamp; the traffic of `collector seed`, with no malformed events.
-/// Each batch has its own seed, so any batch can be made on its own (the query benchmark streams 10M+ events).
-pub(crate) fn batch(seed: u64, first: usize, n: usize, stamps: Option<(i64, i64)>) -> Bytes {
-    let mut generator = Generator::new(
-        seed ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        0.0,
-    );
-    let mut s = String::with_capacity(n * 300);
-    s.push('[');
-    for k in 0..n {
-        if k > 0 {
-            s.push(',');
-        }
-        let ts = stamps.map(|(start_us, step_us)| start_us + (first + k) as i64 * step_us);
-        generator.next_event(&mut s, ts, None);
-    }
-    s.push(']');
-    Bytes::from(s)
 }
 
 /// The same events through the collector's own decode and encode, done before timing the raw COPY.

@@ -3,7 +3,9 @@
 //! writes BENCHMARKS.md. Run by `scripts/bench.sh`; not part of the collector's binary. Nothing here is a test:
 //! no figure is asserted.
 
+mod args;
 mod baseline;
+mod data;
 mod ingest;
 mod process;
 mod queries;
@@ -12,7 +14,7 @@ mod report;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = ingest::BenchArgs::parse();
+    let args = args::BenchArgs::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -11,7 +11,7 @@ use collector::config::ServeConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::KEY;
+use crate::args::KEY;
 
 /// A collector on a loopback port, without rate limiting, with the bench's key: in this process (queries), or
 /// the real binary as a child process (ingest), so that its own CPU and memory can be read from /proc.

@@ -17,7 +17,7 @@ use collector::pipeline::writer;
 use collector::pipeline::{compact, seal};
 use collector::telemetry::Stats;
 
-use crate::ingest::KEY;
+use crate::args::KEY;
 /// Events per generated batch and per COPY.
 const LOAD_BATCH: usize = 20_000;
 
@@ -86,7 +86,7 @@ pub async fn load(
                 }
                 let first = b * LOAD_BATCH;
                 let n = LOAD_BATCH.min(rows - first);
-                let body = crate::ingest::batch(seed, first, n, Some((start_us, step_us)));
+                let body = crate::data::batch(seed, first, n, Some((start_us, step_us)));
                 let batch = tokio::task::spawn_blocking(move || {
                     let text = decode::as_text(&body)?;
                     Batch::build(
@@ -325,7 +325,7 @@ pub async fn run(
         "Loading {rows} events over 24 hours (COPY + rollup deltas, compacted as they come) ..."
     );
     let (load_rate, newest_us) = load(pool, cfg, rows, seed).await?;
-    let collector = crate::ingest::Collector::start(cfg, url).await?;
+    let collector = crate::process::Collector::start(cfg, url).await?;
     let addr = collector.addr;
     let http = reqwest::Client::new();
     let client = pool.get().await?;

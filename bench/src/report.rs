@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use collector::config::ServeConfig;
 
-use crate::ingest::BenchArgs;
+use crate::args::BenchArgs;
 
 pub(crate) struct Measured {
     pub(crate) label: String,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
-use crate::cli::{Cli, Command};
 use crate::event::Limits;
 use crate::pipeline::batch::BuildLimits;
 use crate::pipeline::writer::WriterConfig;
@@ -206,13 +205,17 @@ impl ServeConfig {
         Duration::from_millis(self.flush_interval_ms)
     }
 
-    /// Defaults, as for `collector serve` with no flags: for tests and the benchmark.
+    /// Defaults, as for `collector serve` with no flags (and the environment): for tests and the benchmark.
     pub fn defaults() -> ServeConfig {
-        match Cli::try_parse_from(["collector", "serve"]) {
-            Ok(Cli {
-                command: Command::Serve(cfg),
-            }) => *cfg,
-            _ => unreachable!("`collector serve` with no flags always parses"),
+        /// The serve settings alone, to parse an empty command line.
+        #[derive(Parser)]
+        struct Alone {
+            #[command(flatten)]
+            serve: ServeConfig,
+        }
+        match Alone::try_parse_from(["collector"]) {
+            Ok(alone) => alone.serve,
+            Err(e) => unreachable!("the serve settings with no flags always parse: {e}"),
         }
     }
 }

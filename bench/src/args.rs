@@ -1,0 +1,51 @@
+//! The benchmark's command line.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "bench",
+    about = "Measure raw COPY, ingest end to end and reads on this machine; write BENCHMARKS.md"
+)]
+pub struct BenchArgs {
+    /// Events in each measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Events per HTTP request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch_size: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub output: PathBuf,
+    /// Seed of the generated events.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Which measurements to run; the report keeps the other section from its previous run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub suite: Suite,
+    /// The long run: 100M rows for the queries and 1M events per matrix cell (well over 15 minutes here).
+    #[arg(long)]
+    pub full: bool,
+    /// Events per cell of the clients × batch-size matrix.
+    #[arg(long, default_value_t = 200_000)]
+    pub matrix_events: usize,
+    /// Events loaded for the query measurements (spread over 24 hours).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub query_rows: usize,
+    /// Keep the benchmark's data directory afterwards (for EXPLAIN; start it again with pg_ctl).
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    All,
+    Ingest,
+    Queries,
+}
+
+/// The API key the benchmark's collector accepts.
+pub const KEY: &str = "bench-key-0001";
