@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// Keep the benchmark's data directory afterwards (for EXPLAIN; start it again with pg_ctl).
     #[arg(long)]
     pub keep_data: bool,
+    /// PostgreSQL on core 0, the collector and its clients on core 1 (taskset): a stand-in for a database on a
+    /// host of its own. The ingest figures go to their own section (`ingest-pinned`), beside the shared run's.
+    #[arg(long)]
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -41,6 +41,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&pg_dir, Durability::Durable))
         .await??;
     let pg_version = pg.version().unwrap_or_else(|| "unknown".into());
+    if args.pinned {
+        crate::process::pin(&dir.join("pg"))?;
+    }
     db::create_database(&pg.connection_string("postgres"), "bench").await?;
     let url = pg.connection_string("bench");
     let pool = db::pool(&url, cfg.writers + 2)?;
@@ -72,8 +75,14 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if !sizes.contains(&args.query_rows) {
         sizes.push(args.query_rows);
     }
-    let mut report =
-        header(&args, &cfg, &pg_version) + &section(&previous, "ingest", ingest_section);
+    let (ingest_new, pinned_new) = if args.pinned {
+        (None, ingest_section)
+    } else {
+        (ingest_section, None)
+    };
+    let mut report = header(&args, &cfg, &pg_version)
+        + &section(&previous, "ingest", ingest_new)
+        + &section(&previous, "ingest-pinned", pinned_new);
     for rows in sizes {
         let new = (rows == args.query_rows)
             .then(|| queries_section.clone())
@@ -200,6 +209,26 @@ async fn ingest(
         ),
         ..half
     });
+    // Overload: twice the full-speed rate offered by four times the clients, each retrying a 503 after 50 ms.
+    truncate(pool).await?;
+    let offered = full_rate * 2.0;
+    eprintln!("End to end offered twice the full-speed rate ({offered:.0} events/s) ...");
+    let (over, over_resources) =
+        end_to_end(cfg, url, pool, &batches, args.clients * 4, Some(offered)).await?;
+    let over_rate = over.events as f64 / over.secs;
+    let overload = format!(
+        "\nOverload: offered {offered:.0} events/s (twice the full-speed rate) from {} clients, the collector \
+         committed {over_rate:.0} events/s ({:.2}× its full-speed rate) and answered {} of {} requests 503 \
+         ({:.1}%), each refused before its body was read; it used {:.2} µs of CPU per committed event, against \
+         {:.2} µs at full speed.\n",
+        args.clients * 4,
+        over_rate / full_rate,
+        over_resources.refused,
+        over_resources.requests,
+        100.0 * over_resources.refused as f64 / over_resources.requests.max(1) as f64,
+        over_resources.cpu_secs / over.events as f64 * 1e6,
+        cpu_per_event * 1e6,
+    );
     truncate(pool).await?;
     eprintln!("Baseline: parse + multi-row INSERT ...");
     let secs = baseline::run(pool, &batches, cfg.writers).await?;
@@ -253,7 +282,25 @@ async fn ingest(
         cpu_per_event * 1e6,
         resources.peak_rss_mib
     );
-    Ok(render_ingest(&results, limit, full_rate) + &matrix)
+    let mut section = render_ingest(&results, limit, full_rate) + &overload + &matrix;
+    if args.pinned {
+        section = section.replacen(
+            "- Everything shares 2 cores: PostgreSQL's backends, the collector, and the clients. On a machine \
+             where the database and the producers are elsewhere, the collector's share of the cores is free for \
+             it, and the raw COPY limit is the database's alone.",
+            "- Pinned: PostgreSQL alone on core 0 (every backend, compaction and seals), the collector and the \
+             load clients together on core 1, so the clients' own work is part of what core 1 spends.",
+            1,
+        );
+        section = section.replacen(
+            "## Ingest\n",
+            "## Ingest, pinned: PostgreSQL on core 0, the collector and its clients on core 1\n\n\
+             The raw COPY limit below is measured pinned the same way: PostgreSQL on one core, the benchmark \
+             feeding it from the other.\n",
+            1,
+        );
+    }
+    Ok(section)
 }
 
 /// The same events through the collector's own decode and encode, done before timing the raw COPY.
@@ -393,7 +440,7 @@ async fn end_to_end(
                         .await?;
                     let status = resp.status();
                     let _ = resp.bytes().await?;
-                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    latencies.push((t.elapsed().as_secs_f64() * 1000.0, status.as_u16()));
                     match status.as_u16() {
                         202 => break,
                         503 | 429 => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -403,10 +450,13 @@ async fn end_to_end(
             }
         }));
     }
-    let mut latencies = Vec::new();
+    let mut answers = Vec::new();
     for t in tasks {
-        latencies.extend(t.await??);
+        answers.extend(t.await??);
     }
+    let requests = answers.len();
+    let refused = answers.iter().filter(|(_, s)| *s == 503).count();
+    let mut latencies: Vec<f64> = answers.into_iter().map(|(ms, _)| ms).collect();
     // Wait for the last commit by watching the flush ledger (one row per COPY, committed with it): polling
     // count(*) on comm_logs would scan the growing table and steal the CPU being measured.
     let client = pool.get().await?;
@@ -427,6 +477,8 @@ async fn end_to_end(
     let resources = Resources {
         cpu_secs: process_cpu_secs(&pid) - cpu_before,
         peak_rss_mib: peak_rss_mib(&pid),
+        requests,
+        refused,
     };
     let exposition = http
         .get(format!("http://{addr}/metrics"))
@@ -468,6 +520,9 @@ async fn end_to_end(
 pub(crate) struct Resources {
     cpu_secs: f64,
     peak_rss_mib: f64,
+    /// POSTs sent, retries included, and how many were answered 503.
+    requests: usize,
+    refused: usize,
 }
 
 fn count_events(batch: &Bytes) -> usize {

@@ -133,6 +133,43 @@ pub(crate) async fn wait_healthy(addr: std::net::SocketAddr) {
     }
 }
 
+/// Puts PostgreSQL (the postmaster whose data directory is `pg_data`, and every process it has started; those
+/// it starts later inherit it) on core 0, and this process with every thread on core 1: children started from
+/// here (the collector) inherit core 1.
+pub(crate) fn pin(pg_data: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
+        "--pinned needs two cores"
+    );
+    let pid = std::fs::read_to_string(pg_data.join("postmaster.pid"))?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &pid])
+        .output()?;
+    let mut postgres = vec![pid];
+    postgres.extend(
+        String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_string),
+    );
+    let me = std::process::id().to_string();
+    for (core, pids) in [("0", postgres), ("1", vec![me])] {
+        for p in pids {
+            let ok = std::process::Command::new("taskset")
+                .args(["-a", "-p", "-c", core, &p])
+                .stdout(std::process::Stdio::null())
+                .status()?
+                .success();
+            anyhow::ensure!(ok, "taskset -a -p -c {core} {p} failed");
+        }
+    }
+    Ok(())
+}
+
 /// CPU seconds a process (`self` or a pid) has used, user + system, from /proc.
 pub(crate) fn process_cpu_secs(pid: &str) -> f64 {
     let ticks = std::process::Command::new("getconf")
