@@ -60,16 +60,7 @@ pub async fn load(
     let (queue, rx) = Queue::new(cfg.queue_capacity);
     let writer_cfg = cfg.writer_config();
     let stats = Arc::new(Stats::default());
-    let writers: Vec<_> = (0..cfg.writers.max(1))
-        .map(|_| {
-            tokio::spawn(writer::run(
-                pool.clone(),
-                rx.clone(),
-                writer_cfg,
-                stats.clone(),
-            ))
-        })
-        .collect();
+    let writers = writer::spawn(cfg.writers, pool, &rx, writer_cfg, &stats);
     drop(rx);
     // A full queue refuses a batch (and drops it): loaders wait for room, one at a time.
     let room = Arc::new(tokio::sync::Mutex::new(()));

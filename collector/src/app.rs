@@ -147,16 +147,7 @@ pub async fn run(
     let stats = Arc::new(Stats::default());
     let (queue, rx) = Queue::new(cfg.queue_capacity);
     let writer_cfg = cfg.writer_config();
-    let writers: Vec<_> = (0..cfg.writers.max(1))
-        .map(|_| {
-            tokio::spawn(writer::run(
-                pool.clone(),
-                rx.clone(),
-                writer_cfg,
-                stats.clone(),
-            ))
-        })
-        .collect();
+    let writers = writer::spawn(cfg.writers, &pool, &rx, writer_cfg, &stats);
     drop(rx);
     let compact_stop = CancellationToken::new();
     let compactor = tokio::spawn(compact::run(

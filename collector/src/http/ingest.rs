@@ -18,6 +18,7 @@ use crate::decode::{self, DecodeError, Encoding, Format};
 use crate::pipeline::batch::{Batch, Receipt, Reject};
 use crate::pipeline::budget::Reservation;
 use crate::pipeline::queue::SubmitError;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Bytes of body per event at most, for the room taken in the queue before decoding: an underestimate of the
 /// events (typical events are 200-400 bytes, less compressed), so that the room taken is never more than the
@@ -106,18 +107,13 @@ pub(super) async fn ingest(
         Err(e) => {
             // Undecodable: the client hears 400/413/415, and the raw body is kept so nothing is lost.
             state.stats.bodies_undecodable.add(1);
-            let reject = Reject::new(
-                producer.clone(),
+            let whole = WholeBody {
+                producer,
                 received_at_us,
-                None,
-                e.to_string(),
                 body,
-                state.limits.dead_letter_max_bytes,
-            );
-            state.queue.submit_reserved(
-                Batch::rejects_only(producer, received_at_us, vec![reject]),
-                Some(queue_room),
-            )?;
+                reason: e.to_string(),
+            };
+            whole.dead_letter(&state, queue_room)?;
             return Err(e.into());
         }
     };
@@ -128,18 +124,13 @@ pub(super) async fn ingest(
             weight: batch.weight(),
             capacity: state.queue.capacity(),
         };
-        let reject = Reject::new(
-            producer.clone(),
+        let whole = WholeBody {
+            producer,
             received_at_us,
-            None,
-            e.to_string(),
             body,
-            state.limits.dead_letter_max_bytes,
-        );
-        state.queue.submit_reserved(
-            Batch::rejects_only(producer, received_at_us, vec![reject]),
-            Some(queue_room),
-        )?;
+            reason: e.to_string(),
+        };
+        whole.dead_letter(&state, queue_room)?;
         return Err(e.into());
     }
     // The batch keeps its share of the budget until the writer commits it.
@@ -155,6 +146,30 @@ pub(super) async fn ingest(
         "Batch queued"
     );
     Ok((StatusCode::ACCEPTED, Json(receipt)))
+}
+
+/// A body refused as a whole, kept raw with the reason.
+struct WholeBody {
+    producer: Arc<str>,
+    received_at_us: i64,
+    body: Bytes,
+    reason: String,
+}
+
+impl WholeBody {
+    /// Queues it for `ingest_rejects`, in the room the request took.
+    fn dead_letter(self, state: &AppState, room: OwnedSemaphorePermit) -> Result<(), ApiError> {
+        let reject = Reject::new(
+            self.producer.clone(),
+            self.received_at_us,
+            None,
+            self.reason,
+            self.body,
+            state.limits.dead_letter_max_bytes,
+        );
+        let batch = Batch::rejects_only(self.producer, self.received_at_us, vec![reject]);
+        Ok(state.queue.submit_reserved(batch, Some(room))?)
+    }
 }
 
 /// The request body, read frame by frame into a buffer the reservation covers; past `limit` bytes, 413.

@@ -136,26 +136,16 @@ async fn store_percentiles(
         .collect();
     let keys = key_arrays(shape, &changed);
     let table = shape.table;
-    let names = shape.key_list();
-    let mut q = Sql::new();
-    let (res_at, bucket_at) = (q.bind_ref(&res), q.bind_ref(&bucket));
-    let arrays: Vec<String> = shape
-        .keys
-        .iter()
-        .zip(&keys)
-        .map(|(c, v)| format!("{}::{}[]", q.bind_ref(&**v), c.source.column_type().sql()))
-        .collect();
     let same_key: String = shape
         .keys
         .iter()
         .map(|c| format!(" AND r.{0} IS NOT DISTINCT FROM k.{0}", c.name))
         .collect();
+    let mut q = Sql::new();
     let sql = format!(
         "SELECT r.res, r.bucket, r.latency_hist, k.ord
-         FROM unnest({res_at}::int4[], {bucket_at}::timestamptz[], {arrays}) WITH ORDINALITY
-              AS k(res, bucket, {names}, ord)
-         JOIN {table} r ON r.res = k.res AND r.bucket = k.bucket{same_key}",
-        arrays = arrays.join(", "),
+         FROM {} JOIN {table} r ON r.res = k.res AND r.bucket = k.bucket{same_key}",
+        numbered(&mut q, shape, &res, &bucket, &keys)
     );
     let rows = client.query(&sql, &q.params()).await?;
     let mut ord = Vec::new();
@@ -176,21 +166,13 @@ async fn store_percentiles(
     }
     let [p50, p90, p95, p99] = &pcts;
     let mut q = Sql::new();
-    let (res_at, bucket_at) = (q.bind_ref(&res), q.bind_ref(&bucket));
-    let arrays: Vec<String> = shape
-        .keys
-        .iter()
-        .zip(&keys)
-        .map(|(c, v)| format!("{}::{}[]", q.bind_ref(&**v), c.source.column_type().sql()))
-        .collect();
     let sql = format!(
         "UPDATE {table} r SET latency_pcts = ARRAY[p.p50, p.p90, p.p95, p.p99]
-         FROM unnest({res_at}::int4[], {bucket_at}::timestamptz[], {arrays}) WITH ORDINALITY
-              AS k(res, bucket, {names}, ord),
+         FROM {numbered},
               unnest({ord}::int8[], {p50}::float8[], {p90}::float8[], {p95}::float8[], {p99}::float8[])
               AS p(ord, p50, p90, p95, p99)
          WHERE p.ord = k.ord AND r.res = k.res AND r.bucket = k.bucket{same_key}",
-        arrays = arrays.join(", "),
+        numbered = numbered(&mut q, shape, &res, &bucket, &keys),
         ord = q.bind_ref(&ord),
         p50 = q.bind_ref(p50),
         p90 = q.bind_ref(p90),
@@ -199,6 +181,28 @@ async fn store_percentiles(
     );
     client.execute(&sql, &q.params()).await?;
     Ok(())
+}
+
+/// Rows of `shape` by key as a numbered set `k(res, bucket, <keys>, ord)`, its arrays bound in `q`.
+fn numbered<'a>(
+    q: &mut Sql<'a>,
+    shape: &Shape,
+    res: &'a Vec<i32>,
+    bucket: &'a Vec<DateTime<Utc>>,
+    keys: &'a [Box<dyn ToSql + Sync + Send + 'a>],
+) -> String {
+    let (res_at, bucket_at) = (q.bind_ref(res), q.bind_ref(bucket));
+    let arrays: Vec<String> = shape
+        .keys
+        .iter()
+        .zip(keys)
+        .map(|(c, v)| format!("{}::{}[]", q.bind_ref(&**v), c.source.column_type().sql()))
+        .collect();
+    format!(
+        "unnest({res_at}::int4[], {bucket_at}::timestamptz[], {}) WITH ORDINALITY AS k(res, bucket, {}, ord)",
+        arrays.join(", "),
+        shape.key_list()
+    )
 }
 
 /// Rows of the `_delta` tables, deleted as they are read (the caller's transaction decides whether for good),

@@ -43,6 +43,19 @@ pub struct WriterConfig {
     pub dead_letter_max_bytes: usize,
 }
 
+/// Starts `n` writers on `rx` (at least one); each ends when the queue is closed and drained.
+pub fn spawn(
+    n: usize,
+    pool: &Pool,
+    rx: &QueueReceiver,
+    cfg: WriterConfig,
+    stats: &Arc<Stats>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n.max(1))
+        .map(|_| tokio::spawn(run(pool.clone(), rx.clone(), cfg, stats.clone())))
+        .collect()
+}
+
 /// Runs one writer until the queue is closed and drained.
 pub async fn run(pool: Pool, rx: QueueReceiver, cfg: WriterConfig, stats: Arc<Stats>) {
     let copy_sql = copy::copy_statement();

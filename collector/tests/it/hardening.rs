@@ -350,39 +350,15 @@ async fn memory_stays_within_the_budget_under_many_large_bodies() {
     use std::io::Write;
     const BUDGET: u64 = 128 << 20;
     const MARGIN: u64 = 200 << 20;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let db_url = pg::fresh_database().await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
-        .arg("serve")
-        .env("DATABASE_URL", &db_url)
-        .env("COLLECTOR_LISTEN", format!("127.0.0.1:{port}"))
-        .env("COLLECTOR_API_KEYS", "big:big-key-0001")
-        .env("COLLECTOR_RATE_LIMIT_PER_SEC", "0")
-        .env("COLLECTOR_MEMORY_BUDGET_BYTES", BUDGET.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("DATABASE_URL", db_url.clone()),
+        ("COLLECTOR_API_KEYS", "big:big-key-0001".to_string()),
+        ("COLLECTOR_RATE_LIMIT_PER_SEC", "0".to_string()),
+        ("COLLECTOR_MEMORY_BUDGET_BYTES", BUDGET.to_string()),
+    ];
+    let (mut child, url) = crate::support::binary::serve(&env, &[]).await;
     let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..600 {
-        if http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "collector did not become ready");
     // 520 events with 60 KB messages: 32 MB of JSON, a few hundred KB gzipped.
     let message = "m".repeat(60_000);
     let events: Vec<String> = (0..520)

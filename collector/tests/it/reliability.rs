@@ -2,7 +2,7 @@
 //! outside the partitions; plus migrations and the configuration reference.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -294,37 +294,11 @@ fn env_example_lists_every_setting() {
 async fn serve_private(dir: &std::path::Path) -> (std::process::Child, String) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_collector"))
-        .arg("serve")
-        .env_remove("DATABASE_URL")
-        .env("COLLECTOR_DATA_DIR", dir.join("pg"))
-        .env("COLLECTOR_LISTEN", format!("127.0.0.1:{port}"))
-        .env("COLLECTOR_API_KEYS", "smoke:smoke-key-1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..600 {
-        if http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "collector did not become ready");
-    (child, url)
+    let env = [
+        ("COLLECTOR_DATA_DIR", dir.join("pg").display().to_string()),
+        ("COLLECTOR_API_KEYS", "smoke:smoke-key-1".to_string()),
+    ];
+    crate::support::binary::serve(&env, &["DATABASE_URL"]).await
 }
 
 /// A collector killed outright cannot stop its PostgreSQL: the watchdog it left does, within seconds.

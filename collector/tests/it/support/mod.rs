@@ -1,4 +1,5 @@
 pub mod app;
+pub mod binary;
 pub mod data;
 pub mod pg;
 

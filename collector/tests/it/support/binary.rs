@@ -1,0 +1,43 @@
+//! The real `collector serve` binary as a child process, for what only a process shows (exit codes, signals,
+//! its own memory, its private PostgreSQL).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Starts `collector serve` with `env` set and `unset` removed, on a free port; returns once /readyz answers
+/// 200, with the child and its URL.
+pub async fn serve(env: &[(&str, String)], unset: &[&str]) -> (Child, String) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_collector"));
+    cmd.arg("serve")
+        .env("COLLECTOR_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for name in unset {
+        cmd.env_remove(name);
+    }
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let child = cmd.spawn().unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..600 {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "collector did not become ready");
+    (child, url)
+}
