@@ -619,6 +619,17 @@ CREATE TABLE public.comm_rollup_src_top_pending (
 
 
 --
+-- Name: ingest_batches; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.ingest_batches (
+    producer text NOT NULL,
+    digest bytea NOT NULL,
+    accepted_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
 -- Name: ingest_flushes; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -782,6 +793,14 @@ ALTER TABLE ONLY public.comm_rollup_src_top_pending
 
 
 --
+-- Name: ingest_batches ingest_batches_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ingest_batches
+    ADD CONSTRAINT ingest_batches_pkey PRIMARY KEY (producer, digest);
+
+
+--
 -- Name: ingest_flushes ingest_flushes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -859,6 +878,13 @@ CREATE INDEX comm_rollup_src_by_ip ON public.comm_rollup_src USING btree (src_ip
 --
 
 CREATE INDEX comm_rollup_src_net_by_net ON public.comm_rollup_src_net USING btree (src_net, res, bucket);
+
+
+--
+-- Name: ingest_batches_accepted_at; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX ingest_batches_accepted_at ON public.ingest_batches USING btree (accepted_at);
 
 
 --

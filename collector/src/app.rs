@@ -145,6 +145,15 @@ pub async fn run(
     partitions::ensure(&pool, cfg.partition_days_ahead).await?;
 
     let stats = Arc::new(Stats::default());
+    let dedup_window = Duration::from_secs(cfg.dedup_window_secs);
+    let seen = crate::pipeline::dedup::Seen::new(dedup_window);
+    let remembered = seen.load(&pool.get().await.map_err(DbError::from)?).await?;
+    if remembered > 0 {
+        tracing::info!(
+            batches = remembered,
+            "Accepted batches remembered for deduplication"
+        );
+    }
     let (queue, rx) = Queue::new(cfg.queue_capacity);
     let writer_cfg = cfg.writer_config();
     let writers = writer::spawn(cfg.writers, &pool, &rx, writer_cfg, &stats);
@@ -166,6 +175,7 @@ pub async fn run(
     let ledger = tokio::spawn(ledger::maintain(
         pool.clone(),
         Duration::from_secs(3600),
+        dedup_window,
         maintenance_stop.clone(),
     ));
 
@@ -183,6 +193,7 @@ pub async fn run(
         limits: cfg.build_limits(),
         max_body_bytes: cfg.max_body_bytes,
         memory: crate::pipeline::budget::MemoryBudget::new(cfg.memory_budget_bytes),
+        seen,
         max_decompressed_bytes: cfg.max_decompressed_bytes,
         queue_high_water: cfg.queue_capacity * usize::from(cfg.queue_high_water_pct.min(100)) / 100,
         query_timeout: (cfg.query_timeout_ms > 0)

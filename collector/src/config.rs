@@ -78,6 +78,12 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_MAX_DECOMPRESSED_BYTES", default_value_t = 256 << 20)]
     pub max_decompressed_bytes: usize,
 
+    /// How long an accepted batch is recognised when a client sends it again (same producer, same bytes or
+    /// same Idempotency-Key): answered 202 "duplicate" and stored once. An hour covers Vector's and Fluent Bit's
+    /// retry schedules; 0 turns it off.
+    #[arg(long, env = "COLLECTOR_DEDUP_WINDOW_SECS", default_value_t = 3600)]
+    pub dedup_window_secs: u64,
+
     /// Bytes of ingest held in memory at once: request bodies being read and decompressed, and queued batches
     /// (their text and encoded rows) until committed. Past it, POST /ingest answers 503 + Retry-After. The
     /// process stays within this plus a fixed ~200 MiB (README, "Memory").

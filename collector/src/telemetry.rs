@@ -120,6 +120,8 @@ pub struct Stats {
     pub rows_written: Counter,
     pub dead_letters: Counter,
     pub write_retries: Counter,
+    /// Batches answered as duplicates of one already accepted.
+    pub duplicates: Counter,
     /// Flushes that have failed three times or more and are being retried now; with the last error.
     pub failing_flushes: Mutex<(u64, Option<String>)>,
 }
@@ -140,6 +142,7 @@ impl Default for Stats {
             rows_written: Counter::default(),
             dead_letters: Counter::default(),
             write_retries: Counter::default(),
+            duplicates: Counter::default(),
             failing_flushes: Mutex::default(),
         }
     }
@@ -255,6 +258,12 @@ impl Stats {
             "collector_dead_letters_total",
             "Rows committed to ingest_rejects.",
             self.dead_letters.get(),
+        );
+        counter(
+            &mut out,
+            "collector_duplicate_batches_total",
+            "Batches answered 202 duplicate: a retry of one already accepted, stored once.",
+            self.duplicates.get(),
         );
         counter(
             &mut out,

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "service percentiles",
         include_str!("../../../db/migrations/0010_service_percentiles.sql"),
     ),
+    (
+        11,
+        "batch identities",
+        include_str!("../../../db/migrations/0011_batch_identities.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

@@ -17,6 +17,7 @@ use crate::auth::Producer;
 use crate::decode::{self, DecodeError, Encoding, Format};
 use crate::pipeline::batch::{Batch, Receipt, Reject};
 use crate::pipeline::budget::Reservation;
+use crate::pipeline::dedup;
 use crate::pipeline::queue::SubmitError;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -68,6 +69,25 @@ pub(super) async fn ingest(
     let mut memory = state.memory.reservation();
     let body = read_body(body, state.max_body_bytes, &mut memory).await?;
     let producer = producer.0;
+    // A retry of a batch already accepted is answered as the first was, and not stored again.
+    let idempotency_key = headers.get("idempotency-key").map(|v| v.as_bytes());
+    let identity = dedup::identity(&body, idempotency_key);
+    if !state.seen.first_time(&producer, identity, received_at_us) {
+        state.stats.duplicates.add(1);
+        tracing::debug!("Batch already accepted; answered as a duplicate");
+        let receipt = Receipt {
+            duplicate: true,
+            ..Receipt::default()
+        };
+        return Ok((StatusCode::ACCEPTED, Json(receipt)));
+    }
+    // Until the batch is queued, the identity is forgotten on any way out: the client's retry must be taken.
+    let mut remembered = Remembered {
+        seen: state.seen.clone(),
+        producer: producer.clone(),
+        identity,
+        kept: false,
+    };
     // A large body takes tens of milliseconds to seconds of CPU to decompress and parse: off the async workers,
     // so that health checks and small requests are not held behind it. A small one is done here: handing it to
     // another thread cost more than its work (ack p99 at half load 1.5 → 5 ms, BENCHMARKS.md).
@@ -133,12 +153,14 @@ pub(super) async fn ingest(
         whole.dead_letter(&state, queue_room)?;
         return Err(e.into());
     }
-    // The batch keeps its share of the budget until the writer commits it.
+    // The batch keeps its share of the budget until the writer commits it, and records its identity then.
     batch.memory = Some(memory);
+    batch.identity = state.seen.enabled().then_some(identity);
     state
         .queue
         .submit_reserved(batch, Some(queue_room))
         .inspect_err(|_| state.stats.overload_responses.add(1))?;
+    remembered.kept = true;
     state.stats.record_batch(&producer, rows, receipt.rejected);
     tracing::debug!(
         accepted = receipt.accepted,
@@ -146,6 +168,22 @@ pub(super) async fn ingest(
         "Batch queued"
     );
     Ok((StatusCode::ACCEPTED, Json(receipt)))
+}
+
+/// A batch identity taken by [`dedup::Seen::first_time`], given back unless the batch was queued.
+struct Remembered {
+    seen: Arc<dedup::Seen>,
+    producer: Arc<str>,
+    identity: dedup::Digest,
+    kept: bool,
+}
+
+impl Drop for Remembered {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.seen.forget(&self.producer, self.identity);
+        }
+    }
 }
 
 /// A body refused as a whole, kept raw with the reason.

@@ -42,6 +42,8 @@ pub struct AppState {
     pub keys: ApiKeys,
     pub limits: BuildLimits,
     pub max_body_bytes: usize,
+    /// Batches accepted within the dedup window, by identity.
+    pub seen: Arc<crate::pipeline::dedup::Seen>,
     /// Bytes of bodies being decoded and of queued batches, counted together.
     pub memory: crate::pipeline::budget::MemoryBudget,
     pub max_decompressed_bytes: usize,

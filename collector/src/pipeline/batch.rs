@@ -29,6 +29,8 @@ pub struct Batch {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     /// Its share of the ingest memory budget (text and rows), released when it is committed.
     pub memory: Option<crate::pipeline::budget::Reservation>,
+    /// Its identity (`pipeline::dedup`), recorded with its commit.
+    pub identity: Option<crate::pipeline::dedup::Digest>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +159,9 @@ pub struct Receipt {
     /// Rejected events not listed in `errors` (the answer stays short); they are in `ingest_rejects` too.
     #[serde(skip_serializing_if = "is_zero")]
     pub errors_omitted: usize,
+    /// This very batch was accepted before (a client's retry): it is stored once.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -247,6 +252,7 @@ impl Batch {
             rejects,
             permit: None,
             memory: None,
+            identity: None,
         };
         Ok((batch, receipt))
     }
@@ -263,6 +269,7 @@ impl Batch {
             rejects,
             permit: None,
             memory: None,
+            identity: None,
         }
     }
 

@@ -78,12 +78,21 @@ pub async fn insert_rejects<'a>(
         .await?)
 }
 
-/// Prunes the ledger now and then every `every` until cancelled.
-pub async fn maintain(pool: Pool, every: Duration, shutdown: CancellationToken) {
+/// Prunes the ledger, and batch identities older than `dedup_window`, now and then every `every` until
+/// cancelled.
+pub async fn maintain(
+    pool: Pool,
+    every: Duration,
+    dedup_window: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         if let Ok(client) = pool.get().await {
             if let Err(e) = prune_flush_ledger(&client).await {
                 tracing::warn!(error = %e, "Pruning the flush ledger failed");
+            }
+            if let Err(e) = crate::pipeline::dedup::prune(&client, dedup_window).await {
+                tracing::warn!(error = %e, "Pruning batch identities failed");
             }
         }
         tokio::select! {

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod budget;
 pub mod compact;
 pub mod copy;
+pub mod dedup;
 pub mod deltas;
 pub mod ledger;
 pub mod queue;

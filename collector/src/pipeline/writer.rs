@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::db::DbError;
 use crate::pipeline::batch::{Batch, Reject, SingleRow};
+use crate::pipeline::dedup::{self, Digest};
 use crate::pipeline::deltas as rollup;
 use crate::pipeline::queue::QueueReceiver;
 use crate::pipeline::{copy, ledger, seal, store};
@@ -110,15 +111,24 @@ async fn commit_group(
         .collect();
     let rows: usize = group.iter().map(Batch::row_count).sum();
     let rejects: Vec<&Reject> = group.iter().flat_map(|b| b.rejects.iter()).collect();
-    match write_with_retry(pool, copy_sql, &chunks, rows, &rejects, cfg, stats).await {
+    let identities: Vec<(&str, Digest)> = group
+        .iter()
+        .filter_map(|b| Some((&*b.producer, b.identity?)))
+        .collect();
+    let side = Bookkeeping {
+        rejects: &rejects,
+        identities: &identities,
+    };
+    match write_with_retry(pool, copy_sql, &chunks, rows, &side, cfg, stats).await {
         Ok(()) => {
             stats.rows_written.add(rows as u64);
             stats.dead_letters.add(rejects.len() as u64);
         }
         Err(e) => {
             tracing::warn!(error = %e, rows, "PostgreSQL refused a value; isolating the refused rows");
-            // Dead letters first, in a transaction of their own, then the rows by bisection.
-            if write_with_retry(pool, copy_sql, &[], 0, &rejects, cfg, stats)
+            // Dead letters (and the batches' identities) first, in a transaction of their own, then the rows
+            // by bisection.
+            if write_with_retry(pool, copy_sql, &[], 0, &side, cfg, stats)
                 .await
                 .is_ok()
             {
@@ -147,7 +157,8 @@ async fn isolate(
             continue;
         }
         let chunks: Vec<Bytes> = part.iter().map(|r| r.row.clone()).collect();
-        match write_with_retry(pool, copy_sql, &chunks, part.len(), &[], cfg, stats).await {
+        let none = Bookkeeping::default();
+        match write_with_retry(pool, copy_sql, &chunks, part.len(), &none, cfg, stats).await {
             Ok(()) => stats.rows_written.add(part.len() as u64),
             Err(e) if part.len() == 1 => {
                 let r = &part[0];
@@ -163,7 +174,11 @@ async fn isolate(
                 tracing::debug!(event_index = r.event_index, error = %e, "Row refused by PostgreSQL");
                 refused += 1;
                 first_reason.get_or_insert_with(|| db_message(&e));
-                if write_with_retry(pool, copy_sql, &[], 0, &[&reject], cfg, stats)
+                let side = Bookkeeping {
+                    rejects: &[&reject],
+                    identities: &[],
+                };
+                if write_with_retry(pool, copy_sql, &[], 0, &side, cfg, stats)
                     .await
                     .is_ok()
                 {
@@ -197,6 +212,13 @@ fn db_message(e: &DbError) -> String {
     }
 }
 
+/// What a flush commits besides its rows: dead letters, and the identities of the batches it completes.
+#[derive(Default)]
+struct Bookkeeping<'a> {
+    rejects: &'a [&'a Reject],
+    identities: &'a [(&'a str, Digest)],
+}
+
 /// Attempts after which an error that is not transient is taken as the rows' own (see the module doc).
 const REFUSED_AFTER: u32 = 5;
 
@@ -206,7 +228,7 @@ async fn write_with_retry(
     copy_sql: &str,
     chunks: &[Bytes],
     rows: usize,
-    rejects: &[&Reject],
+    side: &Bookkeeping<'_>,
     cfg: &WriterConfig,
     stats: &Stats,
 ) -> Result<(), DbError> {
@@ -217,7 +239,7 @@ async fn write_with_retry(
     let mut failing = FailingFlush { stats, on: false };
     loop {
         attempt += 1;
-        let err = match write_once(pool, copy_sql, chunks, rows, rejects, flush_id).await {
+        let err = match write_once(pool, copy_sql, chunks, rows, side, flush_id).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_data_error() => return Err(e),
             Err(e) if attempt >= REFUSED_AFTER && e.may_be_the_rows() => {
@@ -271,7 +293,7 @@ async fn write_once(
     copy_sql: &str,
     chunks: &[Bytes],
     rows: usize,
-    rejects: &[&Reject],
+    side: &Bookkeeping<'_>,
     flush_id: Uuid,
 ) -> Result<(), DbError> {
     // The rollup of exactly these rows, computed before the transaction opens.
@@ -304,8 +326,9 @@ async fn write_once(
         sink.as_mut().finish().await?;
     }
     store::insert_rollup_deltas(&tx, &rollups).await?;
-    ledger::insert_rejects(&tx, rejects.iter().copied()).await?;
-    ledger::record_flush(&tx, flush_id, rows, rejects.len()).await?;
+    ledger::insert_rejects(&tx, side.rejects.iter().copied()).await?;
+    dedup::record(&tx, side.identities).await?;
+    ledger::record_flush(&tx, flush_id, rows, side.rejects.len()).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -366,3 +366,23 @@ fn shipped_agent_configs_parse_and_use_the_environment() {
         );
     }
 }
+
+/// An agent resends a chunk whose answer it did not get: the recorded Fluent Bit and Vector requests, replayed
+/// twice, are stored once (the second time every request is a duplicate).
+#[tokio::test]
+async fn recorded_agent_requests_replayed_twice_are_stored_once() {
+    let app = crate::support::spawn_app_with(|c| c.dedup_window_secs = 3600).await;
+    let mut first = 0;
+    for folder in ["fluent-bit-5.1.1/json", "vector-0.58.0/json"] {
+        let (accepted, _) = replay(&app, folder).await;
+        assert!(accepted > 0);
+        first += accepted;
+        let (again, rejected) = replay(&app, folder).await;
+        assert_eq!(
+            (again, rejected),
+            (0, 0),
+            "{folder}: the replay is all duplicates"
+        );
+    }
+    assert_eq!(app.wait_rows(first as i64).await, first as i64);
+}

@@ -356,6 +356,8 @@ async fn memory_stays_within_the_budget_under_many_large_bodies() {
         ("COLLECTOR_API_KEYS", "big:big-key-0001".to_string()),
         ("COLLECTOR_RATE_LIMIT_PER_SEC", "0".to_string()),
         ("COLLECTOR_MEMORY_BUDGET_BYTES", BUDGET.to_string()),
+        // The same body twenty times on purpose.
+        ("COLLECTOR_DEDUP_WINDOW_SECS", "0".to_string()),
     ];
     let (mut child, url) = crate::support::binary::serve(&env, &[]).await;
     let http = reqwest::Client::new();

@@ -524,3 +524,100 @@ async fn snappy_bodies_are_accepted() {
         2
     );
 }
+
+/// A client that did not hear the 202 sends the same bytes again: the retry is answered 202 "duplicate" and
+/// the batch is stored once; an Idempotency-Key names a batch whatever its bytes; a collector started again
+/// remembers the batches committed before.
+#[tokio::test]
+async fn a_retried_batch_is_stored_once() {
+    let app = spawn_app_with(|c| c.dedup_window_secs = 3600).await;
+    let body = r#"[{"service":"retried","dst_port":1},{"service":"retried","dst_port":2}]"#;
+    let (status, first) = app.ingest_json(body).await;
+    assert_eq!((status, first["accepted"].as_u64()), (202, Some(2)));
+    assert!(first.get("duplicate").is_none(), "{first}");
+    let (status, again) = app.ingest_json(body).await;
+    assert_eq!(
+        (status, again["duplicate"].as_bool()),
+        (202, Some(true)),
+        "{again}"
+    );
+    // Another producer's identical bytes are its own batch.
+    let other = app
+        .http
+        .post(format!("{}/ingest", app.url))
+        .header("x-api-key", "another-key-456")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 202);
+    assert_eq!(
+        other.json::<Value>().await.unwrap()["accepted"].as_u64(),
+        Some(2)
+    );
+    // With an Idempotency-Key, the key is the identity.
+    for (i, b) in [
+        r#"[{"service":"keyed"}]"#,
+        r#"[{"service":"keyed","status":500}]"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = app
+            .ingest(
+                *b,
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", "k-1"),
+                ],
+            )
+            .await;
+        let receipt: Value = r.json().await.unwrap();
+        assert_eq!(
+            receipt["duplicate"].as_bool(),
+            (i == 1).then_some(true),
+            "{receipt}"
+        );
+    }
+    assert_eq!(app.wait_rows(5).await, 5);
+    let by_service = |s: &'static str| {
+        let db = &app.db;
+        async move {
+            db.query_one("SELECT count(*) FROM comm_logs WHERE service = $1", &[&s])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        by_service("retried").await,
+        4,
+        "twice two events: two producers"
+    );
+    assert_eq!(by_service("keyed").await, 1);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("collector_duplicate_batches_total 2"),
+        "{metrics}"
+    );
+    // Committed identities are recorded: a collector started on this database remembers them.
+    assert_eq!(
+        app.wait_count("SELECT count(*) FROM ingest_batches", 3)
+            .await,
+        3
+    );
+    let seen = collector::pipeline::dedup::Seen::new(std::time::Duration::from_secs(3600));
+    let pool = collector::db::pool(&app.db_url, 1).unwrap();
+    assert_eq!(seen.load(&pool.get().await.unwrap()).await.unwrap(), 3);
+    let digest = collector::pipeline::dedup::identity(body.as_bytes(), None);
+    let producer = std::sync::Arc::from(crate::support::app::PRODUCER);
+    assert!(!seen.first_time(&producer, digest, chrono::Utc::now().timestamp_micros()));
+}

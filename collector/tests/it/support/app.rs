@@ -42,6 +42,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp
     // Quick flushes keep the tests short; the batching logic is the same.
     cfg.flush_interval_ms = 20;
     cfg.shutdown_timeout_secs = 60;
+    // Tests send the same bytes again on purpose (to fill queues, to repeat a load); deduplication has tests
+    // of its own, which turn it on.
+    cfg.dedup_window_secs = 0;
     configure(&mut cfg);
     let keys = ApiKeys::parse(&format!("{PRODUCER}:{KEY},other:another-key-456")).expect("keys");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
