@@ -10,6 +10,7 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
@@ -19,7 +20,6 @@ use crate::pipeline::batch::{Batch, Receipt, Reject};
 use crate::pipeline::budget::Reservation;
 use crate::pipeline::dedup;
 use crate::pipeline::queue::SubmitError;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// Bytes of body per event at most, for the room taken in the queue before decoding: an underestimate of the
 /// events (typical events are 200-400 bytes, less compressed), so that the room taken is never more than the

@@ -26,9 +26,8 @@ use uuid::Uuid;
 use crate::db::DbError;
 use crate::pipeline::batch::{Batch, Reject, SingleRow};
 use crate::pipeline::dedup::{self, Digest};
-use crate::pipeline::deltas as rollup;
 use crate::pipeline::queue::QueueReceiver;
-use crate::pipeline::{copy, ledger, seal, store};
+use crate::pipeline::{copy, deltas, ledger, seal, store};
 use crate::rollup::catalog;
 use crate::telemetry::Stats;
 
@@ -219,7 +218,7 @@ struct Bookkeeping<'a> {
     identities: &'a [(&'a str, Digest)],
 }
 
-/// Attempts after which an error that is not transient is taken as the rows' own (see the module doc).
+/// Attempts after which an error that may come from the rows is taken as theirs (see the module doc).
 const REFUSED_AFTER: u32 = 5;
 
 /// Writes one flush, retrying transient errors forever. Returns only success or an error of the rows.
@@ -297,7 +296,7 @@ async fn write_once(
     flush_id: Uuid,
 ) -> Result<(), DbError> {
     // The rollup of exactly these rows, computed before the transaction opens.
-    let rollups = super::cpu_bound(|| rollup::of_chunks(chunks))
+    let rollups = super::cpu_bound(|| deltas::of_chunks(chunks))
         .map_err(|e| DbError::MalformedRows(e.to_string()))?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -307,9 +306,9 @@ async fn write_once(
         let (sealing, sealed) = seal::pair_seal_bounds(&tx).await?;
         if rollups.earliest_us < sealing {
             let (late, in_flight) = super::cpu_bound(|| {
-                Ok::<_, rollup::MalformedRow>((
-                    rollup::late(chunks, &catalog::PAIR, i64::MIN, sealed)?,
-                    rollup::late(chunks, &catalog::PAIR, sealed, sealing)?,
+                Ok::<_, deltas::MalformedRow>((
+                    deltas::late(chunks, &catalog::PAIR, i64::MIN, sealed)?,
+                    deltas::late(chunks, &catalog::PAIR, sealed, sealing)?,
                 ))
             })
             .map_err(|e| DbError::MalformedRows(e.to_string()))?;
