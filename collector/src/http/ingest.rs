@@ -92,19 +92,9 @@ pub(super) async fn ingest(
     // so that health checks and small requests are not held behind it. A small one is done here: handing it to
     // another thread cost more than its work (ack p99 at half load 1.5 → 5 ms, BENCHMARKS.md).
     let small = body.len() <= INLINE_BODY_BYTES && !headers.contains_key(header::CONTENT_ENCODING);
-    let prepared = if small {
-        let out = prepare(
-            &body,
-            &headers,
-            &producer,
-            received_at_us,
-            &state,
-            &mut memory,
-        );
-        out.map(|(batch, receipt)| (batch, receipt, memory))
-    } else {
+    let decode = {
         let (body, state, producer) = (body.clone(), state.clone(), producer.clone());
-        tokio::task::spawn_blocking(move || {
+        move || {
             let out = prepare(
                 &body,
                 &headers,
@@ -114,9 +104,14 @@ pub(super) async fn ingest(
                 &mut memory,
             );
             out.map(|(batch, receipt)| (batch, receipt, memory))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("decoding task failed: {e}")))?
+        }
+    };
+    let prepared = if small {
+        decode()
+    } else {
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(|e| ApiError::Internal(format!("decoding task failed: {e}")))?
     };
     let (mut batch, receipt, memory) = match prepared {
         Ok(prepared) => prepared,

@@ -640,15 +640,7 @@ async fn a_full_queue_refuses_before_decoding() {
         .await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("collector_bodies_undecodable_total 0"),
         "{metrics}"

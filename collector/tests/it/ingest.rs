@@ -595,15 +595,7 @@ async fn a_retried_batch_is_stored_once() {
         "twice two events: two producers"
     );
     assert_eq!(by_service("keyed").await, 1);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("collector_duplicate_batches_total 2"),
         "{metrics}"

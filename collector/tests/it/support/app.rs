@@ -121,6 +121,17 @@ impl TestApp {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
+    /// The collector's own Prometheus exposition (`GET /metrics`, no key).
+    pub async fn metrics_text(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
     /// [`TestApp::get_json`], asserting a 200.
     pub async fn ok_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get_json(path).await;
