@@ -13,7 +13,9 @@ use crate::config::{DatabaseArgs, ServeConfig};
 use crate::db::embedded_pg::{Durability, EmbeddedPg, EmbeddedPgError};
 use crate::db::{self, migrate, partitions, DbError};
 use crate::http::{self, AppState};
+use crate::pipeline::intake::Intake;
 use crate::pipeline::queue::Queue;
+use crate::pipeline::spool::{self, SpoolOpenError};
 use crate::pipeline::writer;
 use crate::pipeline::{compact, ledger};
 use crate::telemetry::Stats;
@@ -31,6 +33,8 @@ pub enum AppError {
     Io { what: String, error: io::Error },
     #[error("{0} queued events could not be written to PostgreSQL before the shutdown timeout")]
     Undrained(usize),
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolOpenError),
 }
 
 /// The database the collector uses: an external URL, or a private server it owns and stops on exit.
@@ -158,6 +162,34 @@ pub async fn run(
     let writer_cfg = cfg.writer_config();
     let writers = writer::spawn(cfg.writers, &pool, &rx, writer_cfg, &stats);
     drop(rx);
+    let intake = Intake {
+        limits: cfg.build_limits(),
+        max_decompressed_bytes: cfg.max_decompressed_bytes,
+        memory: crate::pipeline::budget::MemoryBudget::new(cfg.memory_budget_bytes),
+    };
+    // The spool is opened once the writers run: what a previous run left is replayed while serving.
+    let feeder_stop = CancellationToken::new();
+    let (spool, feeder) = match cfg.spool_config() {
+        Some(spool_cfg) => {
+            tracing::info!(dir = %spool_cfg.dir.display(), "Durability: spool (a batch is on disk before its 202)");
+            let (spool, feeder) = spool::open(
+                spool_cfg,
+                &pool,
+                &seen,
+                queue.clone(),
+                intake.clone(),
+                feeder_stop.clone(),
+            )
+            .await?;
+            (Some(spool), Some(feeder))
+        }
+        None => {
+            tracing::warn!(
+                "Durability: memory (a crash loses acknowledged batches not yet committed; README, \"Durability\")"
+            );
+            (None, None)
+        }
+    };
     let compact_stop = CancellationToken::new();
     let compactor = tokio::spawn(compact::run(
         pool.clone(),
@@ -176,6 +208,7 @@ pub async fn run(
         pool.clone(),
         Duration::from_secs(3600),
         dedup_window,
+        spool.clone(),
         maintenance_stop.clone(),
     ));
 
@@ -189,12 +222,11 @@ pub async fn run(
         read_pool,
         raw_reads: http::RawReads::new(cfg.raw_reads_per_key),
         queue: queue.clone(),
+        spool: spool.clone(),
         keys,
-        limits: cfg.build_limits(),
+        intake,
         max_body_bytes: cfg.max_body_bytes,
-        memory: crate::pipeline::budget::MemoryBudget::new(cfg.memory_budget_bytes),
         seen,
-        max_decompressed_bytes: cfg.max_decompressed_bytes,
         queue_high_water: cfg.queue_capacity * usize::from(cfg.queue_high_water_pct.min(100)) / 100,
         query_timeout: (cfg.query_timeout_ms > 0)
             .then(|| std::time::Duration::from_millis(cfg.query_timeout_ms)),
@@ -216,7 +248,12 @@ pub async fn run(
     };
     let served = http::serve(listener, app, limits, shutdown).await;
 
-    // Stop accepting, then let the writers drain what was acknowledged.
+    // Stop accepting, then let the writers drain what was acknowledged. With the spool, what they do not
+    // finish is on disk for the next start, so the wait is short.
+    feeder_stop.cancel();
+    if let Some(feeder) = feeder {
+        let _ = feeder.await;
+    }
     queue.close();
     tracing::info!(
         queued = queue.depth(),
@@ -227,9 +264,11 @@ pub async fn run(
             let _ = w.await;
         }
     };
-    let drained = tokio::time::timeout(Duration::from_secs(cfg.shutdown_timeout_secs), drain)
-        .await
-        .is_ok();
+    let mut wait = Duration::from_secs(cfg.shutdown_timeout_secs);
+    if spool.is_some() {
+        wait = wait.min(SPOOLED_SHUTDOWN_WAIT);
+    }
+    let drained = tokio::time::timeout(wait, drain).await.is_ok();
     maintenance_stop.cancel();
     let _ = maintenance.await;
     let _ = ledger.await;
@@ -239,7 +278,12 @@ pub async fn run(
         what: "serving HTTP".into(),
         error,
     })?;
-    if !drained {
+    if !drained && spool.is_some() {
+        tracing::warn!(
+            events = queue.depth(),
+            "Queued events were not written before shutting down: they are in the spool, and written at the next start"
+        );
+    } else if !drained {
         let left = queue.depth();
         tracing::error!(
             events = left,
@@ -250,6 +294,9 @@ pub async fn run(
     tracing::info!(rows_written = stats.rows_written.get(), "Shut down cleanly");
     Ok(())
 }
+
+/// Longest wait at shutdown for the writers when a spool keeps what they have not written.
+const SPOOLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// `configured`, kept below the open-file limit less room for the pools, logs and PostgreSQL's socket: past
 /// that limit, accepting fails for everyone instead of refusing the newest connections.

@@ -10,6 +10,7 @@ use clap::{Args, Parser, ValueEnum};
 
 use crate::event::Limits;
 use crate::pipeline::batch::BuildLimits;
+use crate::pipeline::spool::SpoolConfig;
 use crate::pipeline::writer::WriterConfig;
 
 /// Where the database is.
@@ -22,6 +23,16 @@ pub struct DatabaseArgs {
     /// Data directory of the private PostgreSQL (used only without DATABASE_URL).
     #[arg(long, env = "COLLECTOR_DATA_DIR", default_value = "./data/pg")]
     pub data_dir: PathBuf,
+}
+
+/// What a 202 promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// The batch is on disk (the spool, fsynced) before it is acknowledged: a crash, a PostgreSQL outage or a
+    /// restart loses nothing acknowledged.
+    Spool,
+    /// Acknowledged from memory: a crash loses what is queued and not yet committed (README, "Durability").
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,7 +101,36 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_MEMORY_BUDGET_BYTES", default_value_t = 1 << 30)]
     pub memory_budget_bytes: usize,
 
-    /// Events held between acknowledgement and commit. When full, POST /ingest answers 503 + Retry-After.
+    /// `spool`: a batch is fsynced to the spool before the 202, and survives a crash or a database outage;
+    /// `memory`: acknowledged from memory, faster, and a crash loses what is not yet committed.
+    #[arg(
+        long,
+        env = "COLLECTOR_DURABILITY",
+        value_enum,
+        default_value = "spool"
+    )]
+    pub durability: Durability,
+
+    /// The spool's directory (one collector per directory). Default: `spool` beside the data directory.
+    #[arg(long, env = "COLLECTOR_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// Bytes of acknowledged batches the spool holds at most while PostgreSQL is slow or down; past it, POST
+    /// /ingest answers 503 + Retry-After.
+    #[arg(long, env = "COLLECTOR_SPOOL_MAX_BYTES", default_value_t = 4 << 30)]
+    pub spool_max_bytes: u64,
+
+    /// Free bytes the spool leaves on its disk; under it, POST /ingest answers 503 + Retry-After.
+    #[arg(long, env = "COLLECTOR_SPOOL_MIN_FREE_BYTES", default_value_t = 256 << 20)]
+    pub spool_min_free_bytes: u64,
+
+    /// Size at which a spool segment is closed and a new one started; a segment is deleted once all its
+    /// batches are committed. A replay reads one segment into memory at a time.
+    #[arg(long, env = "COLLECTOR_SPOOL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    pub spool_segment_bytes: u64,
+
+    /// Events held in memory between acknowledgement and commit. When full, batches wait in the spool (in
+    /// `memory` durability, POST /ingest answers 503 + Retry-After).
     #[arg(long, env = "COLLECTOR_QUEUE_CAPACITY", default_value_t = 500_000)]
     pub queue_capacity: usize,
 
@@ -205,6 +245,23 @@ impl ServeConfig {
             max_backoff: Duration::from_millis(self.retry_max_backoff_ms),
             dead_letter_max_bytes: self.dead_letter_max_bytes,
         }
+    }
+
+    /// The spool's place and bounds, in `spool` durability.
+    pub fn spool_config(&self) -> Option<SpoolConfig> {
+        (self.durability == Durability::Spool).then(|| SpoolConfig {
+            dir: self.spool_dir.clone().unwrap_or_else(|| {
+                self.database
+                    .data_dir
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("spool")
+            }),
+            max_bytes: self.spool_max_bytes,
+            min_free_bytes: self.spool_min_free_bytes,
+            segment_bytes: self.spool_segment_bytes.max(1),
+        })
     }
 
     pub fn flush_interval(&self) -> Duration {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::decode::DecodeError;
 use crate::pipeline::queue::SubmitError;
+use crate::pipeline::spool::SpoolError;
 use crate::query::filters::ParamError;
 
 /// Seconds an overloaded client is asked to wait. Agents mostly ignore it (see README), but it is correct HTTP.
@@ -27,6 +28,8 @@ pub enum ApiError {
     InvalidParam(#[from] ParamError),
     #[error(transparent)]
     Queue(#[from] SubmitError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("too many requests for this API key")]
     RateLimited {
         wait_secs: u64,
@@ -48,7 +51,7 @@ pub enum ApiError {
 /// Every error answer: a machine-readable code and a sentence naming what is wrong and where.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// e.g. `unauthorized`, `undecodable_body`, `invalid_parameter`, `body_too_large`, `queue_full`.
+    /// e.g. `unauthorized`, `undecodable_body`, `invalid_parameter`, `body_too_large`, `queue_full`, `spool_full`.
     code: &'static str,
     detail: String,
 }
@@ -77,6 +80,18 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "queue_full")
             }
             ApiError::Queue(SubmitError::Closed) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+            ApiError::Spool(SpoolError::Full { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "spool_full")
+            }
+            ApiError::Spool(SpoolError::DiskLow { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "spool_disk_low")
+            }
+            ApiError::Spool(SpoolError::Io(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "spool_io_error")
+            }
+            ApiError::Spool(SpoolError::Closed) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -110,6 +125,7 @@ impl IntoResponse for ApiError {
                 ..
             } => headers.extend(extra),
             ApiError::Queue(SubmitError::Full { .. } | SubmitError::Closed)
+            | ApiError::Spool(_)
             | ApiError::NotReady(_)
             | ApiError::Busy(_)
             | ApiError::Decode(DecodeError::OverBudget) => {

@@ -1,5 +1,6 @@
-//! `GET /healthz`: the process is alive. `GET /readyz`: the database answers and the queue is below its
-//! high-water mark, so a load balancer stops sending before producers see 503s.
+//! `GET /healthz`: the process is alive. `GET /readyz`: a batch sent now would be acknowledged, so a load
+//! balancer stops sending before producers see 503s: with the spool, while it has room on disk; without it,
+//! while the database answers and the queue is below its high-water mark.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::{error::ApiError, AppState};
 use crate::db;
+use crate::pipeline::spool::SpoolStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -26,6 +28,9 @@ pub(super) async fn healthz() -> Json<Value> {
     (status = 200, description = "Ready, with the queue depth"),
     (status = 503, description = "Not ready, and why", body = super::error::ErrorBody)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(spool) = &state.spool {
+        return spool_ready(&state, spool.status()).await;
+    }
     let client = state
         .pool
         .get()
@@ -51,4 +56,34 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     Ok(Json(
         json!({"status": "ready", "queue_depth": depth, "queue_capacity": state.queue.capacity()}),
     ))
+}
+
+/// With the spool, ready means a batch sent now is acknowledged: the spool has room on disk, whatever the
+/// database's state (a batch waits on disk while it is down or slow). The answer says how things stand.
+async fn spool_ready(state: &AppState, spool: SpoolStatus) -> Result<Json<Value>, ApiError> {
+    let database = match state.pool.get().await {
+        Ok(client) => match db::ping(&client).await {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("unreachable: {e}"),
+        },
+        Err(e) => format!("unreachable: {e}"),
+    };
+    let (failing, error) = state.stats.failing();
+    let headroom = spool.max_bytes.saturating_sub(spool.bytes) >= spool.max_bytes / 20;
+    if !headroom {
+        return Err(ApiError::NotReady(format!(
+            "the spool holds {} of its {} bytes (COLLECTOR_SPOOL_MAX_BYTES) in batches PostgreSQL has not taken \
+             (database: {database}; oldest {:.0} s)",
+            spool.bytes, spool.max_bytes, spool.oldest_unflushed_secs
+        )));
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "database": database,
+        "failing_flushes": failing,
+        "failing_error": error,
+        "queue_depth": state.queue.depth(),
+        "queue_capacity": state.queue.capacity(),
+        "spool": spool,
+    })))
 }

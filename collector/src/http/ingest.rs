@@ -1,6 +1,5 @@
-//! `POST /ingest`: decode → validate/encode → queue, then answer at once.
+//! `POST /ingest`: decode → validate/encode → spool (on disk) → queue, then answer at once.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -15,11 +14,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::Producer;
-use crate::decode::{self, DecodeError, Encoding, Format};
+use crate::decode::DecodeError;
 use crate::pipeline::batch::{Batch, Receipt, Reject};
 use crate::pipeline::budget::Reservation;
 use crate::pipeline::dedup;
+use crate::pipeline::intake::BodyHeaders;
 use crate::pipeline::queue::SubmitError;
+use crate::pipeline::spool::Record;
 
 /// Bytes of body per event at most, for the room taken in the queue before decoding: an underestimate of the
 /// events (typical events are 200-400 bytes, less compressed), so that the room taken is never more than the
@@ -55,18 +56,28 @@ pub(super) async fn ingest(
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     let received_at_us = chrono::Utc::now().timestamp_micros();
-    // Room in the queue first, from the size the client announces: when the queue is full the answer is 503
-    // before the body is read, decompressed or parsed, so overload costs microseconds a request.
+    // Room first, from the size the client announces: when the spool (or, without it, the queue) is full the
+    // answer is 503 before the body is read, decompressed or parsed, so overload costs microseconds a request.
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
-    let queue_room = state
-        .queue
-        .reserve(announced / BYTES_PER_EVENT_AT_MOST)
-        .inspect_err(|_| state.stats.overload_responses.add(1))?;
+    let queue_room = match &state.spool {
+        Some(spool) => {
+            spool
+                .admit(announced)
+                .inspect_err(|_| state.stats.overload_responses.add(1))?;
+            None
+        }
+        None => Some(
+            state
+                .queue
+                .reserve(announced / BYTES_PER_EVENT_AT_MOST)
+                .inspect_err(|_| state.stats.overload_responses.add(1))?,
+        ),
+    };
     // Everything this request holds in memory, from its first byte to the batch's commit, is reserved first.
-    let mut memory = state.memory.reservation();
+    let mut memory = state.intake.memory.reservation();
     let body = read_body(body, state.max_body_bytes, &mut memory).await?;
     let producer = producer.0;
     // A retry of a batch already accepted is answered as the first was, and not stored again.
@@ -81,26 +92,42 @@ pub(super) async fn ingest(
         };
         return Ok((StatusCode::ACCEPTED, Json(receipt)));
     }
-    // Until the batch is queued, the identity is forgotten on any way out: the client's retry must be taken.
+    // Until the batch is kept, the identity is forgotten on any way out: the client's retry must be taken.
     let mut remembered = Remembered {
         seen: state.seen.clone(),
         producer: producer.clone(),
         identity,
         kept: false,
     };
+    let text_header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let request = Request {
+        producer: producer.clone(),
+        received_at_us,
+        content_type: text_header(header::CONTENT_TYPE),
+        content_encoding: text_header(header::CONTENT_ENCODING),
+        body,
+    };
     // A large body takes tens of milliseconds to seconds of CPU to decompress and parse: off the async workers,
     // so that health checks and small requests are not held behind it. A small one is done here: handing it to
     // another thread cost more than its work (ack p99 at half load 1.5 → 5 ms, BENCHMARKS.md).
-    let small = body.len() <= INLINE_BODY_BYTES && !headers.contains_key(header::CONTENT_ENCODING);
+    let small = request.body.len() <= INLINE_BODY_BYTES && request.content_encoding.is_none();
     let decode = {
-        let (body, state, producer) = (body.clone(), state.clone(), producer.clone());
+        let (request, state) = (request.clone(), state.clone());
         move || {
-            let out = prepare(
-                &body,
-                &headers,
-                &producer,
-                received_at_us,
-                &state,
+            let headers = BodyHeaders {
+                content_type: request.content_type.as_deref(),
+                content_encoding: request.content_encoding.as_deref(),
+            };
+            let out = state.intake.prepare(
+                &request.body,
+                headers,
+                &request.producer,
+                request.received_at_us,
                 &mut memory,
             );
             out.map(|(batch, receipt)| (batch, receipt, memory))
@@ -122,13 +149,9 @@ pub(super) async fn ingest(
         Err(e) => {
             // Undecodable: the client hears 400/413/415, and the raw body is kept so nothing is lost.
             state.stats.bodies_undecodable.add(1);
-            let whole = WholeBody {
-                producer,
-                received_at_us,
-                body,
-                reason: e.to_string(),
-            };
-            whole.dead_letter(&state, queue_room)?;
+            request
+                .dead_letter(&state, e.to_string(), queue_room)
+                .await?;
             return Err(e.into());
         }
     };
@@ -139,33 +162,45 @@ pub(super) async fn ingest(
             weight: batch.weight(),
             capacity: state.queue.capacity(),
         };
-        let whole = WholeBody {
-            producer,
-            received_at_us,
-            body,
-            reason: e.to_string(),
-        };
-        whole.dead_letter(&state, queue_room)?;
+        request
+            .dead_letter(&state, e.to_string(), queue_room)
+            .await?;
         return Err(e.into());
     }
     // The batch keeps its share of the budget until the writer commits it, and records its identity then.
     batch.memory = Some(memory);
-    batch.identity = state.seen.enabled().then_some(identity);
-    state
-        .queue
-        .submit_reserved(batch, Some(queue_room))
-        .inspect_err(|_| state.stats.overload_responses.add(1))?;
+    match &state.spool {
+        Some(spool) => {
+            // The identity a replay looks for: the deduplication digest, else one of this batch alone.
+            let identity = if state.seen.enabled() {
+                identity
+            } else {
+                rand::random()
+            };
+            spool
+                .append(request.record(identity), batch)
+                .await
+                .inspect_err(|_| state.stats.overload_responses.add(1))?;
+        }
+        None => {
+            batch.identity = state.seen.enabled().then_some(identity);
+            state
+                .queue
+                .submit_reserved(batch, queue_room)
+                .inspect_err(|_| state.stats.overload_responses.add(1))?;
+        }
+    }
     remembered.kept = true;
     state.stats.record_batch(&producer, rows, receipt.rejected);
     tracing::debug!(
         accepted = receipt.accepted,
         rejected = receipt.rejected,
-        "Batch queued"
+        "Batch accepted"
     );
     Ok((StatusCode::ACCEPTED, Json(receipt)))
 }
 
-/// A batch identity taken by [`dedup::Seen::first_time`], given back unless the batch was queued.
+/// A batch identity taken by [`dedup::Seen::first_time`], given back unless the batch was kept.
 struct Remembered {
     seen: Arc<dedup::Seen>,
     producer: Arc<str>,
@@ -181,27 +216,52 @@ impl Drop for Remembered {
     }
 }
 
-/// A body refused as a whole, kept raw with the reason.
-struct WholeBody {
+/// A request as the spool keeps it.
+#[derive(Clone)]
+struct Request {
     producer: Arc<str>,
     received_at_us: i64,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
     body: Bytes,
-    reason: String,
 }
 
-impl WholeBody {
-    /// Queues it for `ingest_rejects`, in the room the request took.
-    fn dead_letter(self, state: &AppState, room: OwnedSemaphorePermit) -> Result<(), ApiError> {
+impl Request {
+    fn record(self, identity: dedup::Digest) -> Record {
+        Record {
+            seq: 0,
+            received_at_us: self.received_at_us,
+            identity,
+            producer: self.producer.to_string(),
+            content_type: self.content_type,
+            content_encoding: self.content_encoding,
+            body: self.body,
+        }
+    }
+
+    /// Keeps a body refused as a whole, raw with the reason, in `ingest_rejects`: through the spool (a replay
+    /// refuses it again, the same way), or through the queue in the room the request took.
+    async fn dead_letter(
+        self,
+        state: &AppState,
+        reason: String,
+        room: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), ApiError> {
         let reject = Reject::new(
             self.producer.clone(),
             self.received_at_us,
             None,
-            self.reason,
-            self.body,
-            state.limits.dead_letter_max_bytes,
+            reason,
+            self.body.clone(),
+            state.intake.limits.dead_letter_max_bytes,
         );
-        let batch = Batch::rejects_only(self.producer, self.received_at_us, vec![reject]);
-        Ok(state.queue.submit_reserved(batch, Some(room))?)
+        let batch = Batch::rejects_only(self.producer.clone(), self.received_at_us, vec![reject]);
+        match (&state.spool, room) {
+            // Its identity is its own: a client resending the body must hear the same refusal.
+            (Some(spool), _) => Ok(spool.append(self.record(rand::random()), batch).await?),
+            (None, Some(room)) => Ok(state.queue.submit_reserved(batch, Some(room))?),
+            (None, None) => Ok(state.queue.try_submit(batch)?),
+        }
     }
 }
 
@@ -240,62 +300,4 @@ async fn read_body(body: Body, limit: usize, memory: &mut Reservation) -> Result
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
-}
-
-/// Body bytes → a batch of encoded rows and dead letters, plus the receipt for the client; `memory` grows with
-/// the decompressed text and the encoded rows, and ends holding what the batch keeps.
-fn prepare(
-    body: &Bytes,
-    headers: &HeaderMap,
-    producer: &Arc<str>,
-    received_at_us: i64,
-    state: &AppState,
-    memory: &mut Reservation,
-) -> Result<(Batch, Receipt), DecodeError> {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let encoding = Encoding::from_header(header(header::CONTENT_ENCODING))?;
-    let format = Format::from_content_type(header(header::CONTENT_TYPE));
-    let compressed = body.len();
-    let plain = match decode::decompress_within(
-        body,
-        encoding,
-        state.max_decompressed_bytes,
-        &mut |bytes| memory.grow_to(compressed + bytes).is_ok(),
-    )? {
-        Cow::Borrowed(_) => body.clone(),
-        Cow::Owned(v) => Bytes::from(v),
-    };
-    let text = decode::to_json(plain, format)?;
-    let s = decode::as_text(&text)?;
-    if s.trim().is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    // The encoded rows take about as much as the text they come from.
-    let kept = if encoding == Encoding::Identity {
-        text.len()
-    } else {
-        compressed + text.len()
-    };
-    memory
-        .grow_to(kept + text.len())
-        .map_err(|_| DecodeError::OverBudget)?;
-    // msgpack was transcoded to a JSON array.
-    let format = if format == Format::Msgpack {
-        Format::Json
-    } else {
-        format
-    };
-    let built = Batch::build(
-        text.clone(),
-        s,
-        format,
-        producer.clone(),
-        received_at_us,
-        &state.limits,
-    )?;
-    // What stays until the commit: the text and the rows' buffer, sized from the text (the compressed body is
-    // dropped with the request).
-    let (batch, _) = &built;
-    memory.shrink_to(batch.source.len() + s.len() + 1024);
-    Ok(built)
 }

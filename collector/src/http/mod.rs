@@ -24,8 +24,9 @@ use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::{GovernorError, GovernorLayer};
 
 use crate::auth::{ApiKeys, Producer};
-use crate::pipeline::batch::BuildLimits;
+use crate::pipeline::intake::Intake;
 use crate::pipeline::queue::Queue;
+use crate::pipeline::spool::Spool;
 use crate::telemetry::Stats;
 use error::ApiError;
 
@@ -39,14 +40,14 @@ pub struct AppState {
     /// Per-key gates on reads of raw events; `None`: no limit.
     pub raw_reads: Option<Arc<read::RawReads>>,
     pub queue: Queue,
+    /// The write-ahead spool, in `spool` durability.
+    pub spool: Option<Spool>,
     pub keys: ApiKeys,
-    pub limits: BuildLimits,
+    /// Decoding: its limits and the memory budget of ingest.
+    pub intake: Intake,
     pub max_body_bytes: usize,
     /// Batches accepted within the dedup window, by identity.
     pub seen: Arc<crate::pipeline::dedup::Seen>,
-    /// Bytes of bodies being decoded and of queued batches, counted together.
-    pub memory: crate::pipeline::budget::MemoryBudget,
-    pub max_decompressed_bytes: usize,
     /// Queue depth (events) above which /readyz says not ready.
     pub queue_high_water: usize,
     /// Longest one statement of a read may run (`None`: no limit).

@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::AppState;
+use crate::pipeline::spool::SpoolStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
@@ -15,9 +16,12 @@ pub fn router() -> Router<AppState> {
 /// The collector's own counters, Prometheus text format (no key needed).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state
+    let mut body = state
         .stats
         .render_prometheus((state.queue.depth(), state.queue.capacity()));
+    if let Some(spool) = &state.spool {
+        render_spool(&mut body, &spool.status());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -25,4 +29,83 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         )],
         body,
     )
+}
+
+/// The spool's gauges and counters.
+fn render_spool(out: &mut String, s: &SpoolStatus) {
+    use std::fmt::Write;
+    let metrics: [(&str, &str, &str, f64); 11] = [
+        (
+            "collector_spool_bytes",
+            "gauge",
+            "Bytes of spool segments on disk.",
+            s.bytes as f64,
+        ),
+        (
+            "collector_spool_max_bytes",
+            "gauge",
+            "COLLECTOR_SPOOL_MAX_BYTES.",
+            s.max_bytes as f64,
+        ),
+        (
+            "collector_spool_segments",
+            "gauge",
+            "Spool segment files.",
+            s.segments as f64,
+        ),
+        (
+            "collector_spool_free_disk_bytes",
+            "gauge",
+            "Free bytes on the spool's disk.",
+            s.free_disk_bytes as f64,
+        ),
+        (
+            "collector_spool_oldest_unflushed_seconds",
+            "gauge",
+            "Age of the oldest spool segment holding a batch not yet in PostgreSQL.",
+            s.oldest_unflushed_secs,
+        ),
+        (
+            "collector_spool_backlog",
+            "gauge",
+            "1 while acknowledged batches wait on disk for room in the queue.",
+            f64::from(u8::from(s.backlog)),
+        ),
+        (
+            "collector_spool_fsyncs_total",
+            "counter",
+            "Spool group commits (one fsync each).",
+            s.fsyncs as f64,
+        ),
+        (
+            "collector_spool_records_total",
+            "counter",
+            "Batches appended to the spool.",
+            s.records as f64,
+        ),
+        (
+            "collector_spool_events_total",
+            "counter",
+            "Events (and dead letters) in the batches appended.",
+            s.events as f64,
+        ),
+        (
+            "collector_spool_replayed_total",
+            "counter",
+            "Batches read back from the spool into the queue (after a restart or a full queue).",
+            s.replayed as f64,
+        ),
+        (
+            "collector_spool_append_errors_total",
+            "counter",
+            "Spool writes that failed (answered 503).",
+            s.append_errors as f64,
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
 }

@@ -31,6 +31,8 @@ pub struct Batch {
     pub memory: Option<crate::pipeline::budget::Reservation>,
     /// Its identity (`pipeline::dedup`), recorded with its commit.
     pub identity: Option<crate::pipeline::dedup::Digest>,
+    /// Its place in the spool, given back once it is committed.
+    pub spooled: Option<crate::pipeline::spool::Ticket>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -253,6 +255,7 @@ impl Batch {
             permit: None,
             memory: None,
             identity: None,
+            spooled: None,
         };
         Ok((batch, receipt))
     }
@@ -270,6 +273,7 @@ impl Batch {
             permit: None,
             memory: None,
             identity: None,
+            spooled: None,
         }
     }
 

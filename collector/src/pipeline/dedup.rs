@@ -137,8 +137,10 @@ pub async fn record(
     let digests: Vec<&[u8]> = identities.iter().map(|(_, d)| &d[..]).collect();
     client
         .execute(
-            "INSERT INTO ingest_batches (producer, digest) SELECT * FROM unnest($1::text[], $2::bytea[])
-             ON CONFLICT DO NOTHING",
+            // The same bytes accepted again after the window are a batch of their own: their commit time is
+            // the one a replay compares with (pipeline::spool).
+            "INSERT INTO ingest_batches (producer, digest) SELECT DISTINCT * FROM unnest($1::text[], $2::bytea[])
+             ON CONFLICT (producer, digest) DO UPDATE SET accepted_at = now()",
             &[&producers, &digests],
         )
         .await?;

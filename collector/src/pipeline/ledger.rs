@@ -84,6 +84,7 @@ pub async fn maintain(
     pool: Pool,
     every: Duration,
     dedup_window: Duration,
+    spool: Option<crate::pipeline::spool::Spool>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -91,7 +92,19 @@ pub async fn maintain(
             if let Err(e) = prune_flush_ledger(&client).await {
                 tracing::warn!(error = %e, "Pruning the flush ledger failed");
             }
-            if let Err(e) = crate::pipeline::dedup::prune(&client, dedup_window).await {
+            // Identities of batches still in the spool are kept: a replay looks for them.
+            let keep = spool
+                .as_ref()
+                .and_then(|s| s.oldest_record_us())
+                .map(|oldest| {
+                    let age = chrono::Utc::now()
+                        .timestamp_micros()
+                        .saturating_sub(oldest)
+                        .max(0);
+                    Duration::from_micros(age as u64 + 60_000_000)
+                });
+            let window = keep.map_or(dedup_window, |k| k.max(dedup_window));
+            if let Err(e) = crate::pipeline::dedup::prune(&client, window).await {
                 tracing::warn!(error = %e, "Pruning batch identities failed");
             }
         }

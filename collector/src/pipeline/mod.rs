@@ -1,5 +1,6 @@
 //! The write side, from validated events to committed rows, with its own SQL:
-//! [`batch`] (events → COPY rows, rejects kept raw) → [`queue`] (bounded hand-off) → [`writer`] (one COPY
+//! [`intake`] (a body → a [`batch`]: events → COPY rows, rejects kept raw) → [`spool`] (on disk before the
+//! answer) → [`queue`] (bounded hand-off) → [`writer`] (one COPY
 //! transaction per flush: [`copy`] the rows, [`deltas`] their rollup contributions written by [`store`], the
 //! dead letters and the flush in the [`ledger`]) → [`compact`] (deltas merged into the rollups, [`top_lists`]
 //! made) and [`seal`] (source × destination pairs rolled up from the raw events).
@@ -10,9 +11,11 @@ pub mod compact;
 pub mod copy;
 pub mod dedup;
 pub mod deltas;
+pub mod intake;
 pub mod ledger;
 pub mod queue;
 pub mod seal;
+pub mod spool;
 pub mod store;
 pub mod top_lists;
 pub mod writer;

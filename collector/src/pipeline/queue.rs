@@ -3,8 +3,8 @@
 //! Capacity is counted in events (rows plus dead letters), not batches, because memory and COPY time scale with
 //! events. A full queue is an explicit error the handler turns into 503 + Retry-After: never a silent drop.
 //!
-//! Seam for the durable spool: a spool sits in front of [`Queue::try_submit`], appending the batch to disk
-//! before the request is acknowledged and feeding the queue from disk; writers and handlers stay as they are.
+//! With the durable spool (`pipeline::spool`, the default) a batch reaches the queue only once it is on disk;
+//! when the queue is full the spool keeps it and feeds it back later ([`Queue::submit`] waits for room).
 
 use std::sync::Arc;
 
@@ -99,6 +99,25 @@ impl Queue {
                 more
             }
         };
+        batch.permit = Some(permit);
+        self.tx.try_send(batch).map_err(|_| SubmitError::Closed)
+    }
+
+    /// Queues `batch`, waiting for room (the spool feeding batches back from disk).
+    pub async fn submit(&self, mut batch: Batch) -> Result<(), SubmitError> {
+        let weight = batch.weight();
+        if weight > self.capacity {
+            return Err(SubmitError::TooLarge {
+                weight,
+                capacity: self.capacity,
+            });
+        }
+        let permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(weight as u32)
+            .await
+            .map_err(|_| SubmitError::Closed)?;
         batch.permit = Some(permit);
         self.tx.try_send(batch).map_err(|_| SubmitError::Closed)
     }

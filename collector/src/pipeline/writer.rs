@@ -85,6 +85,10 @@ pub async fn run(pool: Pool, rx: QueueReceiver, cfg: WriterConfig, stats: Arc<St
         }
         let started = std::time::Instant::now();
         commit_group(&pool, &copy_sql, &group, &cfg, &stats).await;
+        // Committed: their spool segments may go.
+        for ticket in group.iter_mut().filter_map(|b| b.spooled.take()) {
+            ticket.committed();
+        }
         stats.record_flush(rows, started.elapsed());
         tracing::debug!(
             rows,

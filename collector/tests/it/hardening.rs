@@ -556,7 +556,12 @@ async fn connections_past_the_cap_are_closed_until_some_end() {
 /// /metrics counts it; once the cause is gone it commits, once, and the collector is ready again.
 #[tokio::test]
 async fn a_flush_that_keeps_failing_shows_in_readyz_and_metrics() {
-    let app = spawn_app_with(|c| c.retry_max_backoff_ms = 200).await;
+    // Not ready without the spool; with it, ready (batches wait on disk) and the failing flush is in the body.
+    let app = spawn_app_with(|c| {
+        c.retry_max_backoff_ms = 200;
+        c.durability = collector::config::Durability::Memory;
+    })
+    .await;
     app.db
         .batch_execute("ALTER TABLE ingest_flushes RENAME TO ingest_flushes_away")
         .await
@@ -609,7 +614,9 @@ async fn a_flush_that_keeps_failing_shows_in_readyz_and_metrics() {
 /// 503 + Retry-After as any other, and is never parsed (nothing counted undecodable, nothing dead-lettered).
 #[tokio::test]
 async fn a_full_queue_refuses_before_decoding() {
+    // Without the spool the queue is the bound (with it, batches wait on disk: tests/it/durability.rs).
     let app = spawn_app_with(|c| {
+        c.durability = collector::config::Durability::Memory;
         c.queue_capacity = 100;
         c.writers = 1;
     })

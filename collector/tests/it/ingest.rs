@@ -463,7 +463,8 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn readiness_fails_when_the_database_is_gone() {
-    let app = spawn_app().await;
+    // Without the spool nothing can be acknowledged then (with it, see tests/it/durability.rs).
+    let app = spawn_app_with(|c| c.durability = collector::config::Durability::Memory).await;
     // Sabotage: the collector's database disappears under it.
     let name: String = app
         .db

@@ -51,7 +51,9 @@ async fn wait_blocked_writers(app: &TestApp, n: i64) -> Vec<i32> {
 
 #[tokio::test]
 async fn full_queue_answers_503_with_retry_after_and_loses_nothing() {
+    // Without the spool (with it, a full queue is not a 503: tests/it/durability.rs).
     let app = spawn_app_with(|c| {
+        c.durability = collector::config::Durability::Memory;
         c.queue_capacity = 100;
         c.writers = 1;
     })

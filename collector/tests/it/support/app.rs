@@ -21,6 +21,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), AppError>>>,
+    /// The spool's directory when the test did not place it; removed with the app.
+    pub spool_dir: Option<std::path::PathBuf>,
+    _spool: Option<tempfile::TempDir>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -45,7 +48,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp
     // Tests send the same bytes again on purpose (to fill queues, to repeat a load); deduplication has tests
     // of its own, which turn it on.
     cfg.dedup_window_secs = 0;
+    let spool = tempfile::Builder::new()
+        .prefix("collector-spool-")
+        .tempdir()
+        .expect("spool directory");
+    cfg.spool_dir = Some(spool.path().to_path_buf());
     configure(&mut cfg);
+    let spool_dir = cfg.spool_dir.clone();
     let keys = ApiKeys::parse(&format!("{PRODUCER}:{KEY},other:another-key-456")).expect("keys");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -73,6 +82,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp
         http,
         shutdown,
         handle: Some(handle),
+        spool_dir,
+        _spool: Some(spool),
     }
 }
 

@@ -19,6 +19,15 @@ pub async fn serve(env: &[(&str, String)], unset: &[&str]) -> (Child, String) {
     for name in unset {
         cmd.env_remove(name);
     }
+    // Each collector its own spool (a spool directory has one owner), unless the test places it.
+    let placed = env
+        .iter()
+        .any(|(n, _)| *n == "COLLECTOR_SPOOL_DIR" || *n == "COLLECTOR_DATA_DIR");
+    if !placed {
+        let dir = std::env::temp_dir().join(format!("collector-spool-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        cmd.env("COLLECTOR_SPOOL_DIR", dir);
+    }
     for (name, value) in env {
         cmd.env(name, value);
     }
