@@ -4,6 +4,11 @@
 //! The server listens only on a unix socket in a directory of its own (no TCP port to collide on), runs as the
 //! unprivileged `postgres` user when we are root (PostgreSQL refuses root), and is stopped when the handle is
 //! dropped, or by a small watchdog process if this process dies without dropping it.
+//!
+//! One process owns the server of a data directory (a lock beside it). A server found running with the lock
+//! free was left by a process that died, whose watchdog is about to stop it: it is restarted, never adopted.
+//! A process that finds the lock taken (a CLI command beside `collector serve`) uses the running server and
+//! leaves it running.
 
 use std::fs;
 use std::io;
@@ -58,7 +63,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedPgError 
     move |error| EmbeddedPgError::Io { what, error }
 }
 
-/// A running private server. Dropping it stops the server.
+/// A running private server. Dropping it stops the server, if this process owns it.
 #[derive(Debug)]
 pub struct EmbeddedPg {
     bin_dir: PathBuf,
@@ -66,6 +71,9 @@ pub struct EmbeddedPg {
     socket_dir: PathBuf,
     run_as: Option<(u32, u32)>,
     stopped: bool,
+    /// The data directory's owner lock (`<data dir>.lock`), held for the life of the process; `None` when
+    /// another live process owns the server and this one only uses it (a CLI command beside `serve`).
+    owner: Option<fs::File>,
 }
 
 /// Port number in the socket file name only (`.s.PGSQL.<port>`): nothing listens on TCP.
@@ -101,17 +109,47 @@ impl EmbeddedPg {
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err(format!("chmod {}", data_dir.display())))?;
 
-        let pg = EmbeddedPg {
+        let owner = take_owner_lock(&data_dir)?;
+        let mut pg = EmbeddedPg {
             bin_dir,
             data_dir,
             socket_dir,
             run_as,
             stopped: false,
+            owner,
         };
+        if pg.owner.is_none() {
+            // Another live process owns the server: use it as it is, and leave it running.
+            pg.stopped = true;
+            pg.wait_ready(Duration::from_secs(60))?;
+            return Ok(pg);
+        }
         if !pg.data_dir.join("PG_VERSION").exists() {
             pg.initdb()?;
         }
         pg.write_settings(durability)?;
+        if pg.is_running() {
+            // Left by a process that died (kill -9): its watchdog stops that server at any moment, so it is
+            // stopped now (a fast shutdown, or waiting for the one under way) and started again as ours.
+            tracing::warn!(
+                data_dir = %pg.data_dir.display(),
+                "A PostgreSQL left by a collector that died runs on the data directory: restarting it"
+            );
+            let _ = pg.run(
+                "pg_ctl",
+                &[
+                    "stop",
+                    "-w",
+                    "-t",
+                    "120",
+                    "-s",
+                    "-m",
+                    "fast",
+                    "-D",
+                    path_str(&pg.data_dir),
+                ],
+            );
+        }
         if !pg.is_running() {
             let log = pg.data_dir.join("server.log");
             pg.run(
@@ -343,6 +381,28 @@ impl Drop for EmbeddedPg {
         if let Err(e) = self.stop() {
             tracing::warn!(error = %e, "Stopping the private PostgreSQL failed");
         }
+    }
+}
+
+/// Locks `<data dir>.lock` for this process: `None` when another live process holds it.
+fn take_owner_lock(data_dir: &Path) -> Result<Option<fs::File>, EmbeddedPgError> {
+    let name = data_dir
+        .file_name()
+        .map_or_else(|| "pg".into(), |n| n.to_string_lossy().into_owned());
+    let path = data_dir.with_file_name(format!(".{name}.lock"));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(EmbeddedPgError::Io {
+            what: format!("locking {}", path.display()),
+            error: e,
+        }),
     }
 }
 

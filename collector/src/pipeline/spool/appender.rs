@@ -27,6 +27,9 @@ pub(super) struct Append {
 /// Bytes of records written with one fsync at most: larger groups add latency without saving fsyncs.
 const GROUP_BYTES: usize = 8 << 20;
 
+/// Age after which a fully committed segment is not appended to any more.
+const SPENT_AFTER: Duration = Duration::from_secs(60);
+
 /// The segment being appended to.
 struct Active {
     first_seq: u64,
@@ -85,7 +88,7 @@ impl Appender {
             let state = self.shared.lock();
             let mut adding = 0u64;
             for a in group {
-                let frame = format::frame_len_at_most(a.record.body.len()) as u64;
+                let frame = format::frame_len(&a.record) as u64;
                 let room = self.shared.room_for(&state, adding + frame);
                 match room {
                     Ok(()) => {
@@ -123,10 +126,11 @@ impl Appender {
             a.record.seq = self.next_seq;
             self.next_seq += 1;
         }
-        let roll = self
-            .active
-            .as_ref()
-            .is_none_or(|a| a.len as u64 >= self.shared.cfg.segment_bytes);
+        let group_bytes: usize = group.iter().map(|a| format::frame_len(&a.record)).sum();
+        let roll = match &self.active {
+            None => true,
+            Some(a) => a.len as u64 >= self.shared.cfg.segment_bytes || self.spent(a, group_bytes),
+        };
         if roll {
             if let Some(old) = self.active.take() {
                 self.seal(old.first_seq);
@@ -161,6 +165,20 @@ impl Appender {
             self.buf = BytesMut::new();
         }
         Ok((active.first_seq, offsets, active.len))
+    }
+
+    /// Whether `active` holds only committed batches and should go now: its bytes are needed for the budget,
+    /// or its first batch is old enough that the identities a replay would look up can be pruned.
+    fn spent(&self, active: &Active, adding: usize) -> bool {
+        let state = self.shared.lock();
+        let Some(s) = state.segments.get(&active.first_seq) else {
+            return false;
+        };
+        let old_us = chrono::Utc::now().timestamp_micros() - SPENT_AFTER.as_micros() as i64;
+        s.pending == 0
+            && s.len > format::SEGMENT_HEADER_LEN
+            && (state.bytes + adding as u64 > self.shared.cfg.max_bytes
+                || s.first_us.is_some_and(|t| t < old_us))
     }
 
     /// A new segment whose first record is `seq`: created, its header written and synced, and its directory

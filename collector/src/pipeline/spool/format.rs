@@ -77,7 +77,7 @@ pub fn encode(out: &mut BytesMut, r: &Record) -> usize {
         field(r.content_type.as_deref()),
         field(r.content_encoding.as_deref()),
     );
-    let payload_len = FIXED_LEN + 6 + producer.len() + ctype.len() + cenc.len() + r.body.len();
+    let payload_len = frame_len(r) - FRAME_LEN;
     out.reserve(FRAME_LEN + payload_len);
     out.put_u32_le(RECORD_MAGIC);
     out.put_u32_le(u32::try_from(payload_len).unwrap_or(u32::MAX));
@@ -97,9 +97,16 @@ pub fn encode(out: &mut BytesMut, r: &Record) -> usize {
     out.len() - start
 }
 
-/// The largest frame [`encode`] writes for a body of `body_len` bytes.
-pub fn frame_len_at_most(body_len: usize) -> usize {
-    FRAME_LEN + FIXED_LEN + 6 + 3 * u16::MAX as usize + body_len
+/// The length of the frame [`encode`] writes for `r`.
+pub fn frame_len(r: &Record) -> usize {
+    let field = |s: Option<&str>| s.map_or(0, |s| s.len().min(u16::MAX as usize));
+    FRAME_LEN
+        + FIXED_LEN
+        + 6
+        + field(Some(&r.producer))
+        + field(r.content_type.as_deref())
+        + field(r.content_encoding.as_deref())
+        + r.body.len()
 }
 
 /// Bytes a read skipped, where, and why.

@@ -250,9 +250,16 @@ impl Shared {
     }
 
     fn room_for(&self, state: &State, bytes: u64) -> Result<(), SpoolError> {
-        if state.bytes + bytes > self.cfg.max_bytes {
+        // The segment being appended to goes at the next append when all its batches are committed.
+        let reclaimable = state
+            .segments
+            .values()
+            .find(|s| s.active && s.pending == 0)
+            .map_or(0, |s| s.len as u64);
+        let held = state.bytes - reclaimable.min(state.bytes);
+        if held + bytes > self.cfg.max_bytes {
             return Err(SpoolError::Full {
-                held: state.bytes,
+                held,
                 max: self.cfg.max_bytes,
             });
         }

@@ -30,8 +30,13 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts a collector with the default configuration as changed by `configure`.
+/// Starts a collector with the default configuration as changed by `configure`, on a fresh database.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_app_at(pg::fresh_database().await, configure).await
+}
+
+/// [`spawn_app_with`] on the database at `db_url`.
+pub async fn spawn_app_at(db_url: String, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
     // The collector's warnings and errors go to the test's captured output (shown when it fails).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -39,7 +44,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .try_init();
-    let db_url = pg::fresh_database().await;
     let mut cfg = ServeConfig::defaults();
     cfg.database.database_url = Some(db_url.clone());
     // Quick flushes keep the tests short; the batching logic is the same.
@@ -177,149 +181,13 @@ impl TestApp {
     /// comm_logs) computes: counts, bytes, latency sums and the histograms themselves. The writer's rollups are
     /// restored afterwards (the check runs in a transaction it rolls back).
     pub async fn assert_rollup_matches_raw(&self) {
-        const TABLES: [&str; 5] = [
-            "comm_rollup",
-            "comm_rollup_service",
-            "comm_rollup_src",
-            "comm_rollup_dst",
-            "comm_rollup_src_net",
-        ];
-        // The writers append deltas; the compactor moves them into the keyed rows within a second or so.
-        let deltas = TABLES
-            .map(|t| format!("(SELECT count(*) FROM {t}_delta)"))
-            .join(" + ");
-        let deltas = &format!("SELECT {deltas}");
-        for _ in 0..600 {
-            if self.count(deltas).await == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(self.count(deltas).await, 0, "deltas not compacted");
-        let raw = self.count("SELECT count(*) FROM comm_logs").await;
-        let db = &self.db;
-        db.batch_execute("BEGIN").await.unwrap();
-        let mut problems = Vec::new();
-        for t in TABLES {
-            // Every tier sums to the raw row count (so neither side below can be vacuously empty).
-            let per_tier = db
-                .query(
-                    &format!("SELECT res, sum(events)::int8 FROM {t} GROUP BY 1 ORDER BY 1"),
-                    &[],
-                )
-                .await
-                .unwrap();
-            let per_tier: Vec<(i32, i64)> = per_tier.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let want: Vec<(i32, i64)> = match (
-                raw,
-                t.ends_with("_src") || t.ends_with("_dst") || t.ends_with("_net"),
-            ) {
-                (0, _) => vec![],
-                (_, true) => vec![(300, raw), (3600, raw)],
-                (_, false) => vec![(60, raw), (300, raw), (3600, raw)],
-            };
-            if per_tier != want {
-                problems.push(format!("{t}: events per tier {per_tier:?}, want {want:?}"));
-            }
-            db.batch_execute(&format!(
-                "CREATE TEMP TABLE written_{t} AS SELECT * FROM {t}"
-            ))
-            .await
-            .unwrap();
-        }
-        // Stored percentiles are those of their row's histogram (db/migrations/0010); the rebuild leaves them out.
-        let summarized = db
-            .query(
-                "SELECT latency_hist, latency_pcts FROM written_comm_rollup_service
-                 WHERE latency_pcts IS NOT NULL",
-                &[],
-            )
-            .await
-            .unwrap();
-        let mismatched = summarized
-            .iter()
-            .filter(|r| {
-                let mut hist = latency::Histogram::default();
-                r.get::<_, latency::StoredHistogram<'_>>(0)
-                    .for_each(|b, n| hist.add(b, n))
-                    .unwrap();
-                latency::percentiles(&hist, &latency::PERCENTILES) != Some(r.get(1))
-            })
-            .count();
-        if mismatched != 0 {
-            problems.push(format!(
-                "comm_rollup_service: {mismatched} stored percentiles differ from their histogram's"
-            ));
-        }
-        db.batch_execute("UPDATE written_comm_rollup_service SET latency_pcts = NULL")
-            .await
-            .unwrap();
-        db.batch_execute(
-            "SELECT comm_rollup_rebuild(date_trunc('hour', min(ts)), date_trunc('hour', max(ts)) + interval '1 hour')
-             FROM comm_logs HAVING count(*) > 0",
-        )
-        .await
-        .unwrap();
-        for t in TABLES {
-            if t == "comm_rollup" || t == "comm_rollup_service" {
-                // Float sums in another order: equal to 6 decimals.
-                for side in [format!("written_{t}"), t.to_string()] {
-                    db.batch_execute(&format!(
-                        "UPDATE {side} SET latency_sum = round(latency_sum::numeric, 6)"
-                    ))
-                    .await
-                    .unwrap();
-                }
-            }
-            let diff = self
-                .count(&format!(
-                    "SELECT (SELECT count(*) FROM (SELECT * FROM written_{t} EXCEPT ALL SELECT * FROM {t}) a)
-                          + (SELECT count(*) FROM (SELECT * FROM {t} EXCEPT ALL SELECT * FROM written_{t}) b)"
-                ))
-                .await;
-            if diff != 0 {
-                problems.push(format!("{t}: {diff} rows differ from the raw aggregate"));
-            }
-        }
-        db.batch_execute("ROLLBACK").await.unwrap();
-        let pairs = self.pairs_differing_from_raw().await;
-        if pairs != 0 {
-            problems.push(format!(
-                "comm_rollup_pair: {pairs} rows differ from the raw aggregate"
-            ));
-        }
-        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert_rollup_matches_raw(&self.db).await;
     }
 
     /// Rows (per tier, bucket and pair) where the pair rollup, its deltas and the raw events since the seal
-    /// together differ from SQL over comm_logs; in one statement, so in one snapshot.
+    /// together differ from SQL over comm_logs.
     pub async fn pairs_differing_from_raw(&self) -> i64 {
-        self.count(
-            "WITH tiers(res) AS (VALUES (300), (3600)),
-             raw AS (SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)) AS bucket, src_ip,
-                            dst_ip, ts, coalesce(bytes_in, 0) AS bi, coalesce(bytes_out, 0) AS bo,
-                            (status >= 500)::int AS e, (status BETWEEN 400 AND 499)::int AS ce
-                     FROM comm_logs, tiers AS t),
-             seen AS (SELECT res, bucket, src_ip, dst_ip, sum(events)::int8, sum(bytes_in)::int8,
-                             sum(bytes_out)::int8, sum(errors)::int8, sum(client_errors)::int8
-                      FROM (SELECT res, bucket, src_ip, dst_ip, events, bytes_in, bytes_out, errors, client_errors
-                            FROM comm_rollup_pair
-                            UNION ALL
-                            SELECT t.res, date_bin(t.res * interval '1 second', bucket, to_timestamp(0)), src_ip,
-                                   dst_ip, events, bytes_in, bytes_out, errors, client_errors
-                            FROM comm_rollup_pair_delta, tiers AS t
-                            WHERE gen IS NULL OR gen <= (SELECT sealed_to FROM comm_pair_seal)
-                            UNION ALL
-                            SELECT res, bucket, src_ip, dst_ip, 1, bi, bo, coalesce(e, 0), coalesce(ce, 0) FROM raw
-                            WHERE ts >= (SELECT sealed_to FROM comm_pair_seal)) AS x
-                      GROUP BY 1, 2, 3, 4),
-             want AS (SELECT res, bucket, src_ip, dst_ip, count(*)::int8, sum(bi)::int8, sum(bo)::int8,
-                             coalesce(sum(e), 0)::int8, coalesce(sum(ce), 0)::int8
-                      FROM raw GROUP BY 1, 2, 3, 4)
-             SELECT (SELECT count(*) FROM (SELECT * FROM seen EXCEPT ALL SELECT * FROM want) a)
-                  + (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM seen) b)",
-        )
-        .await
+        pairs_differing_from_raw(&self.db).await
     }
 
     /// Graceful shutdown; returns what the collector's run returned.
@@ -337,4 +205,157 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Asserts that every rollup table, at every tier, holds exactly what `comm_rollup_rebuild` (SQL over comm_logs)
+/// computes: counts, bytes, latency sums and the histograms themselves. The writer's rollups are restored
+/// afterwards (the check runs in a transaction it rolls back).
+pub async fn assert_rollup_matches_raw(db: &tokio_postgres::Client) {
+    const TABLES: [&str; 5] = [
+        "comm_rollup",
+        "comm_rollup_service",
+        "comm_rollup_src",
+        "comm_rollup_dst",
+        "comm_rollup_src_net",
+    ];
+    // The writers append deltas; the compactor moves them into the keyed rows within a second or so.
+    let deltas = TABLES
+        .map(|t| format!("(SELECT count(*) FROM {t}_delta)"))
+        .join(" + ");
+    let deltas = &format!("SELECT {deltas}");
+    for _ in 0..600 {
+        if count(db, deltas).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(db, deltas).await, 0, "deltas not compacted");
+    let raw = count(db, "SELECT count(*) FROM comm_logs").await;
+    db.batch_execute("BEGIN").await.unwrap();
+    let mut problems = Vec::new();
+    for t in TABLES {
+        // Every tier sums to the raw row count (so neither side below can be vacuously empty).
+        let per_tier = db
+            .query(
+                &format!("SELECT res, sum(events)::int8 FROM {t} GROUP BY 1 ORDER BY 1"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let per_tier: Vec<(i32, i64)> = per_tier.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let want: Vec<(i32, i64)> = match (
+            raw,
+            t.ends_with("_src") || t.ends_with("_dst") || t.ends_with("_net"),
+        ) {
+            (0, _) => vec![],
+            (_, true) => vec![(300, raw), (3600, raw)],
+            (_, false) => vec![(60, raw), (300, raw), (3600, raw)],
+        };
+        if per_tier != want {
+            problems.push(format!("{t}: events per tier {per_tier:?}, want {want:?}"));
+        }
+        db.batch_execute(&format!(
+            "CREATE TEMP TABLE written_{t} AS SELECT * FROM {t}"
+        ))
+        .await
+        .unwrap();
+    }
+    // Stored percentiles are those of their row's histogram (db/migrations/0010); the rebuild leaves them out.
+    let summarized = db
+        .query(
+            "SELECT latency_hist, latency_pcts FROM written_comm_rollup_service
+             WHERE latency_pcts IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mismatched = summarized
+        .iter()
+        .filter(|r| {
+            let mut hist = latency::Histogram::default();
+            r.get::<_, latency::StoredHistogram<'_>>(0)
+                .for_each(|b, n| hist.add(b, n))
+                .unwrap();
+            latency::percentiles(&hist, &latency::PERCENTILES) != Some(r.get(1))
+        })
+        .count();
+    if mismatched != 0 {
+        problems.push(format!(
+            "comm_rollup_service: {mismatched} stored percentiles differ from their histogram's"
+        ));
+    }
+    db.batch_execute("UPDATE written_comm_rollup_service SET latency_pcts = NULL")
+        .await
+        .unwrap();
+    db.batch_execute(
+        "SELECT comm_rollup_rebuild(date_trunc('hour', min(ts)), date_trunc('hour', max(ts)) + interval '1 hour')
+         FROM comm_logs HAVING count(*) > 0",
+    )
+    .await
+    .unwrap();
+    for t in TABLES {
+        if t == "comm_rollup" || t == "comm_rollup_service" {
+            // Float sums in another order: equal to 6 decimals.
+            for side in [format!("written_{t}"), t.to_string()] {
+                db.batch_execute(&format!(
+                    "UPDATE {side} SET latency_sum = round(latency_sum::numeric, 6)"
+                ))
+                .await
+                .unwrap();
+            }
+        }
+        let diff = count(
+            db,
+            &format!(
+                "SELECT (SELECT count(*) FROM (SELECT * FROM written_{t} EXCEPT ALL SELECT * FROM {t}) a)
+                      + (SELECT count(*) FROM (SELECT * FROM {t} EXCEPT ALL SELECT * FROM written_{t}) b)"
+            ))
+            .await;
+        if diff != 0 {
+            problems.push(format!("{t}: {diff} rows differ from the raw aggregate"));
+        }
+    }
+    db.batch_execute("ROLLBACK").await.unwrap();
+    let pairs = pairs_differing_from_raw(db).await;
+    if pairs != 0 {
+        problems.push(format!(
+            "comm_rollup_pair: {pairs} rows differ from the raw aggregate"
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Rows (per tier, bucket and pair) where the pair rollup, its deltas and the raw events since the seal
+/// together differ from SQL over comm_logs; in one statement, so in one snapshot.
+pub async fn pairs_differing_from_raw(db: &tokio_postgres::Client) -> i64 {
+    count(db,
+        "WITH tiers(res) AS (VALUES (300), (3600)),
+         raw AS (SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)) AS bucket, src_ip,
+                        dst_ip, ts, coalesce(bytes_in, 0) AS bi, coalesce(bytes_out, 0) AS bo,
+                        (status >= 500)::int AS e, (status BETWEEN 400 AND 499)::int AS ce
+                 FROM comm_logs, tiers AS t),
+         seen AS (SELECT res, bucket, src_ip, dst_ip, sum(events)::int8, sum(bytes_in)::int8,
+                         sum(bytes_out)::int8, sum(errors)::int8, sum(client_errors)::int8
+                  FROM (SELECT res, bucket, src_ip, dst_ip, events, bytes_in, bytes_out, errors, client_errors
+                        FROM comm_rollup_pair
+                        UNION ALL
+                        SELECT t.res, date_bin(t.res * interval '1 second', bucket, to_timestamp(0)), src_ip,
+                               dst_ip, events, bytes_in, bytes_out, errors, client_errors
+                        FROM comm_rollup_pair_delta, tiers AS t
+                        WHERE gen IS NULL OR gen <= (SELECT sealed_to FROM comm_pair_seal)
+                        UNION ALL
+                        SELECT res, bucket, src_ip, dst_ip, 1, bi, bo, coalesce(e, 0), coalesce(ce, 0) FROM raw
+                        WHERE ts >= (SELECT sealed_to FROM comm_pair_seal)) AS x
+                  GROUP BY 1, 2, 3, 4),
+         want AS (SELECT res, bucket, src_ip, dst_ip, count(*)::int8, sum(bi)::int8, sum(bo)::int8,
+                         coalesce(sum(e), 0)::int8, coalesce(sum(ce), 0)::int8
+                  FROM raw GROUP BY 1, 2, 3, 4)
+         SELECT (SELECT count(*) FROM (SELECT * FROM seen EXCEPT ALL SELECT * FROM want) a)
+              + (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM seen) b)",
+    )
+    .await
+}
+
+async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.expect(sql).get(0)
 }

@@ -7,10 +7,17 @@ use std::time::Duration;
 /// Starts `collector serve` with `env` set and `unset` removed, on a free port; returns once /readyz answers
 /// 200, with the child and its URL.
 pub async fn serve(env: &[(&str, String)], unset: &[&str]) -> (Child, String) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    serve_on(free_port(), env, unset).await
+}
+
+/// A port free now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// [`serve`] on `port` (a restarted collector keeps its address).
+pub async fn serve_on(port: u16, env: &[(&str, String)], unset: &[&str]) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_collector"));
     cmd.arg("serve")
         .env("COLLECTOR_LISTEN", format!("127.0.0.1:{port}"))

@@ -3,4 +3,4 @@ pub mod binary;
 pub mod data;
 pub mod pg;
 
-pub use app::{spawn_app, spawn_app_with, TestApp};
+pub use app::{spawn_app, spawn_app_at, spawn_app_with, TestApp};
