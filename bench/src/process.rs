@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use collector::app;
 use collector::auth::ApiKeys;
-use collector::config::ServeConfig;
+use collector::config::{Durability, ServeConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,14 @@ impl Collector {
     pub async fn start(cfg: &ServeConfig, url: &str) -> anyhow::Result<Collector> {
         let mut cfg = cfg.clone();
         cfg.rate_limit_per_sec = 0;
+        if cfg.spool_dir.is_none() {
+            let dir = std::env::temp_dir().join(format!(
+                "collector-bench-{}/spool-in-process",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            cfg.spool_dir = Some(dir);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -48,9 +56,14 @@ impl Collector {
     }
 
     /// `collector serve` (the release binary beside this one, or `COLLECTOR_BIN`) against `url`, with default
-    /// settings.
-    pub async fn start_process(url: &str) -> anyhow::Result<Collector> {
+    /// settings but the durability, and its spool (emptied first) in `spool_dir`.
+    pub async fn start_process(
+        url: &str,
+        durability: Durability,
+        spool_dir: &std::path::Path,
+    ) -> anyhow::Result<Collector> {
         use tokio::io::AsyncBufReadExt;
+        let _ = std::fs::remove_dir_all(spool_dir);
         let bin = match std::env::var_os("COLLECTOR_BIN") {
             Some(p) => PathBuf::from(p),
             None => std::env::current_exe()?.with_file_name("collector"),
@@ -66,6 +79,9 @@ impl Collector {
                 "0",
             ])
             .args(["--api-keys", &format!("bench:{KEY}")])
+            .args(["--durability", durability_arg(durability)])
+            .arg("--spool-dir")
+            .arg(spool_dir)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -207,4 +223,11 @@ pub(crate) fn peak_rss_mib(pid: &str) -> f64 {
                 .ok()
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn durability_arg(d: Durability) -> &'static str {
+    match d {
+        Durability::Spool => "spool",
+        Durability::Memory => "memory",
+    }
 }

@@ -66,7 +66,7 @@ impl Histogram {
             .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (i, c) in self.counts.iter().enumerate() {
@@ -85,6 +85,11 @@ impl Histogram {
         let _ = writeln!(out, "{name}_count {cumulative}");
     }
 }
+
+/// Seconds one spool write and its fsync take (a group commit), from 0.1 ms to 1 s.
+pub const SPOOL_SYNC_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 /// Seconds a COPY transaction takes, from 1 ms to 30 s.
 const COPY_SECONDS: &[f64] = &[

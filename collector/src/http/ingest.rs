@@ -41,13 +41,13 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(post, path = "/ingest", tag = "ingest", request_body(content = String, description = "The batch", content_type = "application/json"),
     security(("api_key" = []), ("bearer" = [])),
     responses(
-        (status = 202, description = "Queued; per-event errors listed", body = Receipt),
+        (status = 202, description = "On disk (the spool) and queued; per-event errors listed", body = Receipt),
         (status = 400, description = "The body cannot be decoded at all (kept as a dead letter)", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 413, description = "Body over the size limit, before or after decompression", body = ErrorBody),
         (status = 415, description = "Unknown Content-Encoding", body = ErrorBody),
         (status = 429, description = "This key's rate limit; see Retry-After", body = ErrorBody),
-        (status = 503, description = "Ingest queue full or shutting down; see Retry-After", body = ErrorBody)))]
+        (status = 503, description = "Spool full, disk short of room, spool write failed, memory budget spent, queue full (memory durability) or shutting down; see Retry-After", body = ErrorBody)))]
 #[tracing::instrument(name = "ingest", skip_all, fields(producer = %producer.0))]
 pub(super) async fn ingest(
     State(state): State<AppState>,

@@ -21,6 +21,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
         .render_prometheus((state.queue.depth(), state.queue.capacity()));
     if let Some(spool) = &state.spool {
         render_spool(&mut body, &spool.status());
+        spool.render_sync_histogram(&mut body);
     }
     (
         [(

@@ -12,6 +12,10 @@
 //! all integers little-endian. The body is the request body exactly as received (still compressed), so a record
 //! is smaller than the batch it becomes, and replaying it runs the same decoding the request did.
 //!
+//! A segment file is preallocated with zeros (so that an fsync after a write does not also commit the file's
+//! new size to the filesystem journal, which waits behind every other writer on the disk); zeros where a frame
+//! would start are the end of what was written.
+//!
 //! Reading stops trusting the bytes at the first frame that does not check (a torn tail from a crash mid-write,
 //! a flipped byte): it looks for the next frame that does, and says how many bytes it skipped and why. Every
 //! whole record before the damage is returned; a record is returned only if its checksum matches, so damage
@@ -182,18 +186,22 @@ pub fn scan_records(bytes: &Bytes, from: usize) -> Scan {
                 at += len;
                 scan.end = at;
             }
+            // The zeros a segment is preallocated with: the end of what was written.
+            Err(_) if bytes[at..].iter().all(|&b| b == 0) => break,
             Err(reason) => {
-                // Resynchronise on the next frame that checks; everything between is reported.
+                // Resynchronise on the next frame that checks; everything between is reported, except the
+                // preallocated zeros at the end.
                 let next = (at + 1..bytes.len())
                     .filter(|&i| bytes[i..].starts_with(&RECORD_MAGIC.to_le_bytes()))
-                    .find(|&i| frame_at(bytes, i).is_ok())
-                    .unwrap_or(bytes.len());
+                    .find(|&i| frame_at(bytes, i).is_ok());
+                let damaged_to = next
+                    .unwrap_or_else(|| bytes.iter().rposition(|&b| b != 0).map_or(at, |i| i + 1));
                 scan.damage.push(Damage {
                     offset: at,
-                    bytes: next - at,
+                    bytes: damaged_to - at,
                     reason,
                 });
-                at = next;
+                at = next.unwrap_or(bytes.len());
             }
         }
     }
@@ -336,6 +344,18 @@ mod tests {
         assert_eq!(scan.end, third);
         assert!(scan.damage[0].reason.contains("torn"), "{:?}", scan.damage);
         assert_eq!(scan.damaged_bytes(), torn.len() - scan.end);
+
+        // Preallocated zeros after the records are not damage; after a torn record they are not counted.
+        let mut zeroed = BytesMut::from(&whole[..]);
+        zeroed.resize(whole.len() + 4096, 0);
+        let scan = scan_segment(&zeroed.freeze());
+        assert_eq!((scan.records.len(), scan.end), (3, whole.len()));
+        assert!(scan.damage.is_empty(), "{:?}", scan.damage);
+        let mut torn_zeroed = BytesMut::from(&torn[..]);
+        torn_zeroed.resize(whole.len() + 4096, 0);
+        let scan = scan_segment(&torn_zeroed.freeze());
+        assert_eq!(scan.records.len(), 2);
+        assert_eq!(scan.damaged_bytes(), torn.len() - third);
 
         assert!(scan_segment(&Bytes::new()).records.is_empty());
         assert!(

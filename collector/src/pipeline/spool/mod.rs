@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::db::DbError;
 use crate::pipeline::batch::Batch;
+use crate::telemetry::{Histogram, SPOOL_SYNC_SECONDS};
 pub use format::Record;
 pub use recover::open;
 
@@ -98,14 +99,29 @@ struct Shared {
     _lock: File,
 }
 
-#[derive(Default)]
 struct Counters {
+    /// Each group commit's write and fsync.
+    sync_seconds: Histogram,
     fsyncs: AtomicU64,
     records: AtomicU64,
     events: AtomicU64,
     replayed: AtomicU64,
     replay_skipped: AtomicU64,
     append_errors: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            sync_seconds: Histogram::new(SPOOL_SYNC_SECONDS),
+            fsyncs: AtomicU64::default(),
+            records: AtomicU64::default(),
+            events: AtomicU64::default(),
+            replayed: AtomicU64::default(),
+            replay_skipped: AtomicU64::default(),
+            append_errors: AtomicU64::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -237,6 +253,15 @@ impl Spool {
     pub fn oldest_record_us(&self) -> Option<i64> {
         let state = self.shared.lock();
         state.segments.values().filter_map(|s| s.first_us).min()
+    }
+
+    /// The group commits' durations, in the Prometheus text format.
+    pub fn render_sync_histogram(&self, out: &mut String) {
+        self.shared.counters.sync_seconds.render(
+            out,
+            "collector_spool_sync_seconds",
+            "One spool group commit: its write and fsync.",
+        );
     }
 
     pub fn dir(&self) -> &Path {

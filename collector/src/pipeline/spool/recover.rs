@@ -134,7 +134,8 @@ pub async fn open(
         _lock: lock,
     });
     let (appends, rx) = std::sync::mpsc::channel();
-    let appender = Appender::new(shared.clone(), queue.clone(), next_seq);
+    let appender = Appender::new(shared.clone(), queue.clone(), next_seq)
+        .map_err(io_err("starting the spool's spare segment thread"))?;
     std::thread::Builder::new()
         .name("spool-appender".into())
         .spawn(move || appender.run(rx))
@@ -216,6 +217,11 @@ fn read_segments(dir: &std::path::Path) -> Result<Vec<FoundSegment>, SpoolOpenEr
         if name == LOCK_FILE {
             continue;
         }
+        if name == super::appender::SPARE {
+            // Zeros prepared for the next segment: made again.
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         match format::parse_segment_name(&name) {
             Some(seq) if is_file => found.push((seq, entry.path())),
@@ -233,10 +239,13 @@ fn read_segments(dir: &std::path::Path) -> Result<Vec<FoundSegment>, SpoolOpenEr
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(io_err(format!("reading {}", path.display())))?;
-            let len = bytes.len();
             let Scan {
-                records, damage, ..
+                records,
+                damage,
+                end,
             } = format::scan_segment(&Bytes::from(bytes));
+            // What was written; the preallocated zeros after it are not counted.
+            let len = end;
             let records = records
                 .into_iter()
                 .map(|(offset, r)| Found {
