@@ -40,12 +40,19 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "remote",
             "client",
             "saddr",
+            "id.orig_h",
         ],
     ),
     (
         Field::SrcPort,
         "src_port",
-        &["source_port", "client_port", "sport", "remote_port"],
+        &[
+            "source_port",
+            "client_port",
+            "sport",
+            "remote_port",
+            "id.orig_p",
+        ],
     ),
     (
         Field::DstIp,
@@ -57,18 +64,25 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "destination_address",
             "server_ip",
             "daddr",
+            "id.resp_h",
         ],
     ),
     (
         Field::DstPort,
         "dst_port",
-        &["destination_port", "dest_port", "server_port", "dport"],
+        &[
+            "destination_port",
+            "dest_port",
+            "server_port",
+            "dport",
+            "id.resp_p",
+        ],
     ),
     (Field::Protocol, "protocol", &["proto", "transport"]),
     (
         Field::Service,
         "service",
-        &["service_name", "app", "application"],
+        &["service_name", "app", "application", "app_proto"],
     ),
     (
         Field::Status,
@@ -83,6 +97,8 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "rx_bytes",
             "request_bytes",
             "request_length",
+            "orig_bytes",
+            "bytes_toserver",
         ],
     ),
     (
@@ -95,6 +111,8 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "body_bytes_sent",
             "bytes",
             "size",
+            "resp_bytes",
+            "bytes_toclient",
         ],
     ),
     (
@@ -117,24 +135,63 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
     (Field::Tags, "tags", &["labels"]),
 ];
 
+/// Aliases of `latency_ms` whose value is in seconds (Zeek's `duration`, nginx's `request_time`): multiplied
+/// by 1,000.
+pub const SECONDS_ALIASES: [(Field, &str); 2] = [
+    (Field::LatencyMs, "duration"),
+    (Field::LatencyMs, "request_time"),
+];
+
+/// Objects whose members are fields, as Suricata's EVE JSON nests them: (object key, [(member, field)]). The
+/// object itself is kept whole in `tags` too.
+pub const NESTED: [(&str, &[(&str, Field)]); 3] = [
+    (
+        "flow",
+        &[
+            ("bytes_toserver", Field::BytesIn),
+            ("bytes_toclient", Field::BytesOut),
+        ],
+    ),
+    ("http", &[("status", Field::Status)]),
+    ("alert", &[("signature", Field::Message)]),
+];
+
+/// How a key names a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Named {
+    pub field: Field,
+    /// The canonical name (it wins over an alias).
+    pub canonical: bool,
+    /// The value is in seconds where the field is in milliseconds.
+    pub seconds: bool,
+}
+
 impl Field {
     pub fn name(self) -> &'static str {
         FIELDS[self as usize].1
     }
 
-    /// Looks a key up among canonical names and aliases. Returns the field and whether the key was the canonical name.
-    pub(super) fn lookup(key: &str) -> Option<(Field, bool)> {
-        // A linear scan over ~80 short strings beats hashing here: most keys are canonical and match early.
+    /// Looks a key up among canonical names and aliases.
+    pub(super) fn lookup(key: &str) -> Option<Named> {
+        let named = |field, canonical, seconds| Named {
+            field,
+            canonical,
+            seconds,
+        };
+        // A linear scan over ~90 short strings beats hashing here: most keys are canonical and match early.
         for (field, name, _) in FIELDS.iter() {
             if *name == key {
-                return Some((*field, true));
+                return Some(named(*field, true, false));
             }
         }
         for (field, _, aliases) in FIELDS.iter() {
             if aliases.contains(&key) {
-                return Some((*field, false));
+                return Some(named(*field, false, false));
             }
         }
-        None
+        SECONDS_ALIASES
+            .iter()
+            .find(|(_, alias)| *alias == key)
+            .map(|(field, _)| named(*field, false, true))
     }
 }

@@ -22,7 +22,8 @@ use serde_json::value::RawValue;
 use fields::FIELD_COUNT;
 pub use fields::{Field, FIELDS};
 use normalize::{
-    as_str, parse_int, parse_ip, parse_latency, parse_port, parse_text, parse_timestamp,
+    as_str, parse_int, parse_ip, parse_latency, parse_port, parse_seconds_as_ms, parse_text,
+    parse_timestamp,
 };
 pub use visitor::for_each_in_array;
 use visitor::CollectVisitor;
@@ -112,6 +113,8 @@ pub struct RawEvent<'a> {
 struct Slot<'a> {
     key: &'a str,
     canonical: bool,
+    /// A latency in seconds (see `fields::SECONDS_ALIASES`).
+    seconds: bool,
     value: &'a RawValue,
 }
 
@@ -164,6 +167,15 @@ impl<'a> RawEvent<'a> {
         };
         if let Some(d) = displaced {
             push_tag(tags, d.key, d.value.get());
+        }
+    }
+
+    /// Sets `field` only if no key has yet (a nested member yields to any top-level key); a displaced value is
+    /// already in tags with its object.
+    fn set_weak(&mut self, field: Field, slot: Slot<'a>) {
+        let idx = field as usize;
+        if self.slots[idx].is_none() {
+            self.slots[idx] = Some(slot);
         }
     }
 
@@ -240,7 +252,14 @@ impl<'a> RawEvent<'a> {
             })
             .transpose()?;
         let latency_ms = slot(Field::LatencyMs)
-            .map(|s| parse_latency(s.value).map_err(|p| FieldError::new(s.key, p)))
+            .map(|s| {
+                let parsed = if s.seconds {
+                    parse_seconds_as_ms(s.value)
+                } else {
+                    parse_latency(s.value)
+                };
+                parsed.map_err(|p| FieldError::new(s.key, p))
+            })
             .transpose()?;
         if tags.len() > limits.max_tags_bytes {
             return Err(FieldError::new(
@@ -259,7 +278,8 @@ impl<'a> RawEvent<'a> {
             src_port: port(Field::SrcPort)?,
             dst_ip: ip(Field::DstIp)?,
             dst_port: port(Field::DstPort)?,
-            protocol: text(Field::Protocol, limits.max_short_bytes)?,
+            // `TCP` (Suricata) and `tcp` (Zeek, Vector) are one protocol in every group-by.
+            protocol: text(Field::Protocol, limits.max_short_bytes)?.map(lowercase_ascii),
             service: text(Field::Service, limits.max_short_bytes)?,
             status,
             bytes_in: count(Field::BytesIn)?,
@@ -274,6 +294,15 @@ impl<'a> RawEvent<'a> {
     /// The `tags` object the producer sent, if any (merged into the final tags by [`finish_tags`]).
     fn tags_slot(&self) -> Option<Slot<'a>> {
         self.slots[Field::Tags as usize].filter(|s| !is_absent(s.value))
+    }
+}
+
+/// `s` in ASCII lower case, copied only when it has an upper-case letter.
+fn lowercase_ascii(s: Cow<'_, str>) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        s
     }
 }
 

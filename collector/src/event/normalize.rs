@@ -98,6 +98,32 @@ pub(super) fn parse_latency(raw: &RawValue) -> Result<f64, String> {
     Ok(v)
 }
 
+/// A duration in seconds (Zeek's `duration`, nginx's `request_time`), as milliseconds.
+pub(super) fn parse_seconds_as_ms(raw: &RawValue) -> Result<f64, String> {
+    let expected = || {
+        format!(
+            "expected a non-negative number of seconds, got {}",
+            shown(raw)
+        )
+    };
+    let v: f64 = number_text(raw)
+        .ok_or_else(expected)?
+        .parse()
+        .map_err(|_| expected())?;
+    let ms = v * 1000.0;
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(expected());
+    }
+    if ms > super::MAX_LATENCY_MS {
+        return Err(format!(
+            "{} s is over the limit of {} s (30 days)",
+            shown(raw),
+            super::MAX_LATENCY_MS / 1000.0
+        ));
+    }
+    Ok(ms)
+}
+
 pub(super) fn parse_ip(raw: &RawValue) -> Result<IpAddr, String> {
     let expected = || format!("expected an IPv4 or IPv6 address, got {}", shown(raw));
     let s = as_str(raw)?.ok_or_else(expected)?;
@@ -184,6 +210,10 @@ fn parse_time_text(s: &str) -> Option<i64> {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(rounded_micros(n.and_utc()));
         }
+    }
+    // Suricata's `2026-11-28T10:37:30.800429+0000` (an offset without a colon).
+    if let Ok(dt) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z") {
+        return Some(rounded_micros(dt.to_utc()));
     }
     // nginx/Apache `21/Aug/2026:14:03:01 +0200`.
     DateTime::parse_from_str(s, "%d/%b/%Y:%H:%M:%S %z")

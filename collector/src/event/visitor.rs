@@ -8,6 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::fields::NESTED;
 use super::{is_absent, push_tag, Field, FieldError, RawEvent, Scratch, Slot};
 
 #[derive(Deserialize)]
@@ -39,22 +40,76 @@ fn collect_map<'de, A: MapAccess<'de>>(
         match key {
             Cow::Borrowed(k) => match Field::lookup(k) {
                 Some(_) if is_absent(value) => {}
-                Some((field, canonical)) => event.set(
-                    field,
+                Some(named) => event.set(
+                    named.field,
                     Slot {
                         key: k,
-                        canonical,
+                        canonical: named.canonical,
+                        seconds: named.seconds,
                         value,
                     },
                     tags,
                 ),
-                None => push_tag(tags, k, value.get()),
+                None => {
+                    if let Some((_, members)) = NESTED.iter().find(|(name, _)| *name == k) {
+                        collect_nested(value, members, &mut event);
+                    }
+                    push_tag(tags, k, value.get());
+                }
             },
             // A key with escapes is never one of our names: keep it as a tag.
             Cow::Owned(k) => push_tag(tags, &k, value.get()),
         }
     }
     Ok(event)
+}
+
+/// Takes the `members` of a nested object (Suricata's `flow`, `http`, `alert`) as the fields they name, after
+/// any top-level key for the same field. Not an object, or malformed: nothing is taken (it is kept in tags).
+fn collect_nested<'de>(value: &'de RawValue, members: &[(&str, Field)], event: &mut RawEvent<'de>) {
+    if !value.get().starts_with('{') {
+        return;
+    }
+    let mut de = serde_json::Deserializer::from_str(value.get());
+    let Ok(pairs) = de.deserialize_map(PairsVisitor) else {
+        return;
+    };
+    for (k, v) in pairs {
+        if is_absent(v) {
+            continue;
+        }
+        if let Some((_, field)) = members.iter().find(|(m, _)| *m == k) {
+            let slot = Slot {
+                key: k,
+                canonical: false,
+                seconds: false,
+                value: v,
+            };
+            event.set_weak(*field, slot);
+        }
+    }
+}
+
+/// The members of an object as borrowed (key, raw value) pairs; keys with escapes are left out.
+struct PairsVisitor;
+
+impl<'de> Visitor<'de> for PairsVisitor {
+    type Value = Vec<(&'de str, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            if let Cow::Borrowed(k) = key {
+                pairs.push((k, value));
+            }
+        }
+        Ok(pairs)
+    }
 }
 
 /// Walks a JSON array of events in a single pass, handing each element's collected fields to `f` with its

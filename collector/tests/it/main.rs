@@ -10,4 +10,5 @@ mod query;
 mod reliability;
 mod schema;
 mod seed;
+mod sources;
 mod support;
