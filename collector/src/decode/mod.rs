@@ -1,8 +1,10 @@
 //! Bytes → records: decompression with size caps, then the body's shape (JSON array, `{"events":[…]}` /
 //! `{"logs":[…]}`, a single object, NDJSON, Fluent Bit msgpack) → one JSON object text per event.
 
+pub mod bulk;
 mod compress;
 mod msgpack;
+pub mod otlp;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -56,7 +58,17 @@ pub enum Format {
     NdJson,
     /// Fluent Bit's `Format msgpack`.
     Msgpack,
+    /// Elasticsearch's `_bulk` NDJSON (`POST /_bulk`).
+    EsBulk,
+    /// OpenTelemetry logs (`POST /v1/logs`), JSON or protobuf.
+    OtlpJson,
+    OtlpProtobuf,
 }
+
+/// Content types that name the formats only some routes receive, as the spool keeps them with a request.
+pub const ES_BULK: &str = "application/x-elasticsearch-bulk";
+pub const OTLP_JSON: &str = "application/x-otlp-logs+json";
+pub const OTLP_PROTOBUF: &str = "application/x-otlp-logs+protobuf";
 
 impl Format {
     pub fn from_content_type(ct: Option<&str>) -> Self {
@@ -76,6 +88,17 @@ impl Format {
             "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
                 Format::Msgpack
             }
+            ES_BULK => Format::EsBulk,
+            OTLP_JSON => Format::OtlpJson,
+            OTLP_PROTOBUF => Format::OtlpProtobuf,
+            _ => Format::Json,
+        }
+    }
+
+    /// The format of the text [`to_json`] makes of a body in this one.
+    pub fn transcoded(self) -> Format {
+        match self {
+            Format::NdJson => Format::NdJson,
             _ => Format::Json,
         }
     }
@@ -95,10 +118,14 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Turns a decompressed body into JSON text bytes: msgpack is transcoded, JSON passes through unchanged.
+/// Turns a decompressed body into JSON text bytes: msgpack, `_bulk` and OTLP are transcoded to a JSON array of
+/// events, JSON passes through unchanged.
 pub fn to_json(body: Bytes, format: Format) -> Result<Bytes, DecodeError> {
     match format {
         Format::Msgpack => msgpack::to_json_array(&body).map(Bytes::from),
+        Format::EsBulk => Ok(Bytes::from(bulk::to_json_array(as_text(&body)?)?.0)),
+        Format::OtlpJson => Ok(Bytes::from(otlp::json_to_json_array(as_text(&body)?)?)),
+        Format::OtlpProtobuf => Ok(Bytes::from(otlp::protobuf_to_json_array(&body)?)),
         Format::Json | Format::NdJson => Ok(body),
     }
 }

@@ -142,9 +142,9 @@ pub const SECONDS_ALIASES: [(Field, &str); 2] = [
     (Field::LatencyMs, "request_time"),
 ];
 
-/// Objects whose members are fields, as Suricata's EVE JSON nests them: (object key, [(member, field)]). The
+/// Objects whose members are fields, as Suricata's EVE JSON and the Elastic Common Schema nest them: (object key, [(member, field)]). The
 /// object itself is kept whole in `tags` too.
-pub const NESTED: [(&str, &[(&str, Field)]); 3] = [
+pub const NESTED: [(&str, &[(&str, Field)]); 6] = [
     (
         "flow",
         &[
@@ -154,6 +154,13 @@ pub const NESTED: [(&str, &[(&str, Field)]); 3] = [
     ),
     ("http", &[("status", Field::Status)]),
     ("alert", &[("signature", Field::Message)]),
+    // Elastic Common Schema, as Filebeat and Elastic Agent send it.
+    ("source", &[("ip", Field::SrcIp), ("port", Field::SrcPort)]),
+    (
+        "destination",
+        &[("ip", Field::DstIp), ("port", Field::DstPort)],
+    ),
+    ("network", &[("transport", Field::Protocol)]),
 ];
 
 /// How a key names a field.

@@ -55,6 +55,26 @@ pub(super) async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+    let accepted = accept(&state, producer, &headers, body, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted.receipt)))
+}
+
+/// What [`accept`] made of a batch.
+pub(super) struct Accepted {
+    pub receipt: Receipt,
+    /// For a `_bulk` body: each rejected event's index and reason.
+    pub rejected: Vec<(usize, String)>,
+}
+
+/// The whole of ingest, whatever the route: room, body, deduplication, decoding, the spool, the queue.
+/// `format`: the content type the route imposes (`_bulk`, OTLP), else the request's own.
+pub(super) async fn accept(
+    state: &AppState,
+    producer: Producer,
+    headers: &HeaderMap,
+    body: Body,
+    format: Option<&'static str>,
+) -> Result<Accepted, ApiError> {
     let received_at_us = chrono::Utc::now().timestamp_micros();
     // Room first, from the size the client announces: when the spool (or, without it, the queue) is full the
     // answer is 503 before the body is read, decompressed or parsed, so overload costs microseconds a request.
@@ -90,7 +110,10 @@ pub(super) async fn ingest(
             duplicate: true,
             ..Receipt::default()
         };
-        return Ok((StatusCode::ACCEPTED, Json(receipt)));
+        return Ok(Accepted {
+            receipt,
+            rejected: Vec::new(),
+        });
     }
     // Until the batch is kept, the identity is forgotten on any way out: the client's retry must be taken.
     let mut remembered = Remembered {
@@ -108,7 +131,9 @@ pub(super) async fn ingest(
     let request = Request {
         producer: producer.clone(),
         received_at_us,
-        content_type: text_header(header::CONTENT_TYPE),
+        content_type: format
+            .map(str::to_string)
+            .or_else(|| text_header(header::CONTENT_TYPE)),
         content_encoding: text_header(header::CONTENT_ENCODING),
         body,
     };
@@ -150,7 +175,7 @@ pub(super) async fn ingest(
             // Undecodable: the client hears 400/413/415, and the raw body is kept so nothing is lost.
             state.stats.bodies_undecodable.add(1);
             request
-                .dead_letter(&state, e.to_string(), queue_room)
+                .dead_letter(state, e.to_string(), queue_room)
                 .await?;
             return Err(e.into());
         }
@@ -163,10 +188,19 @@ pub(super) async fn ingest(
             capacity: state.queue.capacity(),
         };
         request
-            .dead_letter(&state, e.to_string(), queue_room)
+            .dead_letter(state, e.to_string(), queue_room)
             .await?;
         return Err(e.into());
     }
+    let rejected = if receipt.bulk_items.is_empty() {
+        Vec::new()
+    } else {
+        batch
+            .rejects
+            .iter()
+            .filter_map(|r| Some((usize::try_from(r.event_index?).ok()?, r.reason.clone())))
+            .collect()
+    };
     // The batch keeps its share of the budget until the writer commits it, and records its identity then.
     batch.memory = Some(memory);
     match &state.spool {
@@ -197,7 +231,7 @@ pub(super) async fn ingest(
         rejected = receipt.rejected,
         "Batch accepted"
     );
-    Ok((StatusCode::ACCEPTED, Json(receipt)))
+    Ok(Accepted { receipt, rejected })
 }
 
 /// A batch identity taken by [`dedup::Seen::first_time`], given back unless the batch was kept.

@@ -1,5 +1,6 @@
 //! The HTTP API. Each module exports `router()`; handlers are thin and call named functions.
 
+mod compat;
 pub mod error;
 mod health;
 mod ingest;
@@ -72,7 +73,9 @@ impl KeyExtractor for ProducerKey {
 
 /// The whole API. `rate` is (requests per second per key, burst); `None` disables rate limiting.
 pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
-    let mut ingest = ingest::router().layer(DefaultBodyLimit::max(state.max_body_bytes));
+    let mut ingest = ingest::router()
+        .merge(compat::router())
+        .layer(DefaultBodyLimit::max(state.max_body_bytes));
     if let Some((per_sec, burst)) = rate {
         let period = Duration::from_nanos(1_000_000_000 / u64::from(per_sec.max(1)));
         let config = GovernorConfigBuilder::default()

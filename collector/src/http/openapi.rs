@@ -34,6 +34,8 @@ use crate::query::plan::Table;
     ),
     paths(
         super::ingest::ingest,
+        super::compat::bulk,
+        super::compat::otlp_logs,
         volume,
         error_rate,
         latency,

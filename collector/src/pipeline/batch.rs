@@ -164,6 +164,9 @@ pub struct Receipt {
     /// This very batch was accepted before (a client's retry): it is stored once.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// The actions of an Elasticsearch `_bulk` body, for its per-item answer.
+    #[serde(skip)]
+    pub bulk_items: Vec<crate::decode::bulk::Item>,
 }
 
 fn is_zero(n: &usize) -> bool {

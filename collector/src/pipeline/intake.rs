@@ -49,7 +49,14 @@ impl Intake {
             Cow::Borrowed(_) => body.clone(),
             Cow::Owned(v) => Bytes::from(v),
         };
-        let text = decode::to_json(plain, format)?;
+        let mut bulk_items = Vec::new();
+        let text = if format == Format::EsBulk {
+            let (array, items) = decode::bulk::to_json_array(decode::as_text(&plain)?)?;
+            bulk_items = items;
+            Bytes::from(array)
+        } else {
+            decode::to_json(plain, format)?
+        };
         let s = decode::as_text(&text)?;
         if s.trim().is_empty() {
             return Err(DecodeError::Empty);
@@ -63,13 +70,9 @@ impl Intake {
         memory
             .grow_to(kept + text.len())
             .map_err(|_| DecodeError::OverBudget)?;
-        // msgpack was transcoded to a JSON array.
-        let format = if format == Format::Msgpack {
-            Format::Json
-        } else {
-            format
-        };
-        let built = Batch::build(
+        // msgpack, `_bulk` and OTLP were transcoded to a JSON array.
+        let format = format.transcoded();
+        let mut built = Batch::build(
             text.clone(),
             s,
             format,
@@ -77,6 +80,7 @@ impl Intake {
             received_at_us,
             &self.limits,
         )?;
+        built.1.bulk_items = bulk_items;
         // What stays until the commit: the text and the rows' buffer, sized from the text (the compressed body
         // is dropped with the request).
         let (batch, _) = &built;

@@ -6,6 +6,7 @@ mod hardening;
 mod ingest;
 mod metrics;
 mod properties;
+mod protocols;
 mod query;
 mod reliability;
 mod schema;

@@ -928,7 +928,9 @@ async fn openapi_describes_every_route_with_the_parameters_the_parsers_take() {
         Kind::Logs,
     ];
     let mut expected: std::collections::BTreeSet<&str> = kinds.iter().map(|k| k.path()).collect();
-    expected.extend(["/ingest", "/metrics", "/healthz", "/readyz"]);
+    expected.extend([
+        "/ingest", "/_bulk", "/v1/logs", "/metrics", "/healthz", "/readyz",
+    ]);
     assert_eq!(paths, expected);
     // Each documented operation is served (no 404), and each read lists exactly what its parser accepts.
     for (path, item) in spec["paths"].as_object().unwrap() {
