@@ -11,8 +11,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(c) if c.log_format == LogFormat::Json);
     // The query CLI's output is its answer: keep its stderr quiet unless asked (RUST_LOG).
-    if !matches!(cli.command, Command::Query(_) | Command::Seed(_))
-        || std::env::var_os("RUST_LOG").is_some()
+    if !matches!(
+        cli.command,
+        Command::Query(_) | Command::Seed(_) | Command::Import(_)
+    ) || std::env::var_os("RUST_LOG").is_some()
     {
         collector::telemetry::init(json_logs);
     }
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
             }
             Command::Query(args) => collector::cli::query::run(*args).await?,
             Command::Seed(args) => collector::cli::seed::run(*args).await?,
+            Command::Import(args) => collector::cli::import::run(*args).await?,
         }
         Ok(())
     });

@@ -1,5 +1,6 @@
-//! The command line: `collector serve | migrate | seed | query`. Parsing only; `main` dispatches.
+//! The command line: `collector serve | migrate | seed | import | query`. Parsing only; `main` dispatches.
 
+pub mod import;
 pub mod query;
 pub mod seed;
 
@@ -26,6 +27,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Send realistic, deterministic traffic to a collector (smoke tests, demos, load).
     Seed(Box<seed::SeedArgs>),
+    /// Backfill log files (NDJSON, Zeek, Suricata EVE) through a running collector, resumably.
+    Import(Box<import::ImportArgs>),
     /// Ask for volume, error rate, latency, top talkers or raw logs (HTTP API or DATABASE_URL).
     Query(Box<query::QueryArgs>),
 }

@@ -3,6 +3,7 @@
 mod agents;
 mod durability;
 mod hardening;
+mod import;
 mod ingest;
 mod metrics;
 mod properties;
