@@ -1,5 +1,6 @@
 //! Bytes → records: decompression with size caps, then the body's shape (JSON array, `{"events":[…]}` /
-//! `{"logs":[…]}`, a single object, NDJSON, Fluent Bit msgpack) → one JSON object text per event.
+//! `{"logs":[…]}` / any object whose only member is an array, a single object, NDJSON, Fluent Bit msgpack,
+//! Elasticsearch `_bulk`, OTLP) → one JSON object text per event.
 
 pub mod bulk;
 mod compress;
@@ -7,7 +8,6 @@ mod msgpack;
 pub mod otlp;
 
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use compress::{decompress, decompress_within, Encoding};
@@ -139,12 +139,19 @@ pub fn as_text(body: &[u8]) -> Result<&str, DecodeError> {
     Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
-#[derive(Deserialize)]
-struct Wrapper<'a> {
-    #[serde(borrow, default)]
-    events: Option<Vec<&'a RawValue>>,
-    #[serde(borrow, default)]
-    logs: Option<Vec<&'a RawValue>>,
+/// The events of a wrapper object: `{"events":[…]}`, `{"logs":[…]}`, or an object whose only member is an array
+/// (what Vector's `payload_prefix`/`payload_suffix` make of its JSON array, e.g. `{"data":` … `}`).
+fn wrapped(object: &str) -> Option<Vec<&RawValue>> {
+    let members: std::collections::BTreeMap<&str, &RawValue> = serde_json::from_str(object).ok()?;
+    let array = match (members.get("events").or(members.get("logs")), members.len()) {
+        (Some(array), _) => *array,
+        (None, 1) => *members.values().next()?,
+        _ => return None,
+    };
+    if !array.get().starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(array.get()).ok()
 }
 
 /// Splits a JSON text into records.
@@ -167,15 +174,10 @@ pub fn split(text: &str, format: Format) -> Result<Vec<Record<'_>>, DecodeError>
             Ok(items.into_iter().map(|r| Record::ok(r.get())).collect())
         }
         b'{' => match serde_json::from_str::<&RawValue>(text) {
-            Ok(one) => {
-                let wrapped = serde_json::from_str::<Wrapper<'_>>(one.get())
-                    .ok()
-                    .and_then(|w| w.events.or(w.logs));
-                Ok(match wrapped {
-                    Some(items) => items.into_iter().map(|r| Record::ok(r.get())).collect(),
-                    None => vec![Record::ok(one.get())],
-                })
-            }
+            Ok(one) => Ok(match wrapped(one.get()) {
+                Some(items) => items.into_iter().map(|r| Record::ok(r.get())).collect(),
+                None => vec![Record::ok(one.get())],
+            }),
             // Several objects: NDJSON sent without its content type, as many shippers do.
             Err(e) if body.trim_end().contains('\n') => {
                 let records = lines(text)?;
@@ -273,6 +275,16 @@ mod tests {
         );
         assert_eq!(ok(r#"{"events":[{"a":1}]}"#, Format::Json), [r#"{"a":1}"#]);
         assert_eq!(ok(r#"{"logs":[{"a":1}]}"#, Format::Json), [r#"{"a":1}"#]);
+        // Vector's payload_prefix `{"data":` and payload_suffix `}` around its array.
+        assert_eq!(
+            ok(r#"{"data":[{"a":1},{"b":2}]}"#, Format::Json),
+            [r#"{"a":1}"#, r#"{"b":2}"#]
+        );
+        // An event with one member that is not an array is an event.
+        assert_eq!(
+            ok(r#"{"data":{"a":1}}"#, Format::Json),
+            [r#"{"data":{"a":1}}"#]
+        );
         assert_eq!(ok(r#"{"a":1}"#, Format::Json), [r#"{"a":1}"#]);
         assert_eq!(
             ok("{\"a\":1}\n{\"b\":2}", Format::Json),

@@ -41,6 +41,7 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "client",
             "saddr",
             "id.orig_h",
+            "SRC",
         ],
     ),
     (
@@ -52,6 +53,7 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "sport",
             "remote_port",
             "id.orig_p",
+            "SPT",
         ],
     ),
     (
@@ -65,6 +67,8 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "server_ip",
             "daddr",
             "id.resp_h",
+            "server_addr",
+            "DST",
         ],
     ),
     (
@@ -76,9 +80,14 @@ pub const FIELDS: [(Field, &str, &[&str]); FIELD_COUNT] = [
             "server_port",
             "dport",
             "id.resp_p",
+            "DPT",
         ],
     ),
-    (Field::Protocol, "protocol", &["proto", "transport"]),
+    (
+        Field::Protocol,
+        "protocol",
+        &["proto", "transport", "PROTO"],
+    ),
     (
         Field::Service,
         "service",
