@@ -1,6 +1,6 @@
 //! The spool's on-disk format, and reading it back whatever state a crash or a bad disk left it in.
 //!
-//! A segment is a file `<first sequence, 16 hex digits>.spool`: a 16-byte header (magic, format version), then
+//! A segment is a file `<its number, 16 hex digits>.spool` (numbered in the order they are made): a 16-byte header (magic, format version), then
 //! records. A record is framed as
 //!
 //! ```text
@@ -55,12 +55,12 @@ pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN] {
     h
 }
 
-/// The file name of the segment whose first record is `seq`.
-pub fn segment_name(seq: u64) -> String {
-    format!("{seq:016x}.spool")
+/// The file name of segment number `n`.
+pub fn segment_name(n: u64) -> String {
+    format!("{n:016x}.spool")
 }
 
-/// The first sequence of a segment from its file name, if it is one.
+/// A segment's number from its file name, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
     let hex = name.strip_suffix(".spool")?;
     (hex.len() == 16)

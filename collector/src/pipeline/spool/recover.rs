@@ -47,9 +47,10 @@ pub async fn open(
 
     let mut state = State::default();
     let mut next_seq = 1u64;
+    let mut next_segment = 1u64;
     let mut records: Vec<Found> = Vec::new();
     for found in found {
-        next_seq = next_seq.max(found.first_seq + 1);
+        next_segment = next_segment.max(found.number + 1);
         for d in &found.damage {
             tracing::warn!(
                 segment = %found.path.display(),
@@ -70,7 +71,7 @@ pub async fn open(
         }
         state.bytes += found.len as u64;
         state.segments.insert(
-            found.first_seq,
+            found.number,
             Segment {
                 path: found.path,
                 len: found.len,
@@ -134,7 +135,7 @@ pub async fn open(
         _lock: lock,
     });
     let (appends, rx) = std::sync::mpsc::channel();
-    let appender = Appender::new(shared.clone(), queue.clone(), next_seq)
+    let appender = Appender::new(shared.clone(), queue.clone(), next_seq, next_segment)
         .map_err(io_err("starting the spool's spare segment thread"))?;
     std::thread::Builder::new()
         .name("spool-appender".into())
@@ -189,7 +190,8 @@ fn lock_dir(dir: &std::path::Path) -> Result<File, SpoolOpenError> {
 /// A segment found at start: what a replay needs of it, without its bytes (kept in memory one segment at a
 /// time).
 struct FoundSegment {
-    first_seq: u64,
+    /// From its file name: segments are numbered in the order they were made.
+    number: u64,
     path: PathBuf,
     len: usize,
     damage: Vec<format::Damage>,
@@ -217,11 +219,6 @@ fn read_segments(dir: &std::path::Path) -> Result<Vec<FoundSegment>, SpoolOpenEr
         if name == LOCK_FILE {
             continue;
         }
-        if name == super::appender::SPARE {
-            // Zeros prepared for the next segment: made again.
-            let _ = std::fs::remove_file(entry.path());
-            continue;
-        }
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         match format::parse_segment_name(&name) {
             Some(seq) if is_file => found.push((seq, entry.path())),
@@ -234,7 +231,7 @@ fn read_segments(dir: &std::path::Path) -> Result<Vec<FoundSegment>, SpoolOpenEr
     found.sort();
     found
         .into_iter()
-        .map(|(first_seq, path)| {
+        .map(|(number, path)| {
             let mut bytes = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -250,7 +247,7 @@ fn read_segments(dir: &std::path::Path) -> Result<Vec<FoundSegment>, SpoolOpenEr
                 .into_iter()
                 .map(|(offset, r)| Found {
                     at: Position {
-                        segment: first_seq,
+                        segment: number,
                         offset,
                     },
                     seq: r.seq,
@@ -260,7 +257,7 @@ fn read_segments(dir: &std::path::Path) -> Result<Vec<FoundSegment>, SpoolOpenEr
                 })
                 .collect();
             Ok(FoundSegment {
-                first_seq,
+                number,
                 path,
                 len,
                 damage,
