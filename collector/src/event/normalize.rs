@@ -75,34 +75,29 @@ pub(super) fn parse_port(raw: &RawValue) -> Result<u16, String> {
 }
 
 pub(super) fn parse_latency(raw: &RawValue) -> Result<f64, String> {
-    let expected = || {
-        format!(
-            "expected a non-negative number of milliseconds, got {}",
-            shown(raw)
-        )
-    };
-    let v: f64 = number_text(raw)
-        .ok_or_else(expected)?
-        .parse()
-        .map_err(|_| expected())?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(expected());
-    }
-    if v > super::MAX_LATENCY_MS {
-        return Err(format!(
-            "{} ms is over the limit of {} ms (30 days)",
-            shown(raw),
-            super::MAX_LATENCY_MS
-        ));
-    }
-    Ok(v)
+    parse_duration_ms(raw, Unit::Milliseconds)
 }
 
 /// A duration in seconds (Zeek's `duration`, nginx's `request_time`), as milliseconds.
 pub(super) fn parse_seconds_as_ms(raw: &RawValue) -> Result<f64, String> {
+    parse_duration_ms(raw, Unit::Seconds)
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Milliseconds,
+    Seconds,
+}
+
+/// A non-negative duration in `unit`, as milliseconds, up to [`super::MAX_LATENCY_MS`].
+fn parse_duration_ms(raw: &RawValue, unit: Unit) -> Result<f64, String> {
+    let (name, symbol, per_ms) = match unit {
+        Unit::Milliseconds => ("milliseconds", "ms", 1.0),
+        Unit::Seconds => ("seconds", "s", 1000.0),
+    };
     let expected = || {
         format!(
-            "expected a non-negative number of seconds, got {}",
+            "expected a non-negative number of {name}, got {}",
             shown(raw)
         )
     };
@@ -110,15 +105,15 @@ pub(super) fn parse_seconds_as_ms(raw: &RawValue) -> Result<f64, String> {
         .ok_or_else(expected)?
         .parse()
         .map_err(|_| expected())?;
-    let ms = v * 1000.0;
+    let ms = v * per_ms;
     if !ms.is_finite() || ms < 0.0 {
         return Err(expected());
     }
     if ms > super::MAX_LATENCY_MS {
         return Err(format!(
-            "{} s is over the limit of {} s (30 days)",
+            "{} {symbol} is over the limit of {} {symbol} (30 days)",
             shown(raw),
-            super::MAX_LATENCY_MS / 1000.0
+            super::MAX_LATENCY_MS / per_ms
         ));
     }
     Ok(ms)

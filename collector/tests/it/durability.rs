@@ -355,15 +355,9 @@ async fn damaged_segments_replay_every_whole_record_and_report_the_rest() {
     let app = spawn_app_at(db_url, |c| c.spool_dir = Some(dir.to_path_buf())).await;
     assert_eq!(wait_rows(&app.db, 12).await, 12);
     let names: BTreeSet<String> = app
-        .db
-        .query(
-            "SELECT DISTINCT split_part(message, '-', 1) FROM comm_logs",
-            &[],
-        )
+        .texts("SELECT DISTINCT split_part(message, '-', 1) FROM comm_logs")
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
         .collect();
     assert_eq!(names, ["A", "B", "D", "F"].map(String::from).into());
     let metrics = app.metrics_text().await;

@@ -62,19 +62,9 @@ async fn import_backfills_files_and_resumes_where_it_stopped() {
     assert!(out.contains("10 events accepted, 0 rejected"), "{out}");
     assert_eq!(app.wait_rows(10).await, 10);
     // The Zeek tab-separated lines, typed and mapped as their JSON form is.
-    let zeek_rows: Vec<String> = app
-        .db
-        .query(
-            "SELECT concat_ws('|', host(src_ip), src_port, host(dst_ip), dst_port, protocol, service, latency_ms,
+    let zeek_rows: Vec<String> = app.texts("SELECT concat_ws('|', host(src_ip), src_port, host(dst_ip), dst_port, protocol, service, latency_ms,
                               bytes_in, bytes_out, tags->>'conn_state', tags->>'local_orig')
-             FROM comm_logs WHERE tags ? 'uid' ORDER BY ts",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+             FROM comm_logs WHERE tags ? 'uid' ORDER BY ts").await;
     assert_eq!(
         zeek_rows,
         [

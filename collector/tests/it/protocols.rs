@@ -96,19 +96,9 @@ async fn elasticsearch_bulk_and_its_handshake_are_answered_as_elasticsearch_does
     );
 
     assert_eq!(app.wait_rows(3).await, 3);
-    let rows: Vec<String> = app
-        .db
-        .query(
-            "SELECT concat_ws('|', host(src_ip), src_port, host(dst_ip), dst_port, protocol, service, status,
+    let rows: Vec<String> = app.texts("SELECT concat_ws('|', host(src_ip), src_port, host(dst_ip), dst_port, protocol, service, status,
                               latency_ms, bytes_in, bytes_out, host)
-             FROM comm_logs ORDER BY ts",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+             FROM comm_logs ORDER BY ts").await;
     assert_eq!(
         rows,
         [
@@ -171,20 +161,10 @@ async fn opentelemetry_logs_over_http_in_protobuf_and_json() {
             assert_eq!(answer.partial_success.unwrap().rejected_log_records, 1);
         }
         assert_eq!(app.wait_rows(2).await, 2);
-        let rows: Vec<String> = app
-            .db
-            .query(
-                "SELECT concat_ws('|', (extract(epoch FROM ts) * 1e6)::int8, host(src_ip), src_port, host(dst_ip),
+        let rows: Vec<String> = app.texts("SELECT concat_ws('|', (extract(epoch FROM ts) * 1e6)::int8, host(src_ip), src_port, host(dst_ip),
                                   dst_port, protocol, service, status, latency_ms, bytes_in, bytes_out, host,
                                   message, tags->>'severity', tags->>'k8s.namespace.name', tags->>'client.address')
-                 FROM comm_logs ORDER BY ts",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+                 FROM comm_logs ORDER BY ts").await;
         stored.push(rows);
         app.stop().await.unwrap();
     }
@@ -231,13 +211,8 @@ async fn spooled_bulk_and_otlp_requests_replay_in_their_own_format() {
     // Three documents of the bulk body and two log records.
     assert_eq!(app.wait_rows(5).await, 5);
     let services: Vec<String> = app
-        .db
-        .query("SELECT service FROM comm_logs ORDER BY service", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .texts("SELECT service FROM comm_logs ORDER BY service")
+        .await;
     assert_eq!(
         services,
         ["checkout", "checkout", "dns", "payments", "payments"]

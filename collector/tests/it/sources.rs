@@ -340,18 +340,9 @@ fn parsed_lines(source: &str, file: &str) -> String {
 }
 
 async fn rows_of(app: &crate::support::TestApp) -> Vec<String> {
-    app.db
-        .query(
-            "SELECT concat_ws('|', host(src_ip), src_port, host(dst_ip), dst_port, protocol, service, status,
+    app.texts("SELECT concat_ws('|', host(src_ip), src_port, host(dst_ip), dst_port, protocol, service, status,
                               latency_ms, bytes_in, bytes_out, host, message)
-             FROM comm_logs ORDER BY ts, src_port",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+             FROM comm_logs ORDER BY ts, src_port").await
 }
 
 async fn ingest_ndjson(body: String, n: i64) -> crate::support::TestApp {

@@ -132,6 +132,19 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// A file none of whose `len` bytes can be read, and why.
+    fn unreadable(len: usize, reason: String) -> Scan {
+        Scan {
+            records: Vec::new(),
+            end: 0,
+            damage: vec![Damage {
+                offset: 0,
+                bytes: len,
+                reason,
+            }],
+        }
+    }
+
     pub fn damaged_bytes(&self) -> usize {
         self.damage.iter().map(|d| d.bytes).sum()
     }
@@ -145,29 +158,13 @@ pub fn scan_segment(bytes: &Bytes) -> Scan {
         } else {
             "not a spool segment (no header)"
         };
-        return Scan {
-            records: Vec::new(),
-            end: 0,
-            damage: vec![Damage {
-                offset: 0,
-                bytes: bytes.len(),
-                reason: reason.into(),
-            }],
-        };
+        return Scan::unreadable(bytes.len(), reason.into());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != SEGMENT_VERSION {
-        return Scan {
-            records: Vec::new(),
-            end: 0,
-            damage: vec![Damage {
-                offset: 0,
-                bytes: bytes.len(),
-                reason: format!(
-                    "segment format version {version}, this collector reads {SEGMENT_VERSION}"
-                ),
-            }],
-        };
+        let reason =
+            format!("segment format version {version}, this collector reads {SEGMENT_VERSION}");
+        return Scan::unreadable(bytes.len(), reason);
     }
     scan_records(bytes, SEGMENT_HEADER_LEN)
 }

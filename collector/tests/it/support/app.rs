@@ -154,6 +154,11 @@ impl TestApp {
         body
     }
 
+    /// The first column of every row of `sql`, as text.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        texts(&self.db, sql).await
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.expect(sql).get(0)
     }
@@ -358,4 +363,14 @@ pub async fn pairs_differing_from_raw(db: &tokio_postgres::Client) -> i64 {
 
 async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// The first column of every row of `sql`, as text.
+pub async fn texts(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    db.query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
