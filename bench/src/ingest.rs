@@ -21,7 +21,7 @@ use collector::pipeline::copy;
 use crate::args::{BenchArgs, Suite, KEY};
 use crate::data::generate;
 use crate::process::Collector;
-use crate::process::{peak_rss_mib, process_cpu_secs};
+use crate::process::{peak_rss_mib, pg_cpu_secs, process_cpu_secs};
 use crate::report::{
     bucket_bound_ms, header, histogram_quantile, render_ingest, section, Measured,
 };
@@ -125,10 +125,16 @@ async fn ingest(
     let mut results = Vec::new();
     let mut conn_counts = vec![1, 2, cfg.writers];
     conn_counts.dedup();
+    let pg_data = bench_dir().join("pg");
+    let mut raw_pg_cpu_per_row = 0.0;
     for conns in conn_counts {
         truncate(pool).await?;
         eprintln!("Raw COPY with {conns} connection(s) ...");
+        let pg_before = pg_cpu_secs(&pg_data);
         let secs = raw_copy(pool, &rows, conns, cfg.flush_rows).await?;
+        if conns == cfg.writers {
+            raw_pg_cpu_per_row = (pg_cpu_secs(&pg_data) - pg_before) / args.events as f64;
+        }
         results.push(Measured {
             label: format!(
                 "raw COPY BINARY, {conns} connection(s), {} rows per COPY",
@@ -195,8 +201,10 @@ async fn ingest(
 
     truncate(pool).await?;
     eprintln!("End to end, {} clients at full speed ...", args.clients);
+    let pg_before = pg_cpu_secs(&pg_data);
     let (full, resources) =
         end_to_end(cfg, url, pool, &batches, args.clients, None, Ack::Spool).await?;
+    let collector_pg_cpu_per_event = (pg_cpu_secs(&pg_data) - pg_before) / full.events as f64;
     let cpu_per_event = resources.cpu_secs / full.events as f64;
     let full_rate = full.events as f64 / full.secs;
     results.push(Measured {
@@ -361,6 +369,17 @@ async fn ingest(
         cpu_per_event * 100_000.0,
         cpu_per_event * 1e6,
         resources.peak_rss_mib
+    );
+    let _ = writeln!(
+        matrix,
+        "\nPostgreSQL's own CPU (every backend and background process, from /proc) per committed event: \
+         {:.2} µs for the raw COPY with {} connections, {:.2} µs for the collector's rows at full speed \
+         ({:.2}×: the rollup deltas written with each COPY, their compaction, the top lists, the pair seals, the \
+         flush ledger and the batch identities).",
+        raw_pg_cpu_per_row * 1e6,
+        cfg.writers,
+        collector_pg_cpu_per_event * 1e6,
+        collector_pg_cpu_per_event / raw_pg_cpu_per_row.max(1e-12),
     );
     let mut section = render_ingest(&results, limit, full_rate) + &durability + &overload + &matrix;
     if args.pinned {

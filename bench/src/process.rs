@@ -188,17 +188,7 @@ pub(crate) fn pin(pg_data: &std::path::Path) -> anyhow::Result<()> {
 
 /// CPU seconds a process (`self` or a pid) has used, user + system, from /proc.
 pub(crate) fn process_cpu_secs(pid: &str) -> f64 {
-    let ticks = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
+    let ticks = clock_ticks();
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -208,6 +198,55 @@ pub(crate) fn process_cpu_secs(pid: &str) -> f64 {
             Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
         })
         .unwrap_or(0.0)
+}
+
+/// CPU seconds PostgreSQL has used: its postmaster with the children it has reaped, and every live child
+/// (backends, checkpointer, WAL writer, autovacuum).
+pub(crate) fn pg_cpu_secs(pg_data: &std::path::Path) -> f64 {
+    let Some(postmaster) = std::fs::read_to_string(pg_data.join("postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok())
+    else {
+        return 0.0;
+    };
+    let ticks = clock_ticks();
+    // (ppid, own + reaped children's ticks) of a process.
+    let stat = |pid: &str| -> Option<(u32, f64)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        Some((f.get(1)?.parse().ok()?, n(11) + n(12) + n(13) + n(14)))
+    };
+    let mut total = stat(&postmaster.to_string()).map_or(0.0, |(_, t)| t);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((ppid, t)) = stat(pid) {
+            if ppid == postmaster {
+                total += t;
+            }
+        }
+    }
+    total / ticks
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0)
 }
 
 /// Peak resident memory of a process (`self` or a pid), MiB.
