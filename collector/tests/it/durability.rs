@@ -386,20 +386,29 @@ async fn damaged_segments_replay_every_whole_record_and_report_the_rest() {
     app.stop().await.unwrap();
 }
 
-/// With PostgreSQL not taking rows (a lock holds the writers) and a small spool budget, requests are answered
-/// 503 + Retry-After once the spool is full; everything acknowledged lands when the database takes rows
-/// again, and requests are acknowledged again.
-#[tokio::test]
+/// With PostgreSQL stopped and a small spool budget, requests are answered 503 + Retry-After once the spool is
+/// full; everything acknowledged lands when the database is back, and requests are acknowledged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
-    let app = spawn_app_with(|c| {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("pg");
+    let start = {
+        let data_dir = data_dir.clone();
+        move || EmbeddedPg::start(&data_dir, Durability::Throwaway).unwrap()
+    };
+    let server = tokio::task::spawn_blocking(start.clone()).await.unwrap();
+    collector::db::create_database(&server.connection_string("postgres"), "collector")
+        .await
+        .unwrap();
+    let db_url = server.connection_string("collector");
+    let app = spawn_app_at(db_url.clone(), |c| {
         c.queue_capacity = 100;
         c.writers = 1;
+        c.retry_max_backoff_ms = 200;
         c.spool_max_bytes = 96 << 10;
     })
     .await;
-    let locker = pg::connect(&app.db_url).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE comm_logs IN ACCESS EXCLUSIVE MODE")
+    tokio::task::spawn_blocking(move || drop(server))
         .await
         .unwrap();
     let mut acked = 0;
@@ -426,12 +435,18 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
         acked >= 5,
         "{acked} batches acknowledged before the spool filled"
     );
-    let (ready, _) = app.get_json("/readyz").await;
-    assert_eq!(ready, 503, "not ready with a full spool");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "not ready with a full spool");
 
-    locker.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(wait_rows(&app.db, acked * 50).await, acked * 50);
-    assert_eq!(stored_batches(&app.db).await.len() as i64, acked);
+    let server = tokio::task::spawn_blocking(start).await.unwrap();
+    let db = pg::connect(&db_url).await;
+    assert_eq!(wait_rows(&db, acked * 50).await, acked * 50);
+    assert_eq!(stored_batches(&db).await.len() as i64, acked);
     let mut again = 0;
     for _ in 0..100 {
         again = app.ingest(batch(1000, 50), &[]).await.status().as_u16();
@@ -442,6 +457,10 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
     }
     assert_eq!(again, 202, "acknowledged again once the spool drained");
     app.stop().await.unwrap();
+    drop(db);
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
 }
 
 /// Under COLLECTOR_SPOOL_MIN_FREE_BYTES of free disk: 503 + Retry-After, nothing acknowledged.
