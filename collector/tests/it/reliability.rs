@@ -475,3 +475,75 @@ async fn three_collectors_on_one_database_share_it_exactly() {
         app.stop().await.unwrap();
     }
 }
+
+/// The systemd unit in `deploy/` is one systemd accepts without a warning (`systemd-analyze verify`), with
+/// its ExecStart pointed at the binary just built.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/collector.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/collector serve"));
+    for hardening in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/server-logger",
+        "Restart=always",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/collector", env!("CARGO_BIN_EXE_collector")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (scripts/test.sh installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+/// `docker-compose.yml` as any Compose v2 reads it (no `env_file` long syntax, which needs 2.24): PostgreSQL
+/// counted healthy only once its real server answers over TCP, both services restarted, the collector checked
+/// and its spool on a volume; and the build context leaves out `target/`.
+#[test]
+fn the_compose_file_starts_on_a_fresh_volume() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let compose: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap(),
+    )
+    .unwrap();
+    let services = &compose["services"];
+    let pg_check = services["postgres"]["healthcheck"]["test"][1]
+        .as_str()
+        .unwrap();
+    assert!(pg_check.contains("pg_isready -h 127.0.0.1"), "{pg_check}");
+    for name in ["postgres", "collector"] {
+        assert_eq!(services[name]["restart"], "unless-stopped", "{name}");
+        assert!(services[name]["env_file"].is_null(), "{name}: env_file");
+    }
+    let collector = &services["collector"];
+    assert_eq!(
+        collector["depends_on"]["postgres"]["condition"],
+        "service_healthy"
+    );
+    assert!(collector["healthcheck"]["test"][3]
+        .as_str()
+        .unwrap()
+        .contains("/healthz"));
+    assert!(collector["volumes"][0]
+        .as_str()
+        .unwrap()
+        .ends_with(":/var/lib/collector/spool"));
+    let ignored = std::fs::read_to_string(format!("{root}/.dockerignore")).unwrap();
+    assert!(ignored.lines().any(|l| l.trim() == "target"));
+    let dockerfile = std::fs::read_to_string(format!("{root}/collector/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COLLECTOR_SPOOL_DIR=/var/lib/collector/spool"));
+}
