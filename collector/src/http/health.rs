@@ -31,19 +31,14 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     if let Some(spool) = &state.spool {
         return spool_ready(&state, spool.status()).await;
     }
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
-    db::ping(&client)
-        .await
-        .map_err(|e| ApiError::NotReady(format!("database unreachable: {e}")))?;
-    let (failing, error) = state.stats.failing();
+    if let Err(e) = database(&state).await {
+        return Err(ApiError::NotReady(e.to_string()));
+    }
+    let (failing, _) = state.stats.failing();
     if failing > 0 {
         return Err(ApiError::NotReady(format!(
-            "{failing} flush(es) to PostgreSQL keep failing and are being retried: {}",
-            error.unwrap_or_default()
+            "{failing} flush(es) to PostgreSQL keep failing and are being retried (the error is in the \
+             collector's log)"
         )));
     }
     let depth = state.queue.depth();
@@ -61,14 +56,11 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
 /// With the spool, ready means a batch sent now is acknowledged: the spool has room on disk, whatever the
 /// database's state (a batch waits on disk while it is down or slow). The answer says how things stand.
 async fn spool_ready(state: &AppState, spool: SpoolStatus) -> Result<Json<Value>, ApiError> {
-    let database = match state.pool.get().await {
-        Ok(client) => match db::ping(&client).await {
-            Ok(()) => "ok".to_string(),
-            Err(e) => format!("unreachable: {e}"),
-        },
-        Err(e) => format!("unreachable: {e}"),
+    let database = match database(state).await {
+        Ok(()) => "ok",
+        Err(_) => "unreachable",
     };
-    let (failing, error) = state.stats.failing();
+    let (failing, _) = state.stats.failing();
     let headroom = spool.max_bytes.saturating_sub(spool.bytes) >= spool.max_bytes / 20;
     if !headroom {
         return Err(ApiError::NotReady(format!(
@@ -81,9 +73,21 @@ async fn spool_ready(state: &AppState, spool: SpoolStatus) -> Result<Json<Value>
         "status": "ready",
         "database": database,
         "failing_flushes": failing,
-        "failing_error": error,
         "queue_depth": state.queue.depth(),
         "queue_capacity": state.queue.capacity(),
         "spool": spool,
     })))
+}
+
+/// Whether the database answers. Why not goes to the log, not to the (unauthenticated) caller: errors name
+/// servers, databases and SQL.
+async fn database(state: &AppState) -> Result<(), &'static str> {
+    let answered = match state.pool.get().await {
+        Ok(client) => db::ping(&client).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    answered.map_err(|error| {
+        tracing::warn!(error = %error, "Readiness: the database does not answer");
+        "database unreachable (the error is in the collector's log)"
+    })
 }

@@ -74,7 +74,8 @@ async fn read(
                     .into(),
             )
         } else {
-            ApiError::NotReady(format!("database unreachable: {e}"))
+            tracing::warn!(error = %e, "A read found the database unreachable");
+            ApiError::NotReady("database unreachable (the error is in the collector's log)".into())
         }
     })?;
     let gate = state.raw_reads.as_ref().map(|r| r.gate(&producer.0));

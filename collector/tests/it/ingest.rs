@@ -496,6 +496,8 @@ async fn readiness_fails_when_the_database_is_gone() {
             .starts_with("not ready: database unreachable"),
         "{body}"
     );
+    // Which database, and why, is in the log only.
+    assert!(!body.to_string().contains(&name), "{body}");
 }
 
 /// Snappy, as both agents offer it: a raw block and the framing format, each stored.
