@@ -204,6 +204,13 @@ pub async fn run(
         Duration::from_secs(3600),
         maintenance_stop.clone(),
     ));
+    let retention = tokio::spawn(crate::pipeline::retention::maintain(
+        pool.clone(),
+        cfg.retention_days,
+        Duration::from_secs(3600),
+        stats.clone(),
+        maintenance_stop.clone(),
+    ));
     let ledger = tokio::spawn(ledger::maintain(
         pool.clone(),
         Duration::from_secs(3600),
@@ -271,6 +278,7 @@ pub async fn run(
     let drained = tokio::time::timeout(wait, drain).await.is_ok();
     maintenance_stop.cancel();
     let _ = maintenance.await;
+    let _ = retention.await;
     let _ = ledger.await;
     compact_stop.cancel();
     let _ = compactor.await;

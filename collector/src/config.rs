@@ -205,6 +205,11 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_MAX_ERRORS_REPORTED", default_value_t = 10)]
     pub max_errors_reported: usize,
 
+    /// Days of raw events (and dead letters) kept: older daily partitions of comm_logs are dropped, hourly.
+    /// Rollups are kept whatever this says. 0 keeps everything.
+    #[arg(long, env = "COLLECTOR_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u32,
+
     /// Daily partitions created ahead of today.
     #[arg(long, env = "COLLECTOR_PARTITION_DAYS_AHEAD", default_value_t = 3)]
     pub partition_days_ahead: u32,

@@ -127,6 +127,10 @@ pub struct Stats {
     pub write_retries: Counter,
     /// Batches answered as duplicates of one already accepted.
     pub duplicates: Counter,
+    /// Retention: daily partitions dropped, default-partition rows and dead letters deleted.
+    pub partitions_dropped: Counter,
+    pub retention_rows_deleted: Counter,
+    pub dead_letters_pruned: Counter,
     /// Flushes that have failed three times or more and are being retried now; with the last error.
     pub failing_flushes: Mutex<(u64, Option<String>)>,
 }
@@ -148,6 +152,9 @@ impl Default for Stats {
             dead_letters: Counter::default(),
             write_retries: Counter::default(),
             duplicates: Counter::default(),
+            partitions_dropped: Counter::default(),
+            retention_rows_deleted: Counter::default(),
+            dead_letters_pruned: Counter::default(),
             failing_flushes: Mutex::default(),
         }
     }
@@ -269,6 +276,24 @@ impl Stats {
             "collector_duplicate_batches_total",
             "Batches answered 202 duplicate: a retry of one already accepted, stored once.",
             self.duplicates.get(),
+        );
+        counter(
+            &mut out,
+            "collector_retention_partitions_dropped_total",
+            "Daily partitions of comm_logs dropped past COLLECTOR_RETENTION_DAYS.",
+            self.partitions_dropped.get(),
+        );
+        counter(
+            &mut out,
+            "collector_retention_rows_deleted_total",
+            "Rows of the default partition deleted past COLLECTOR_RETENTION_DAYS.",
+            self.retention_rows_deleted.get(),
+        );
+        counter(
+            &mut out,
+            "collector_retention_dead_letters_pruned_total",
+            "Dead letters deleted past COLLECTOR_RETENTION_DAYS.",
+            self.dead_letters_pruned.get(),
         );
         counter(
             &mut out,

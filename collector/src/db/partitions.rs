@@ -50,3 +50,40 @@ pub async fn ensure_partition(client: &Object, day: NaiveDate) -> Result<bool, D
         .await?
         .get(0))
 }
+
+/// Drops the daily partitions of `comm_logs` whose whole day is before `cutoff` (UTC), and deletes the rows of the
+/// default partition before it; returns the partitions dropped and the rows deleted. Rollups are not touched.
+pub async fn drop_before(
+    client: &Object,
+    cutoff: NaiveDate,
+) -> Result<(Vec<String>, u64), DbError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'comm_logs'::regclass AND c.relname ~ '^comm_logs_p[0-9]{8}$'",
+            &[],
+        )
+        .await?;
+    let mut dropped = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let Ok(day) = NaiveDate::parse_from_str(&name["comm_logs_p".len()..], "%Y%m%d") else {
+            continue;
+        };
+        // The partition holds [day, day + 1): all of it is older than the cutoff when day + 1 <= cutoff.
+        if day
+            .checked_add_days(Days::new(1))
+            .is_some_and(|end| end <= cutoff)
+        {
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
+                .await?;
+            dropped.push(name);
+        }
+    }
+    let cutoff_ts = cutoff.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let deleted = client
+        .execute("DELETE FROM comm_logs_default WHERE ts < $1", &[&cutoff_ts])
+        .await?;
+    Ok((dropped, deleted))
+}

@@ -20,6 +20,20 @@ pub async fn prune_flush_ledger(client: &Object) -> Result<u64, DbError> {
         .await?)
 }
 
+/// Deletes dead letters received before `cutoff` (UTC midnight); returns how many.
+pub async fn prune_rejects(
+    client: &impl GenericClient,
+    cutoff: chrono::NaiveDate,
+) -> Result<u64, DbError> {
+    let cutoff = cutoff.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    Ok(client
+        .execute(
+            "DELETE FROM ingest_rejects WHERE received_at < $1",
+            &[&cutoff],
+        )
+        .await?)
+}
+
 /// Whether the flush `flush_id` committed (its transaction records it, see [`record_flush`]).
 pub async fn flush_committed(client: &impl GenericClient, flush_id: Uuid) -> Result<bool, DbError> {
     Ok(client

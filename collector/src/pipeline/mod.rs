@@ -14,6 +14,7 @@ pub mod deltas;
 pub mod intake;
 pub mod ledger;
 pub mod queue;
+pub mod retention;
 pub mod seal;
 pub mod spool;
 pub mod store;

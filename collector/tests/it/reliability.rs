@@ -547,3 +547,87 @@ fn the_compose_file_starts_on_a_fresh_volume() {
     let dockerfile = std::fs::read_to_string(format!("{root}/collector/Dockerfile")).unwrap();
     assert!(dockerfile.contains("COLLECTOR_SPOOL_DIR=/var/lib/collector/spool"));
 }
+
+/// `COLLECTOR_RETENTION_DAYS`: a day of raw events past it is dropped with its partition (and old rows of the
+/// default partition deleted, and old dead letters pruned), counted in /metrics; recent days stay, and the
+/// rollups keep every event ever stored.
+#[tokio::test]
+async fn retention_drops_old_days_of_raw_events_and_keeps_the_rollups() {
+    let db_url = pg::fresh_database().await;
+    let today = chrono::Utc::now().date_naive();
+    let day = |n: u64| today.checked_sub_days(chrono::Days::new(n)).unwrap();
+    let (old, recent, older) = (day(10), day(1), day(20));
+    let admin = pg::connect(&db_url).await;
+    // The old day's partition, as the collector made it then; the older day has none (its rows are in the
+    // default partition).
+    admin
+        .execute("SELECT comm_logs_ensure_partition($1)", &[&old])
+        .await
+        .unwrap();
+    let at = |d: chrono::NaiveDate, n: usize| {
+        let events: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"timestamp":"{d}T12:00:{:02}Z","src_ip":"10.9.0.{i}","service":"kept"}}"#,
+                    i % 60
+                )
+            })
+            .collect();
+        format!("[{}]", events.join(","))
+    };
+    let first = crate::support::spawn_app_at(db_url.clone(), |_| {}).await;
+    for (d, n) in [(old, 20), (recent, 30), (older, 5)] {
+        assert_eq!(first.ingest(at(d, n), &[]).await.status(), 202);
+    }
+    assert_eq!(first.wait_rows(55).await, 55);
+    first.assert_rollup_matches_raw().await;
+    admin
+        .batch_execute(
+            "INSERT INTO ingest_rejects (received_at, producer, reason, raw)
+             VALUES (now() - interval '10 days', 'p', 'old', '\\x00'), (now(), 'p', 'recent', '\\x00')",
+        )
+        .await
+        .unwrap();
+    first.stop().await.unwrap();
+
+    let second = crate::support::spawn_app_at(db_url.clone(), |c| c.retention_days = 3).await;
+    let partition = format!("comm_logs_p{}", old.format("%Y%m%d"));
+    let exists = |name: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    for _ in 0..200 {
+        if !exists(partition.clone()).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !exists(partition).await,
+        "the old day's partition is dropped"
+    );
+    assert_eq!(second.count("SELECT count(*) FROM comm_logs").await, 30);
+    assert_eq!(
+        second
+            .count("SELECT sum(events)::int8 FROM comm_rollup_service WHERE res = 3600")
+            .await,
+        55,
+        "the rollups keep every event"
+    );
+    assert_eq!(second.count("SELECT count(*) FROM ingest_rejects").await, 1);
+    let metrics = second.metrics_text().await;
+    for line in [
+        "collector_retention_partitions_dropped_total 1",
+        "collector_retention_rows_deleted_total 5",
+        "collector_retention_dead_letters_pruned_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line}");
+    }
+    second.stop().await.unwrap();
+}
