@@ -219,6 +219,15 @@ pub async fn run(
         maintenance_stop.clone(),
     ));
 
+    // The private server's disk: ingest stops before the database fills it.
+    let db_disk = cfg.database.database_url.is_none().then(|| {
+        let guard = crate::pipeline::disk::DiskGuard::new(
+            cfg.database.data_dir.clone(),
+            cfg.db_min_free_bytes,
+        );
+        tokio::spawn(guard.clone().watch(maintenance_stop.clone()));
+        guard
+    });
     let read_pool = db::pool_with_wait(
         database_url,
         cfg.read_connections.max(1),
@@ -230,6 +239,7 @@ pub async fn run(
         raw_reads: http::RawReads::new(cfg.raw_reads_per_key),
         queue: queue.clone(),
         spool: spool.clone(),
+        db_disk,
         keys,
         intake,
         max_body_bytes: cfg.max_body_bytes,

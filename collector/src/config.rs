@@ -205,6 +205,11 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_MAX_ERRORS_REPORTED", default_value_t = 10)]
     pub max_errors_reported: usize,
 
+    /// Free bytes kept on the private PostgreSQL's disk (without DATABASE_URL); under it, POST /ingest answers
+    /// 503 + Retry-After before the database fills its disk.
+    #[arg(long, env = "COLLECTOR_DB_MIN_FREE_BYTES", default_value_t = 1 << 30)]
+    pub db_min_free_bytes: u64,
+
     /// Days of raw events (and dead letters) kept: older daily partitions of comm_logs are dropped, hourly.
     /// Rollups are kept whatever this says. 0 keeps everything.
     #[arg(long, env = "COLLECTOR_RETENTION_DAYS", default_value_t = 0)]

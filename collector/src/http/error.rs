@@ -30,6 +30,8 @@ pub enum ApiError {
     Queue(#[from] SubmitError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    DbDiskLow(#[from] crate::pipeline::disk::DiskLow),
     #[error("too many requests for this API key")]
     RateLimited {
         wait_secs: u64,
@@ -94,6 +96,7 @@ impl ApiError {
             ApiError::Spool(SpoolError::Closed) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
+            ApiError::DbDiskLow(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_disk_low"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
@@ -126,6 +129,7 @@ impl IntoResponse for ApiError {
             } => headers.extend(extra),
             ApiError::Queue(SubmitError::Full { .. } | SubmitError::Closed)
             | ApiError::Spool(_)
+            | ApiError::DbDiskLow(_)
             | ApiError::NotReady(_)
             | ApiError::Busy(_)
             | ApiError::Decode(DecodeError::OverBudget) => {

@@ -82,6 +82,10 @@ pub(super) async fn accept(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
+    if let Some(disk) = &state.db_disk {
+        disk.check()
+            .inspect_err(|_| state.stats.overload_responses.add(1))?;
+    }
     let queue_room = match &state.spool {
         Some(spool) => {
             spool

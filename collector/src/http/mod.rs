@@ -43,6 +43,8 @@ pub struct AppState {
     pub queue: Queue,
     /// The write-ahead spool, in `spool` durability.
     pub spool: Option<Spool>,
+    /// The private PostgreSQL's free disk, when the collector runs one.
+    pub db_disk: Option<Arc<crate::pipeline::disk::DiskGuard>>,
     pub keys: ApiKeys,
     /// Decoding: its limits and the memory budget of ingest.
     pub intake: Intake,

@@ -11,6 +11,7 @@ pub mod compact;
 pub mod copy;
 pub mod dedup;
 pub mod deltas;
+pub mod disk;
 pub mod intake;
 pub mod ledger;
 pub mod queue;

@@ -631,3 +631,43 @@ async fn retention_drops_old_days_of_raw_events_and_keeps_the_rollups() {
     }
     second.stop().await.unwrap();
 }
+
+/// The private PostgreSQL's disk under COLLECTOR_DB_MIN_FREE_BYTES: ingest is answered 503 + Retry-After (here
+/// the floor is set above any disk's free space), and nothing is stored.
+#[tokio::test]
+async fn a_private_database_short_of_disk_refuses_ingest() {
+    let dir = std::env::temp_dir().join(format!("collector-dbdisk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = [
+        ("COLLECTOR_DATA_DIR", dir.join("pg").display().to_string()),
+        ("COLLECTOR_API_KEYS", "smoke:smoke-key-1".to_string()),
+        ("COLLECTOR_DB_MIN_FREE_BYTES", (u64::MAX / 4).to_string()),
+    ];
+    let (mut child, url) = crate::support::binary::serve(&env, &["DATABASE_URL"]).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/ingest"))
+        .header("x-api-key", "smoke-key-1")
+        .body(batch(10, 4100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "database_disk_low", "{body}");
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("COLLECTOR_DB_MIN_FREE_BYTES"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
