@@ -209,8 +209,10 @@ impl Stats {
         }
     }
 
-    /// The Prometheus text exposition of every counter; `queue` is (depth, capacity) in events.
-    pub fn render_prometheus(&self, queue: (usize, usize)) -> String {
+    /// The Prometheus text exposition of every counter; `queue` is (depth, capacity) in events. The accepted and
+    /// rejected events are labelled by producer only `by_producer` (a caller with a key): producer names are not
+    /// for anyone who can reach the port.
+    pub fn render_prometheus(&self, queue: (usize, usize), by_producer: bool) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -224,20 +226,30 @@ impl Stats {
             for (i, (name, help)) in [
                 (
                     "collector_events_accepted_total",
-                    "Events accepted (queued for COPY), by producer.",
+                    "Events accepted (queued for COPY), by producer when asked with an API key.",
                 ),
                 (
                     "collector_events_rejected_total",
-                    "Events rejected and dead-lettered, by producer.",
+                    "Events rejected and dead-lettered, by producer when asked with an API key.",
                 ),
             ]
             .iter()
             .enumerate()
             {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (producer, (acc, rej)) in &rows {
-                    let v = if i == 0 { acc } else { rej };
-                    let _ = writeln!(out, "{name}{{producer=\"{}\"}} {v}", label(producer));
+                let value = |(acc, rej): &(u64, u64)| if i == 0 { *acc } else { *rej };
+                if by_producer {
+                    for (producer, counts) in &rows {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{producer=\"{}\"}} {}",
+                            label(producer),
+                            value(counts)
+                        );
+                    }
+                } else {
+                    let total: u64 = rows.iter().map(|(_, counts)| value(counts)).sum();
+                    let _ = writeln!(out, "{name} {total}");
                 }
             }
         }

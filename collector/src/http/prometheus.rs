@@ -1,7 +1,7 @@
 //! `GET /metrics`: the collector's own counters in the Prometheus text format.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -13,12 +13,18 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-/// The collector's own counters, Prometheus text format (no key needed).
+/// The collector's own counters, Prometheus text format (no key needed; with one, events are counted per
+/// producer).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    // Anyone who reaches the port may scrape; producer names are shown to a caller with a key only.
+    let by_producer = state.keys.authenticate(&headers).is_some();
     let mut body = state
         .stats
-        .render_prometheus((state.queue.depth(), state.queue.capacity()));
+        .render_prometheus((state.queue.depth(), state.queue.capacity()), by_producer);
     if let Some(spool) = &state.spool {
         render_spool(&mut body, &spool.status());
         spool.render_sync_histogram(&mut body);

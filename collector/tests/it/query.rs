@@ -288,6 +288,7 @@ async fn prometheus_metrics_count_what_happened() {
         let r = app
             .http
             .get(format!("{}/metrics", app.url))
+            .header("x-api-key", crate::support::app::KEY)
             .send()
             .await
             .unwrap();
@@ -317,6 +318,25 @@ async fn prometheus_metrics_count_what_happened() {
     assert_eq!(
         value("collector_events_accepted_total{producer=\"producer-a\"}"),
         2.0
+    );
+    // Without a key, the same counts with no producer named.
+    let anonymous = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!anonymous.contains("producer-a"), "{anonymous}");
+    assert!(
+        anonymous.contains("\ncollector_events_accepted_total 2\n"),
+        "{anonymous}"
+    );
+    assert!(
+        anonymous.contains("\ncollector_events_rejected_total 1\n"),
+        "{anonymous}"
     );
     assert_eq!(
         value("collector_events_rejected_total{producer=\"producer-a\"}"),

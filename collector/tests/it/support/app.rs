@@ -136,11 +136,13 @@ impl TestApp {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
-    /// The collector's own Prometheus exposition (`GET /metrics`, no key).
+    /// The collector's own Prometheus exposition (`GET /metrics`), asked with the test key (so with
+    /// per-producer series).
     pub async fn metrics_text(&self) -> String {
         let r = self
             .http
             .get(format!("{}/metrics", self.url))
+            .header("x-api-key", KEY)
             .send()
             .await
             .unwrap();
