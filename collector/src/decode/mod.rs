@@ -95,6 +95,17 @@ impl Format {
         }
     }
 
+    /// Bytes [`transcode`] holds at most, besides its input and output, per byte of input: the decoded trees
+    /// (msgpack values; OTLP messages and the JSON values made of them) outweigh the text several times.
+    pub fn transcoding_overhead(self) -> usize {
+        match self {
+            Format::Json | Format::NdJson => 0,
+            Format::EsBulk => 1,
+            Format::Msgpack => 4,
+            Format::OtlpJson | Format::OtlpProtobuf => 8,
+        }
+    }
+
     /// The format of the text [`to_json`] makes of a body in this one.
     pub fn transcoded(self) -> Format {
         match self {
@@ -121,13 +132,22 @@ impl<'a> Record<'a> {
 /// Turns a decompressed body into JSON text bytes: msgpack, `_bulk` and OTLP are transcoded to a JSON array of
 /// events, JSON passes through unchanged.
 pub fn to_json(body: Bytes, format: Format) -> Result<Bytes, DecodeError> {
-    match format {
-        Format::Msgpack => msgpack::to_json_array(&body).map(Bytes::from),
-        Format::EsBulk => Ok(Bytes::from(bulk::to_json_array(as_text(&body)?)?.0)),
-        Format::OtlpJson => Ok(Bytes::from(otlp::json_to_json_array(as_text(&body)?)?)),
-        Format::OtlpProtobuf => Ok(Bytes::from(otlp::protobuf_to_json_array(&body)?)),
-        Format::Json | Format::NdJson => Ok(body),
-    }
+    transcode(body, format).map(|(text, _)| text)
+}
+
+/// [`to_json`], with the actions of a `_bulk` body (empty for the other formats).
+pub fn transcode(body: Bytes, format: Format) -> Result<(Bytes, Vec<bulk::Item>), DecodeError> {
+    let text = match format {
+        Format::Msgpack => Bytes::from(msgpack::to_json_array(&body)?),
+        Format::EsBulk => {
+            let (array, items) = bulk::to_json_array(as_text(&body)?)?;
+            return Ok((Bytes::from(array), items));
+        }
+        Format::OtlpJson => Bytes::from(otlp::json_to_json_array(as_text(&body)?)?),
+        Format::OtlpProtobuf => Bytes::from(otlp::protobuf_to_json_array(&body)?),
+        Format::Json | Format::NdJson => body,
+    };
+    Ok((text, Vec::new()))
 }
 
 /// Checks that JSON bytes are UTF-8 and borrows them as text, without a leading byte-order mark (which some

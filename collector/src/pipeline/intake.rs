@@ -49,14 +49,12 @@ impl Intake {
             Cow::Borrowed(_) => body.clone(),
             Cow::Owned(v) => Bytes::from(v),
         };
-        let mut bulk_items = Vec::new();
-        let text = if format == Format::EsBulk {
-            let (array, items) = decode::bulk::to_json_array(decode::as_text(&plain)?)?;
-            bulk_items = items;
-            Bytes::from(array)
-        } else {
-            decode::to_json(plain, format)?
-        };
+        // Transcoding builds trees several times the text's size: that memory is taken before, not found after.
+        let transient = plain.len().saturating_mul(format.transcoding_overhead());
+        memory
+            .grow_to(compressed + plain.len() + transient)
+            .map_err(|_| DecodeError::OverBudget)?;
+        let (text, bulk_items) = decode::transcode(plain, format)?;
         let s = decode::as_text(&text)?;
         if s.trim().is_empty() {
             return Err(DecodeError::Empty);

@@ -219,3 +219,47 @@ async fn spooled_bulk_and_otlp_requests_replay_in_their_own_format() {
     );
     app.stop().await.unwrap();
 }
+
+/// Decoding an OTLP body builds trees several times its size: that memory is counted against the ingest
+/// budget before it is taken, so a body whose transcoding would pass the budget is answered 503 (while plain
+/// JSON of the same size, which needs no such trees, is taken).
+#[tokio::test]
+async fn otlp_transcoding_is_counted_in_the_memory_budget() {
+    let app = crate::support::spawn_app_with(|c| c.memory_budget_bytes = 1 << 20).await;
+    let records: Vec<String> = (0..1500)
+        .map(|i| {
+            format!(
+                r#"{{"timeUnixNano":"1795856400250000000","body":{{"stringValue":"record {i}"}},"attributes":[{{"key":"client.address","value":{{"stringValue":"10.40.0.{}"}}}}]}}"#,
+                i % 250
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}]}}]}}]}}"#,
+        records.join(",")
+    );
+    assert!(
+        body.len() > 150_000 && body.len() < 400_000,
+        "{}",
+        body.len()
+    );
+    let r = otlp(&app, "application/json", body.clone().into_bytes()).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["code"], "over_memory_budget", "{answer}");
+    let events: Vec<String> = (0..1500)
+        .map(|i| {
+            format!(
+                r#"{{"message":"record {i}","src_ip":"10.40.0.{}","pad":"{}"}}"#,
+                i % 250,
+                "x".repeat(120)
+            )
+        })
+        .collect();
+    let plain = format!("[{}]", events.join(","));
+    assert!(plain.len() >= body.len());
+    let (status, _) = app.ingest_json(&plain).await;
+    assert_eq!(status, 202);
+    app.stop().await.unwrap();
+}

@@ -263,10 +263,6 @@ impl Spool {
             "One spool group commit: its write and fsync.",
         );
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.shared.cfg.dir
-    }
 }
 
 impl Shared {
