@@ -248,7 +248,10 @@ impl EmbeddedPg {
             self.socket_dir.display()
         );
         if durability == Durability::Throwaway {
-            conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+            // And a small WAL: test runs create hundreds of databases, and their disk is not ours.
+            conf.push_str(
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_wal_size = 256MB\n",
+            );
         }
         let path = self.data_dir.join("collector.conf");
         fs::write(&path, conf).map_err(io_err(format!("writing {}", path.display())))?;

@@ -57,6 +57,8 @@ pub async fn spawn_app_at(db_url: String, configure: impl FnOnce(&mut ServeConfi
         .tempdir()
         .expect("spool directory");
     cfg.spool_dir = Some(spool.path().to_path_buf());
+    // Segments of a mebibyte: each app would otherwise zero-fill 64 MiB ahead (the same code, at any size).
+    cfg.spool_segment_bytes = 1 << 20;
     configure(&mut cfg);
     let spool_dir = cfg.spool_dir.clone();
     let keys = ApiKeys::parse(&format!("{PRODUCER}:{KEY},other:another-key-456")).expect("keys");

@@ -35,6 +35,13 @@ pub async fn serve_on(port: u16, env: &[(&str, String)], unset: &[&str]) -> (Chi
         let _ = std::fs::remove_dir_all(&dir);
         cmd.env("COLLECTOR_SPOOL_DIR", dir);
     }
+    // Small segments: the 64 MiB each one is zero-filled to is disk the tests do not need.
+    if !env
+        .iter()
+        .any(|(n, _)| *n == "COLLECTOR_SPOOL_SEGMENT_BYTES")
+    {
+        cmd.env("COLLECTOR_SPOOL_SEGMENT_BYTES", (1 << 20).to_string());
+    }
     for (name, value) in env {
         cmd.env(name, value);
     }

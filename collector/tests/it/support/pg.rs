@@ -25,10 +25,34 @@ fn server() -> &'static Server {
     })
 }
 
+/// Earlier test runs' servers are stopped by their watchdogs when those runs end, but their data directories
+/// stay: a few hundred MB each, which fill a disk over many runs. Those of processes no longer alive go.
+fn remove_stale_servers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("collector-it-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let running = entry.path().join("pg/postmaster.pid").exists();
+        if !alive && !running {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn start() -> Server {
     let (base, pg) = match std::env::var("DATABASE_URL") {
         Ok(url) => (url, None),
         Err(_) => {
+            remove_stale_servers();
             let dir = std::env::temp_dir().join(format!("collector-it-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("creating the test data directory");
