@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -194,16 +193,35 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_stores_it_once() {
     );
     assert_rollup_matches_raw(&db).await;
     drop(db);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status}");
+    crate::support::binary::terminate(child).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A PostgreSQL of the test's own, to stop and start again (the shared one serves every other test).
+struct OwnServer {
+    data_dir: std::path::PathBuf,
+}
+
+impl OwnServer {
+    fn new(dir: &Path) -> OwnServer {
+        OwnServer {
+            data_dir: dir.join("pg"),
+        }
+    }
+
+    /// Starts it (the first time: initialised, with a `collector` database).
+    async fn start(&self) -> EmbeddedPg {
+        let data_dir = self.data_dir.clone();
+        let server = tokio::task::spawn_blocking(move || {
+            EmbeddedPg::start(&data_dir, Durability::Throwaway).unwrap()
+        })
+        .await
+        .unwrap();
+        collector::db::create_database(&server.connection_string("postgres"), "collector")
+            .await
+            .unwrap();
+        server
+    }
 }
 
 /// PostgreSQL stopped for longer than the in-memory queue could hold while load continues: every batch is
@@ -212,15 +230,8 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_stores_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_longer_than_the_queue_is_absorbed_by_the_spool() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("pg");
-    let start = {
-        let data_dir = data_dir.clone();
-        move || EmbeddedPg::start(&data_dir, Durability::Throwaway).unwrap()
-    };
-    let server = tokio::task::spawn_blocking(start.clone()).await.unwrap();
-    collector::db::create_database(&server.connection_string("postgres"), "collector")
-        .await
-        .unwrap();
+    let own = OwnServer::new(dir.path());
+    let server = own.start().await;
     let db_url = server.connection_string("collector");
     let app = spawn_app_at(db_url.clone(), |c| {
         c.queue_capacity = 300;
@@ -263,7 +274,7 @@ async fn a_database_outage_longer_than_the_queue_is_absorbed_by_the_spool() {
         .await
         .contains("collector_spool_backlog 1"));
 
-    let server = tokio::task::spawn_blocking(start).await.unwrap();
+    let server = own.start().await;
     let db = pg::connect(&db_url).await;
     assert_eq!(wait_rows(&db, 4500).await, 4500);
     let stored = stored_batches(&db).await;
@@ -391,15 +402,8 @@ async fn damaged_segments_replay_every_whole_record_and_report_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("pg");
-    let start = {
-        let data_dir = data_dir.clone();
-        move || EmbeddedPg::start(&data_dir, Durability::Throwaway).unwrap()
-    };
-    let server = tokio::task::spawn_blocking(start.clone()).await.unwrap();
-    collector::db::create_database(&server.connection_string("postgres"), "collector")
-        .await
-        .unwrap();
+    let own = OwnServer::new(dir.path());
+    let server = own.start().await;
     let db_url = server.connection_string("collector");
     let app = spawn_app_at(db_url.clone(), |c| {
         c.queue_capacity = 100;
@@ -443,7 +447,7 @@ async fn a_full_spool_answers_503_and_loses_nothing_acknowledged() {
         .unwrap();
     assert_eq!(ready.status(), 503, "not ready with a full spool");
 
-    let server = tokio::task::spawn_blocking(start).await.unwrap();
+    let server = own.start().await;
     let db = pg::connect(&db_url).await;
     assert_eq!(wait_rows(&db, acked * 50).await, acked * 50);
     assert_eq!(stored_batches(&db).await.len() as i64, acked);

@@ -330,7 +330,7 @@ async fn a_killed_collector_leaves_no_postgres_running() {
 #[tokio::test]
 async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("collector-serve-{}", std::process::id()));
-    let (mut child, url) = serve_private(&dir).await;
+    let (child, url) = serve_private(&dir).await;
     let http = reqwest::Client::new();
     for i in 0..5 {
         let r = http
@@ -342,16 +342,7 @@ async fn serve_binary_with_private_postgres_shuts_down_cleanly_on_sigterm() {
             .unwrap();
         assert_eq!(r.status(), 202);
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status}");
+    crate::support::binary::terminate(child).await;
     // The private server was stopped with it ...
     assert!(
         !dir.join("pg/postmaster.pid").exists(),
@@ -402,7 +393,7 @@ async fn serve_works_under_a_folder_postgres_cannot_enter() {
     std::fs::create_dir_all(&outer).unwrap();
     std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o700)).unwrap();
     let dir = outer.join("clone");
-    let (mut child, url) = serve_private(&dir).await;
+    let (child, url) = serve_private(&dir).await;
     let r = reqwest::Client::new()
         .post(format!("{url}/ingest"))
         .header("x-api-key", "smoke-key-1")
@@ -414,15 +405,7 @@ async fn serve_works_under_a_folder_postgres_cannot_enter() {
     let link = std::fs::read_link(dir.join("pg")).expect("the data dir is a link");
     assert!(link.starts_with(collector::db::embedded_pg::RELOCATED_ROOT));
     assert!(link.join("PG_VERSION").exists());
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status}");
+    crate::support::binary::terminate(child).await;
     let _ = std::fs::remove_dir_all(&link);
     let _ = std::fs::remove_dir_all(&outer);
 }
@@ -644,7 +627,7 @@ async fn a_private_database_short_of_disk_refuses_ingest() {
         ("COLLECTOR_API_KEYS", "smoke:smoke-key-1".to_string()),
         ("COLLECTOR_DB_MIN_FREE_BYTES", (u64::MAX / 4).to_string()),
     ];
-    let (mut child, url) = crate::support::binary::serve(&env, &["DATABASE_URL"]).await;
+    let (child, url) = crate::support::binary::serve(&env, &["DATABASE_URL"]).await;
     let r = reqwest::Client::new()
         .post(format!("{url}/ingest"))
         .header("x-api-key", "smoke-key-1")
@@ -660,14 +643,6 @@ async fn a_private_database_short_of_disk_refuses_ingest() {
         .as_str()
         .unwrap()
         .contains("COLLECTOR_DB_MIN_FREE_BYTES"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status}");
+    crate::support::binary::terminate(child).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

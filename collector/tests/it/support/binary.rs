@@ -64,3 +64,17 @@ pub async fn serve_on(port: u16, env: &[(&str, String)], unset: &[&str]) -> (Chi
     assert!(up, "collector did not become ready");
     (child, url)
 }
+
+/// SIGTERM to a `collector serve` child, and its exit, asserted clean (status 0).
+pub async fn terminate(mut child: Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
