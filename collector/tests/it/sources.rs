@@ -373,16 +373,10 @@ async fn nginx_json_access_log_lands_field_by_field() {
             "198.51.100.9|61000|10.50.0.10|80|shop.example|301|0|95|0|web-a|GET / HTTP/1.1",
         ]
     );
-    let upstream: String = app
-        .db
-        .query_one(
-            "SELECT tags->>'upstream_addr' FROM comm_logs ORDER BY ts LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(upstream, "10.50.1.21:8080");
+    let upstream = app
+        .texts("SELECT tags->>'upstream_addr' FROM comm_logs ORDER BY ts LIMIT 1")
+        .await;
+    assert_eq!(upstream, ["10.50.1.21:8080"]);
     app.stop().await.unwrap();
 }
 
@@ -398,16 +392,10 @@ async fn haproxy_lines_parsed_by_the_shipped_regex_land_field_by_field() {
             "203.0.113.40|33317|api|200|109|2750|GET /v1/items HTTP/1.1",
         ]
     );
-    let server: String = app
-        .db
-        .query_one(
-            "SELECT tags->>'server' FROM comm_logs WHERE status = 504",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(server, "srv2");
+    let server = app
+        .texts("SELECT tags->>'server' FROM comm_logs WHERE status = 504")
+        .await;
+    assert_eq!(server, ["srv2"]);
     app.stop().await.unwrap();
 }
 
