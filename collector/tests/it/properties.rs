@@ -22,11 +22,7 @@ fn decode_any(body: &[u8], encoding: Encoding, format: Format) -> Option<(usize,
     let plain = decode::decompress(body, encoding, 1 << 20).ok()?;
     let text = decode::to_json(Bytes::copy_from_slice(&plain), format).ok()?;
     let s = decode::as_text(&text).ok()?;
-    let format = if format == Format::Msgpack {
-        Format::Json
-    } else {
-        format
-    };
+    let format = format.transcoded();
     let (batch, receipt) =
         Batch::build(text.clone(), s, format, Arc::from("p"), 0, &limits).ok()?;
     assert_eq!(
@@ -110,6 +106,42 @@ fn event() -> impl Strategy<Value = String> {
     })
 }
 
+/// OTLP values nested far deeper than any real log record, in both encodings: a clear error, not a stack
+/// overflow.
+#[test]
+fn deeply_nested_otlp_values_are_refused_not_followed() {
+    const DEPTH: usize = 20_000;
+    let json = format!(
+        r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{}"x"{}}}]}}]}}]}}"#,
+        r#"{"kvlistValue":{"values":[{"key":"k","value":"#.repeat(DEPTH),
+        "}]}}".repeat(DEPTH)
+    );
+    assert!(decode::to_json(Bytes::from(json), Format::OtlpJson).is_err());
+    // The protobuf encoding, built from the inside out: AnyValue { kvlist { KeyValue { "k", AnyValue … } } }.
+    fn field(tag: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut varint = |mut n: u64| loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n > 0 { byte | 0x80 } else { byte });
+            if n == 0 {
+                break;
+            }
+        };
+        varint(u64::from(tag << 3 | 2));
+        varint(payload.len() as u64);
+        out.extend_from_slice(payload);
+        out
+    }
+    let mut value = field(1, b"x");
+    for _ in 0..DEPTH {
+        let key_value = [field(1, b"k"), field(2, &value)].concat();
+        value = field(6, &field(1, &key_value));
+    }
+    let request = field(1, &field(2, &field(2, &field(5, &value))));
+    assert!(decode::to_json(Bytes::from(request), Format::OtlpProtobuf).is_err());
+}
+
 #[test]
 fn arbitrary_bytes_never_panic_any_decoder() {
     let mut runner = TestRunner::new(Config {
@@ -125,7 +157,14 @@ fn arbitrary_bytes_never_panic_any_decoder() {
                 Encoding::Zstd,
                 Encoding::Snappy,
             ] {
-                for format in [Format::Json, Format::NdJson, Format::Msgpack] {
+                for format in [
+                    Format::Json,
+                    Format::NdJson,
+                    Format::Msgpack,
+                    Format::EsBulk,
+                    Format::OtlpJson,
+                    Format::OtlpProtobuf,
+                ] {
                     decode_any(&bytes, encoding, format);
                 }
             }
