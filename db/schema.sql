@@ -254,6 +254,27 @@ $$;
 
 SET default_tablespace = '';
 
+SET default_table_access_method = heap;
+
+--
+-- Name: api_keys; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.api_keys (
+    id text NOT NULL,
+    name text NOT NULL,
+    tenant text,
+    scopes text[] NOT NULL,
+    secret_sha256 bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    revoked_at timestamp with time zone,
+    last_used_at timestamp with time zone,
+    replaces text,
+    CONSTRAINT api_keys_scopes_check CHECK (((cardinality(scopes) > 0) AND (scopes <@ ARRAY['ingest'::text, 'read'::text, 'admin'::text]))),
+    CONSTRAINT api_keys_secret_sha256_check CHECK ((octet_length(secret_sha256) = 32))
+);
+
+
 --
 -- Name: comm_logs; Type: TABLE; Schema: public; Owner: -
 --
@@ -278,8 +299,6 @@ CREATE TABLE public.comm_logs (
 )
 PARTITION BY RANGE (ts);
 
-
-SET default_table_access_method = heap;
 
 --
 -- Name: comm_logs_default; Type: TABLE; Schema: public; Owner: -
@@ -689,6 +708,14 @@ ALTER TABLE ONLY public.comm_logs ATTACH PARTITION public.comm_logs_default DEFA
 
 
 --
+-- Name: api_keys api_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: comm_pair_seal comm_pair_seal_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -822,6 +849,13 @@ ALTER TABLE ONLY public.ingest_rejects
 
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: api_keys_name; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX api_keys_name ON public.api_keys USING btree (name);
 
 
 --

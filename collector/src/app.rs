@@ -228,6 +228,15 @@ pub async fn run(
         tokio::spawn(guard.clone().watch(maintenance_stop.clone()));
         guard
     });
+    // Stored keys are loaded before the first request, then reloaded so revocations reach every collector.
+    let key_ring = crate::auth::KeyRing::new(keys);
+    let stored_keys = key_ring.refresh(&pool).await?;
+    tracing::info!(stored_keys, "API keys loaded");
+    let key_refresh = tokio::spawn(key_ring.clone().maintain(
+        pool.clone(),
+        Duration::from_millis(cfg.key_refresh_ms.max(100)),
+        maintenance_stop.clone(),
+    ));
     let read_pool = db::pool_with_wait(
         database_url,
         cfg.read_connections.max(1),
@@ -240,7 +249,7 @@ pub async fn run(
         queue: queue.clone(),
         spool: spool.clone(),
         db_disk,
-        keys,
+        keys: key_ring,
         intake,
         max_body_bytes: cfg.max_body_bytes,
         seen,
@@ -290,6 +299,7 @@ pub async fn run(
     let _ = maintenance.await;
     let _ = retention.await;
     let _ = ledger.await;
+    let _ = key_refresh.await;
     compact_stop.cancel();
     let _ = compactor.await;
     served.map_err(|error| AppError::Io {

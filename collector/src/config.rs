@@ -68,10 +68,16 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_read_timeout_ms: u64,
 
-    /// Comma-separated `name:key` pairs; the name is stored with each event as its producer. When unset, a
-    /// development key is generated, saved beside the data directory, and printed.
+    /// Bootstrap keys: comma-separated `name:key` pairs; the name is stored with each event as its producer.
+    /// They hold every scope (ingest, read, admin) and no tenant; make scoped keys with `collector keys create`.
+    /// When unset, a development key is generated, saved beside the data directory, and printed.
     #[arg(long, env = "COLLECTOR_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+
+    /// How often stored API keys are reloaded from the database, in milliseconds: a key made or revoked on
+    /// any collector (or with `collector keys`) takes effect on this one within it.
+    #[arg(long, env = "COLLECTOR_KEY_REFRESH_MS", default_value_t = 2_000)]
+    pub key_refresh_ms: u64,
 
     /// Requests per second allowed per API key (token bucket); 0 disables the limit.
     #[arg(long, env = "COLLECTOR_RATE_LIMIT_PER_SEC", default_value_t = 1000)]

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     // The query CLI's output is its answer: keep its stderr quiet unless asked (RUST_LOG).
     if !matches!(
         cli.command,
-        Command::Query(_) | Command::Seed(_) | Command::Import(_)
+        Command::Query(_) | Command::Seed(_) | Command::Import(_) | Command::Keys(_)
     ) || std::env::var_os("RUST_LOG").is_some()
     {
         collector::telemetry::init(json_logs);
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
                 let ran = collector::app::migrate_only(&db).await?;
                 println!("Applied {ran} migration(s); the schema is up to date.");
             }
+            Command::Keys(args) => collector::cli::keys::run(*args).await?,
             Command::Query(args) => collector::cli::query::run(*args).await?,
             Command::Seed(args) => collector::cli::seed::run(*args).await?,
             Command::Import(args) => collector::cli::import::run(*args).await?,

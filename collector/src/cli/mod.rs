@@ -1,6 +1,7 @@
-//! The command line: `collector serve | migrate | seed | import | query`. Parsing only; `main` dispatches.
+//! The command line: `collector serve | migrate | keys | seed | import | query`. Parsing only; `main` dispatches.
 
 pub mod import;
+pub mod keys;
 pub mod query;
 pub mod seed;
 
@@ -25,6 +26,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Apply database migrations to DATABASE_URL (or the private server in --data-dir) and exit.
     Migrate(DatabaseArgs),
+    /// Make, list, revoke and rotate stored API keys (scopes, tenants).
+    Keys(Box<keys::KeysArgs>),
     /// Send realistic, deterministic traffic to a collector (smoke tests, demos, load).
     Seed(Box<seed::SeedArgs>),
     /// Backfill log files (NDJSON, Zeek, Suricata EVE) through a running collector, resumably.

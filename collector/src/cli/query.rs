@@ -120,7 +120,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             let pool = crate::db::pool(db, 1)?;
             let mut client = pool.get().await.context("connecting to the database")?;
             // At a terminal the user decides how long to wait.
-            api::execute(args.kind, &params, &mut client, None, None).await?
+            api::execute(args.kind, &params, &mut client, None, None, None).await?
         }
         _ => over_http(&args, &params).await?,
     };

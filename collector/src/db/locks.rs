@@ -11,3 +11,6 @@ pub const COMPACTOR: i64 = 0x0063_6f6d_7061_6374;
 /// Held shared by every writer transaction from reading the pair seal's bound to its commit, and exclusively by
 /// a seal while it moves the bound and takes its snapshot (db/migrations/0008_pairs.sql).
 pub const SEAL_WRITERS: i64 = 0x7061_6972_5f77_7269;
+
+/// Held (transaction-level) while a stored API key is made: a name belongs to one tenant.
+pub const API_KEYS: i64 = 0x6170_695f_6b65_7973;

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "batch identities",
         include_str!("../../../db/migrations/0011_batch_identities.sql"),
     ),
+    (
+        12,
+        "api keys",
+        include_str!("../../../db/migrations/0012_api_keys.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

@@ -18,6 +18,13 @@ const RETRY_AFTER_SECS: u64 = 1;
 pub enum ApiError {
     #[error("missing or invalid API key: send X-API-KEY: <key> or Authorization: Bearer <key>")]
     Unauthorized,
+    /// Authenticated, without the scope (or tenant) the request needs.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("{0}")]
@@ -53,7 +60,7 @@ pub enum ApiError {
 /// Every error answer: a machine-readable code and a sentence naming what is wrong and where.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// e.g. `unauthorized`, `undecodable_body`, `invalid_parameter`, `body_too_large`, `queue_full`, `spool_full`.
+    /// e.g. `unauthorized`, `forbidden`, `undecodable_body`, `invalid_parameter`, `body_too_large`, `queue_full`, `spool_full`.
     code: &'static str,
     detail: String,
 }
@@ -62,6 +69,9 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Decode(
                 DecodeError::TooLarge { .. } | DecodeError::DecompressedTooLarge { .. },
             ) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),

@@ -4,6 +4,7 @@ mod compat;
 pub mod error;
 mod health;
 mod ingest;
+mod keys;
 pub mod openapi;
 mod prometheus;
 mod read;
@@ -24,7 +25,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::{GovernorError, GovernorLayer};
 
-use crate::auth::{ApiKeys, Producer};
+use crate::auth::{ClientCertificate, KeyRing, Principal, Producer, Scope, Scopes};
 use crate::pipeline::intake::Intake;
 use crate::pipeline::queue::Queue;
 use crate::pipeline::spool::Spool;
@@ -45,7 +46,8 @@ pub struct AppState {
     pub spool: Option<Spool>,
     /// The private PostgreSQL's free disk, when the collector runs one.
     pub db_disk: Option<Arc<crate::pipeline::disk::DiskGuard>>,
-    pub keys: ApiKeys,
+    /// Bootstrap and stored API keys.
+    pub keys: Arc<KeyRing>,
     /// Decoding: its limits and the memory budget of ingest.
     pub intake: Intake,
     pub max_body_bytes: usize,
@@ -103,13 +105,19 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
     }
     // Authentication runs first (outermost), so the rate limiter sees the producer.
     let ingest = ingest
-        .layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_ingest,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), time_ingest));
-    // Reading data needs a key too; health and the collector's own metrics do not (scrapers and probes).
-    let api = read::router().layer(middleware::from_fn_with_state(state.clone(), require_key));
+    // Reading data needs a key with the read scope; health and the collector's own metrics need none
+    // (scrapers and probes).
+    let api = read::router().layer(middleware::from_fn_with_state(state.clone(), require_read));
+    let admin = keys::router().layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(ingest)
         .merge(api)
+        .merge(admin)
         .merge(health::router())
         .merge(prometheus::router())
         .merge(openapi::router())
@@ -138,12 +146,44 @@ async fn time_ingest(State(state): State<AppState>, req: Request, next: Next) ->
     response
 }
 
-async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match state.keys.authenticate(req.headers()) {
-        Some(producer) => {
-            req.extensions_mut().insert(producer);
-            next.run(req).await
-        }
-        None => ApiError::Unauthorized.into_response(),
+async fn require_ingest(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    authorize(Scope::Ingest, &state, req, next).await
+}
+
+async fn require_read(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    authorize(Scope::Read, &state, req, next).await
+}
+
+async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    authorize(Scope::Admin, &state, req, next).await
+}
+
+/// Who the request is, from its key or else its client certificate (which may only ingest); refused unless
+/// that identity holds `scope`. The handlers find the [`Principal`] and its [`Producer`] in the extensions.
+async fn authorize(scope: Scope, state: &AppState, mut req: Request, next: Next) -> Response {
+    let principal = state.keys.authenticate(req.headers()).or_else(|| {
+        let cert = req.extensions().get::<ClientCertificate>()?;
+        Some(Principal {
+            producer: cert.0.clone(),
+            scopes: Scopes::of(&[Scope::Ingest]),
+            tenant: None,
+            key_id: None,
+        })
+    });
+    let Some(principal) = principal else {
+        return ApiError::Unauthorized.into_response();
+    };
+    if !principal.scopes.contains(scope) {
+        return ApiError::Forbidden(format!(
+            "this key ({}) has the scopes [{}]; {} needs the {} scope",
+            principal.producer.0,
+            principal.scopes.names().join(", "),
+            req.uri().path(),
+            scope.name()
+        ))
+        .into_response();
     }
+    req.extensions_mut().insert(principal.producer.clone());
+    req.extensions_mut().insert(principal);
+    next.run(req).await
 }

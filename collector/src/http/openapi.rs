@@ -18,6 +18,7 @@ use utoipa::{IntoParams, Modify, OpenApi};
 
 use super::error::ErrorBody;
 use super::AppState;
+use crate::auth::store::{CreatedKey, KeyInfo, NewKey};
 use crate::pipeline::batch::{EventError, Receipt};
 use crate::query::answers::{
     ErrorGroup, ErrorPoint, ErrorRate, LatencyAnswer, LatencyGroup, LatencyPoint, TopTalker,
@@ -41,13 +42,17 @@ use crate::query::plan::Table;
         latency,
         top_talkers,
         logs,
+        super::keys::create,
+        super::keys::list,
+        super::keys::revoke,
+        super::keys::rotate,
         super::prometheus::metrics,
         super::health::healthz,
         super::health::readyz
     ),
     components(schemas(
         Receipt, EventError, ErrorBody, Volume, VolumePoint, Window, Table, ErrorRate, ErrorPoint, ErrorGroup,
-        LatencyAnswer, LatencyPoint, LatencyGroup, TopTalkers, TopTalker, LogsPage, LogRow
+        LatencyAnswer, LatencyPoint, LatencyGroup, TopTalkers, TopTalker, LogsPage, LogRow, NewKey, KeyInfo, CreatedKey
     )),
     modifiers(&Security)
 )]

@@ -13,15 +13,19 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-/// The collector's own counters, Prometheus text format (no key needed; with one, events are counted per
-/// producer).
+/// The collector's own counters, Prometheus text format (no key needed; with a read key of no tenant, events
+/// are counted per producer).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub(super) async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    // Anyone who reaches the port may scrape; producer names are shown to a caller with a key only.
-    let by_producer = state.keys.authenticate(&headers).is_some();
+    // Anyone who reaches the port may scrape; producer names are shown only to a key that may read every
+    // producer's events.
+    let by_producer = state
+        .keys
+        .authenticate(&headers)
+        .is_some_and(|p| p.scopes.contains(crate::auth::Scope::Read) && p.tenant.is_none());
     let mut body = state
         .stats
         .render_prometheus((state.queue.depth(), state.queue.capacity()), by_producer);

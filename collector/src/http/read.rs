@@ -1,6 +1,6 @@
 //! The read endpoints: `GET /metrics/volume|error-rate|latency|top-talkers` and `GET /api/logs`. Each is
 //! `query::api::execute` of its kind, on a connection of the read pool (the writers have their own), with the
-//! calling key's gate on reads of raw events.
+//! calling key's gate on reads of raw events; a tenant's key sees its tenant's producers only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use axum::{Extension, Json, Router};
 use serde_json::Value;
 
 use super::{error::ApiError, AppState};
-use crate::auth::Producer;
+use crate::auth::Principal;
 use crate::query::api::{self, Kind, QueryError, RawGate};
 
 /// One [`RawGate`] per API key (keys are few: a map behind a lock).
@@ -62,7 +62,7 @@ pub fn router() -> Router<AppState> {
 async fn read(
     kind: Kind,
     State(state): State<AppState>,
-    Extension(producer): Extension<Producer>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -78,13 +78,22 @@ async fn read(
             ApiError::NotReady("database unreachable (the error is in the collector's log)".into())
         }
     })?;
-    let gate = state.raw_reads.as_ref().map(|r| r.gate(&producer.0));
+    let gate = state
+        .raw_reads
+        .as_ref()
+        .map(|r| r.gate(&principal.producer.0));
+    // A tenant's key reads its tenant's producers only.
+    let visible = principal
+        .tenant
+        .as_deref()
+        .map(|t| state.keys.tenant_producers(t));
     api::execute(
         kind,
         &params,
         &mut client,
         state.query_timeout,
         gate.as_ref(),
+        visible.as_deref(),
     )
     .await
     .map(Json)

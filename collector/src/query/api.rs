@@ -99,12 +99,14 @@ const MAX_LOGS_LIMIT: i64 = 1000;
 /// Answers one question in a read-only transaction with one snapshot: an answer made of several statements
 /// (top talkers by address take five) sees every one of them at the same moment of ingest and compaction.
 /// Each statement may run for `timeout` at most; a read of raw events waits for a slot of `gate`, when given.
+/// `visible`: the producers a tenant's key may read, when it is one.
 pub async fn execute(
     kind: Kind,
     params: &HashMap<String, String>,
     client: &mut deadpool_postgres::Object,
     timeout: Option<std::time::Duration>,
     gate: Option<&RawGate>,
+    visible: Option<&[String]>,
 ) -> Result<Value, QueryError> {
     let tx = client
         .build_transaction()
@@ -122,7 +124,7 @@ pub async fn execute(
         .await
         .map_err(DbError::from)?;
     }
-    let value = answer(kind, params, &tx, gate)
+    let value = answer(kind, params, &tx, gate, visible)
         .await
         .map_err(|e| match (e, timeout) {
             (QueryError::Db(d), Some(limit)) if d.is_query_canceled() => {
@@ -139,9 +141,11 @@ async fn answer(
     params: &HashMap<String, String>,
     client: &impl GenericClient,
     gate: Option<&RawGate>,
+    visible: Option<&[String]>,
 ) -> Result<Value, QueryError> {
     let now = chrono::Utc::now();
     let mut f = Filters::parse(params, kind.extra_params(), now)?;
+    f.producers = visible.map(<[String]>::to_vec);
     let admit = |table: Table| gate.map(|g| g.admit(table)).transpose();
     let value = match kind {
         Kind::Volume | Kind::ErrorRate | Kind::Latency => {

@@ -54,6 +54,9 @@ pub struct Filters {
     pub protocol: Option<String>,
     pub host: Option<String>,
     pub producer: Option<String>,
+    /// The producers a tenant's key may read (set by the caller, never from a parameter): every answer is
+    /// limited to their events, totals and shares included.
+    pub producers: Option<Vec<String>>,
     /// Source address or network (a single address is a /32 or /128).
     pub src: Option<IpNetwork>,
     pub dst: Option<IpNetwork>,
@@ -154,6 +157,7 @@ impl Filters {
             protocol: text("protocol"),
             host: text("host"),
             producer: text("producer"),
+            producers: None,
             src: get("src").map(|v| parse_net("src", v)).transpose()?,
             dst: get("dst").map(|v| parse_net("dst", v)).transpose()?,
             dst_port: get("dst_port")

@@ -16,7 +16,10 @@ pub fn dims_of_filters(f: &Filters) -> Dims {
         (f.service.is_some(), Dims::SERVICE),
         (f.protocol.is_some(), Dims::PROTOCOL),
         (f.host.is_some(), Dims::HOST),
-        (f.producer.is_some(), Dims::PRODUCER),
+        (
+            f.producer.is_some() || f.producers.is_some(),
+            Dims::PRODUCER,
+        ),
         (f.dst_port.is_some(), Dims::DST_PORT),
         (f.status.is_some(), Dims::STATUS),
         (f.src.is_some(), Dims::SRC_IP),
@@ -311,6 +314,10 @@ pub fn filter(f: &Filters, table: Table, max_res: i64) -> Sql<'static> {
             let c = format!("{column} = {}", w.bind(v.clone()));
             w.and(&c);
         }
+    }
+    if let Some(visible) = &f.producers {
+        let c = format!("producer = ANY({})", w.bind(visible.clone()));
+        w.and(&c);
     }
     // ipnetwork has no driver mapping: bind the text form and let PostgreSQL parse it as inet.
     if let Some(net) = f.src {

@@ -234,6 +234,8 @@ fn window_of(f: &Filters) -> Filters {
         protocol: None,
         host: None,
         producer: None,
+        // A tenant's shares are of its own total.
+        producers: f.producers.clone(),
         src: None,
         dst: None,
         dst_port: None,

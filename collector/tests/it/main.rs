@@ -11,6 +11,7 @@ mod protocols;
 mod query;
 mod reliability;
 mod schema;
+mod security;
 mod seed;
 mod sources;
 mod support;

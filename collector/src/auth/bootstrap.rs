@@ -1,15 +1,13 @@
-//! API keys: `name:key` pairs, compared as SHA-256 digests in constant time.
+//! Bootstrap keys: `COLLECTOR_API_KEYS`, `name:key` pairs, compared as SHA-256 digests in constant time. They
+//! hold every scope and no tenant: they start a deployment (and create its stored keys), and keep a collector
+//! usable while its database is unreachable.
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The producer a request was authenticated as; stored with each of its events.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Producer(pub Arc<str>);
+use super::{digest, presented_key, Producer};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyConfigError {
@@ -60,46 +58,25 @@ impl ApiKeys {
     /// The producer whose key the request carries: `X-API-KEY`, `Authorization: Bearer`, or the password of
     /// `Authorization: Basic` (Fluent Bit's `http_User`/`http_Passwd`).
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<Producer> {
-        let presented = presented_key(headers)?;
-        let d = digest(&presented);
+        self.find(&digest(&presented_key(headers)?))
+    }
+
+    /// The producer whose key has digest `d`.
+    pub fn find(&self, d: &[u8; 32]) -> Option<Producer> {
         // Compare against every key so timing does not reveal which one matched.
         let mut found = None;
         for (producer, key) in self.keys.iter() {
-            if bool::from(key.ct_eq(&d)) {
+            if bool::from(key.ct_eq(d)) {
                 found = Some(producer.clone());
             }
         }
         found
     }
-}
 
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-fn presented_key(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_string());
+    /// The producer names these keys authenticate.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(p, _)| &*p.0)
     }
-    let auth = headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
-    let (scheme, rest) = auth.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(rest.trim().to_string());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest.trim())
-            .ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        return text
-            .split_once(':')
-            .map(|(_, password)| password.to_string());
-    }
-    None
 }
 
 #[cfg(test)]
