@@ -35,6 +35,8 @@ pub enum AppError {
     Undrained(usize),
     #[error("spool: {0}")]
     Spool(#[from] SpoolOpenError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
 }
 
 /// The database the collector uses: an external URL, or a private server it owns and stops on exit.
@@ -120,9 +122,14 @@ pub async fn serve(cfg: ServeConfig, shutdown: CancellationToken) -> Result<(), 
         what: "local address".into(),
         error,
     })?;
-    println!("Collector listening on http://{addr}  (POST /ingest, GET /healthz, GET /readyz)");
+    let scheme = if cfg.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("Collector listening on {scheme}://{addr}  (POST /ingest, GET /healthz, GET /readyz)");
     println!(
-        "For the agents (agent-configs/): export SERVER_LOGGER_URL=http://{addr} SERVER_LOGGER_HOST={} \
+        "For the agents (agent-configs/): export SERVER_LOGGER_URL={scheme}://{addr} SERVER_LOGGER_HOST={} \
          SERVER_LOGGER_PORT={} SERVER_LOGGER_API_KEY={agent_key}",
         addr.ip(),
         addr.port()
@@ -140,6 +147,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    // A certificate that does not load stops the start, before anything else is opened.
+    let tls = cfg.tls_files().map(http::tls::Tls::load).transpose()?;
     // Writers hold one connection each; the rest serve readiness checks and maintenance.
     let pool = db::pool(database_url, cfg.writers + 4)?;
     let ran = migrate::run(&pool).await?;
@@ -272,7 +281,17 @@ pub async fn run(
         body_read_timeout: Duration::from_millis(cfg.body_read_timeout_ms.max(1)),
         drain_timeout: Duration::from_secs(10),
     };
-    let served = http::serve(listener, app, limits, shutdown).await;
+    if let Some(tls) = &tls {
+        tokio::spawn(
+            tls.clone()
+                .watch(TLS_RELOAD_CHECK, maintenance_stop.clone()),
+        );
+        tracing::info!(
+            client_certificates = cfg.tls_client_ca.is_some(),
+            "Serving HTTPS"
+        );
+    }
+    let served = http::serve(listener, app, limits, tls, shutdown).await;
 
     // Stop accepting, then let the writers drain what was acknowledged. With the spool, what they do not
     // finish is on disk for the next start, so the wait is short.
@@ -322,6 +341,9 @@ pub async fn run(
     tracing::info!(rows_written = stats.rows_written.get(), "Shut down cleanly");
     Ok(())
 }
+
+/// How often the TLS files are checked for a change.
+const TLS_RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// Longest wait at shutdown for the writers when a spool keeps what they have not written.
 const SPOOLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);

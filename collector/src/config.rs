@@ -50,6 +50,29 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// PEM certificate chain to serve HTTPS with (with COLLECTOR_TLS_KEY); unset: plain HTTP. Reloaded when
+    /// the file changes.
+    #[arg(long, env = "COLLECTOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of COLLECTOR_TLS_CERT.
+    #[arg(long, env = "COLLECTOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates whose client certificates are accepted (mTLS): a verified certificate's common
+    /// name (else its first DNS name) is a producer that may ingest without an API key.
+    #[arg(long, env = "COLLECTOR_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// With COLLECTOR_TLS_CLIENT_CA: refuse connections that present no client certificate.
+    #[arg(
+        long,
+        env = "COLLECTOR_TLS_REQUIRE_CLIENT_CERT",
+        default_value_t = false,
+        requires = "tls_client_ca"
+    )]
+    pub tls_require_client_cert: bool,
+
     /// Open connections at most (also kept below the process's open-file limit); one more is closed at once,
     /// with a log line.
     #[arg(long, env = "COLLECTOR_MAX_CONNECTIONS", default_value_t = 4096)]
@@ -277,6 +300,16 @@ impl ServeConfig {
             max_bytes: self.spool_max_bytes,
             min_free_bytes: self.spool_min_free_bytes,
             segment_bytes: self.spool_segment_bytes.max(1),
+        })
+    }
+
+    /// The listener's certificate files, when it serves HTTPS.
+    pub fn tls_files(&self) -> Option<crate::http::tls::TlsFiles> {
+        Some(crate::http::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+            require_client_cert: self.tls_require_client_cert,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod locks;
 pub mod migrate;
 pub mod partitions;
 pub mod sql;
+pub mod tls;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -17,6 +18,8 @@ use tokio_postgres::NoTls;
 pub enum DbError {
     #[error("invalid database URL: {0}")]
     Config(tokio_postgres::Error),
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
     #[error("building the connection pool: {0}")]
     Build(String),
     #[error("no database connection: {0}")]
@@ -100,8 +103,8 @@ impl DbError {
     }
 }
 
-/// A pool of `size` connections to `url` (a URL or a libpq key=value string); a caller waits for a free
-/// connection as long as it takes.
+/// A pool of `size` connections to `url` (a URL or a libpq key=value string, `sslmode` as libpq reads it:
+/// [`tls`]); a caller waits for a free connection as long as it takes.
 pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
     pool_with_wait(url, size, None)
 }
@@ -113,14 +116,14 @@ pub fn pool_with_wait(
     size: usize,
     wait: Option<std::time::Duration>,
 ) -> Result<Pool, DbError> {
-    let pg_config: tokio_postgres::Config = url.parse().map_err(DbError::Config)?;
-    let manager = Manager::from_config(
-        pg_config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let (pg_config, tls) = tls::configure(url)?;
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(pg_config, tls, manager_config),
+        None => Manager::from_config(pg_config, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(wait)

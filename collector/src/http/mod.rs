@@ -9,6 +9,7 @@ pub mod openapi;
 mod prometheus;
 mod read;
 mod serve;
+pub mod tls;
 
 pub use read::RawReads;
 pub use serve::{serve, ConnLimits};

@@ -1,18 +1,24 @@
 //! The listener: accepts connections up to a cap, serves each with timeouts on reading a request's headers
 //! (which also closes a kept-alive connection that stays idle that long) and its body, and drains the open ones
 //! at shutdown. A client that opens connections and sends nothing, or sends slowly, holds at most one of the
-//! capped slots for at most the timeout.
+//! capped slots for at most the timeout. With TLS, the handshake runs on the connection's own task, within the
+//! header timeout, and a verified client certificate's identity goes with each of its requests.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use http::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use super::tls::{self, Tls};
+use crate::auth::ClientCertificate;
 
 /// How connections are bounded.
 #[derive(Debug, Clone, Copy)]
@@ -27,11 +33,13 @@ pub struct ConnLimits {
     pub drain_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown`, then lets open connections finish.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown`, then lets open connections
+/// finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -72,13 +80,47 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let Some(acceptor) = acceptor else {
+                let service = TowerToHyperService::new(app);
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, %peer, "Connection ended with an error");
+                }
+                drop(slot);
+                return;
+            };
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let identity = tls::client_identity(stream.get_ref().1).map(ClientCertificate);
+            let app = app.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                if let Some(id) = &identity {
+                    req.extensions_mut().insert(id.clone());
+                }
+                req
+            });
+            let service = TowerToHyperService::new(app);
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, %peer, "Connection ended with an error");
             }
             drop(slot);

@@ -15,3 +15,4 @@ mod security;
 mod seed;
 mod sources;
 mod support;
+mod tls;

@@ -60,6 +60,7 @@ pub async fn spawn_app_at(db_url: String, configure: impl FnOnce(&mut ServeConfi
     // Segments of a mebibyte: each app would otherwise zero-fill 64 MiB ahead (the same code, at any size).
     cfg.spool_segment_bytes = 1 << 20;
     configure(&mut cfg);
+    let tls = cfg.tls_cert.is_some();
     let spool_dir = cfg.spool_dir.clone();
     let keys = ApiKeys::parse(&format!("{PRODUCER}:{KEY},other:another-key-456")).expect("keys");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -71,14 +72,31 @@ pub async fn spawn_app_at(db_url: String, configure: impl FnOnce(&mut ServeConfi
     let url_for_run = db_url.clone();
     let handle =
         tokio::spawn(async move { app::run(&cfg, &url_for_run, keys, listener, token).await });
-    let http = reqwest::Client::new();
-    let url = format!("http://{addr}");
-    // Ready when /healthz answers: migrations and partitions are done before the listener serves.
+    // Over TLS, the harness's own client takes any certificate: the TLS tests check certificates with
+    // clients of their own.
+    let (http, url) = if tls {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        (http, format!("https://{addr}"))
+    } else {
+        (reqwest::Client::new(), format!("http://{addr}"))
+    };
+    // Ready when /healthz answers: migrations and partitions are done before the listener serves. Until then
+    // a connection waits in the bound socket's backlog; over TLS a handshake the app refuses (a client
+    // certificate required) also says it serves.
     for _ in 0..600 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            http.get(format!("{url}/healthz")).send(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => break,
+            Ok(Err(_)) if tls => break,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let db = pg::connect(&db_url).await;
     TestApp {
