@@ -690,6 +690,16 @@ ALTER TABLE public.ingest_rejects ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTI
 
 
 --
+-- Name: rollup_pruned; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.rollup_pruned (
+    res integer NOT NULL,
+    before timestamp with time zone NOT NULL
+);
+
+
+--
 -- Name: schema_migrations; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -841,6 +851,14 @@ ALTER TABLE ONLY public.ingest_flushes
 
 ALTER TABLE ONLY public.ingest_rejects
     ADD CONSTRAINT ingest_rejects_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: rollup_pruned rollup_pruned_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.rollup_pruned
+    ADD CONSTRAINT rollup_pruned_pkey PRIMARY KEY (res);
 
 
 --

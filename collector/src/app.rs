@@ -215,7 +215,7 @@ pub async fn run(
     ));
     let retention = tokio::spawn(crate::pipeline::retention::maintain(
         pool.clone(),
-        cfg.retention_days,
+        cfg.retention(),
         Duration::from_secs(3600),
         stats.clone(),
         maintenance_stop.clone(),

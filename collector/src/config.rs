@@ -240,9 +240,21 @@ pub struct ServeConfig {
     pub db_min_free_bytes: u64,
 
     /// Days of raw events (and dead letters) kept: older daily partitions of comm_logs are dropped, hourly.
-    /// Rollups are kept whatever this says. 0 keeps everything.
+    /// Rollups keep their own retention (below). 0 keeps everything.
     #[arg(long, env = "COLLECTOR_RETENTION_DAYS", default_value_t = 0)]
     pub retention_days: u32,
+
+    /// Days of minute rollup rows kept; older windows are answered from 5-minute rows. 0 keeps them all.
+    #[arg(long, env = "COLLECTOR_ROLLUP_MINUTE_DAYS", default_value_t = 0)]
+    pub rollup_minute_days: u32,
+
+    /// Days of 5-minute rollup rows kept; older windows are answered from hour rows. 0 keeps them all.
+    #[arg(long, env = "COLLECTOR_ROLLUP_5MIN_DAYS", default_value_t = 0)]
+    pub rollup_5min_days: u32,
+
+    /// Days of hour rollup rows kept (the coarsest: nothing older is answered). 0 keeps them all.
+    #[arg(long, env = "COLLECTOR_ROLLUP_HOUR_DAYS", default_value_t = 0)]
+    pub rollup_hour_days: u32,
 
     /// Daily partitions created ahead of today.
     #[arg(long, env = "COLLECTOR_PARTITION_DAYS_AHEAD", default_value_t = 3)]
@@ -311,6 +323,18 @@ impl ServeConfig {
             client_ca: self.tls_client_ca.clone(),
             require_client_cert: self.tls_require_client_cert,
         })
+    }
+
+    /// What is kept, of raw events and of each rollup tier.
+    pub fn retention(&self) -> crate::pipeline::retention::Retention {
+        crate::pipeline::retention::Retention {
+            raw_days: self.retention_days,
+            rollup_days: [
+                (60, self.rollup_minute_days),
+                (300, self.rollup_5min_days),
+                (3600, self.rollup_hour_days),
+            ],
+        }
     }
 
     pub fn flush_interval(&self) -> Duration {

@@ -131,6 +131,7 @@ pub struct Stats {
     pub partitions_dropped: Counter,
     pub retention_rows_deleted: Counter,
     pub dead_letters_pruned: Counter,
+    pub rollup_rows_pruned: Counter,
     /// Flushes that have failed three times or more and are being retried now; with the last error.
     pub failing_flushes: Mutex<(u64, Option<String>)>,
 }
@@ -155,6 +156,7 @@ impl Default for Stats {
             partitions_dropped: Counter::default(),
             retention_rows_deleted: Counter::default(),
             dead_letters_pruned: Counter::default(),
+            rollup_rows_pruned: Counter::default(),
             failing_flushes: Mutex::default(),
         }
     }
@@ -306,6 +308,12 @@ impl Stats {
             "collector_retention_dead_letters_pruned_total",
             "Dead letters deleted past COLLECTOR_RETENTION_DAYS.",
             self.dead_letters_pruned.get(),
+        );
+        counter(
+            &mut out,
+            "collector_retention_rollup_rows_deleted_total",
+            "Rollup rows deleted past their tier's retention (COLLECTOR_ROLLUP_*_DAYS).",
+            self.rollup_rows_pruned.get(),
         );
         counter(
             &mut out,

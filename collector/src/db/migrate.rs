@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "api keys",
         include_str!("../../../db/migrations/0012_api_keys.sql"),
     ),
+    (
+        13,
+        "rollup pruning",
+        include_str!("../../../db/migrations/0013_rollup_pruned.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

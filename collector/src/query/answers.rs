@@ -47,7 +47,13 @@ const BUCKETS: [Bucket; 4] = [
 
 /// The `bucket` parameter; without it, the smallest size giving at most 360 buckets over the window (at least
 /// 5 minutes with `src` or `dst`).
-pub fn parse_bucket(params: &HashMap<String, String>, f: &Filters) -> Result<Bucket, ParamError> {
+/// `kept`: the finest tier whose rows reach back to `f.from` ([`super::plan::finest_kept`]); a finer bucket
+/// could only be filled with what was pruned.
+pub fn parse_bucket(
+    params: &HashMap<String, String>,
+    f: &Filters,
+    kept: i64,
+) -> Result<Bucket, ParamError> {
     let accepted = || {
         BUCKETS
             .iter()
@@ -61,7 +67,8 @@ pub fn parse_bucket(params: &HashMap<String, String>, f: &Filters) -> Result<Buc
         300
     } else {
         60
-    };
+    }
+    .max(kept);
     let bucket = match params.get("bucket").map(|v| v.trim()) {
         Some(v) => *BUCKETS.iter().find(|b| b.name == v).ok_or_else(|| {
             ParamError::new("bucket", format!("{v:?} is not a bucket size"), accepted())
@@ -71,6 +78,18 @@ pub fn parse_bucket(params: &HashMap<String, String>, f: &Filters) -> Result<Buc
             .find(|b| b.secs >= smallest && window / b.secs <= 360)
             .unwrap_or(&BUCKETS[3]),
     };
+    if bucket.secs < kept {
+        return Err(ParamError::new(
+            "bucket",
+            format!(
+                "{} buckets cannot be filled from {}: rollup rows that fine were removed by their retention \
+                 (COLLECTOR_ROLLUP_MINUTE_DAYS, COLLECTOR_ROLLUP_5MIN_DAYS)",
+                bucket.name,
+                f.from.to_rfc3339()
+            ),
+            format!("a bucket of {kept}s or more for this window, or a later `from`"),
+        ));
+    }
     if window / bucket.secs > MAX_BUCKETS {
         return Err(ParamError::new(
             "bucket",

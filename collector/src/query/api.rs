@@ -7,7 +7,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::{json, Value};
 
 use super::filters::{Filters, ParamError};
-use super::plan::Table;
+use super::plan::{self, Table};
 use super::{answers, cursor, logs};
 use crate::db::DbError;
 
@@ -149,7 +149,8 @@ async fn answer(
     let admit = |table: Table| gate.map(|g| g.admit(table)).transpose();
     let value = match kind {
         Kind::Volume | Kind::ErrorRate | Kind::Latency => {
-            let bucket = answers::parse_bucket(params, &f)?;
+            let kept = plan::finest_kept(client, f.from).await?;
+            let bucket = answers::parse_bucket(params, &f, kept)?;
             answers::align(&mut f, bucket.secs);
             let by_service = answers::parse_group_by(params)?;
             let table = match kind {
@@ -168,8 +169,10 @@ async fn answer(
         }
         Kind::TopTalkers => {
             let q = answers::parse_top(params)?;
-            // The rollup's grain is a minute.
-            answers::align(&mut f, 60);
+            // The rollup's grain is a minute, or the finest tier kept as far back as the window reaches: the
+            // window widens to its buckets.
+            let kept = plan::finest_kept(client, f.from).await?;
+            answers::align(&mut f, kept.max(60));
             let table = answers::top_table(&f, q);
             let _slot = admit(table)?;
             json!(answers::top_talkers(client, &f, q, table).await?)

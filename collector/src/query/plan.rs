@@ -79,6 +79,29 @@ impl Tail {
     }
 }
 
+/// The finest rollup tier (seconds) whose rows reach back to `at`: tiers pruned past it by their retention
+/// (db/migrations/0013_rollup_pruned.sql) are skipped. The hour tier when every tier was pruned past it (its
+/// answers are then empty, as the events are gone).
+pub async fn finest_kept(client: &impl GenericClient, at: DateTime<Utc>) -> Result<i64, DbError> {
+    let pruned: Option<i32> = client
+        .query_one(
+            "SELECT max(res) FROM rollup_pruned WHERE before > $1",
+            &[&at],
+        )
+        .await?
+        .get(0);
+    let tiers = &catalog::TIERS;
+    let finest = match pruned {
+        None => tiers[0],
+        Some(r) => tiers
+            .iter()
+            .copied()
+            .find(|t| *t > r)
+            .unwrap_or(tiers[tiers.len() - 1]),
+    };
+    Ok(i64::from(finest))
+}
+
 /// Where an answer is read from: a rollup shape of the catalog, or the raw events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {

@@ -615,6 +615,162 @@ async fn retention_drops_old_days_of_raw_events_and_keeps_the_rollups() {
     second.stop().await.unwrap();
 }
 
+/// Rows of tier `res` older than `days` in every rollup table (and top list) of the catalog.
+async fn tier_rows_older(db: &tokio_postgres::Client, res: i32, days: i32) -> i64 {
+    let mut n = 0;
+    for shape in collector::rollup::catalog::SHAPES.iter() {
+        let mut tables = vec![shape.table.to_string()];
+        if shape.top_lists.is_some() {
+            tables.extend(
+                ["_top", "_top_floor", "_top_pending"].map(|s| format!("{}{s}", shape.table)),
+            );
+        }
+        for t in tables {
+            let sql = format!(
+                "SELECT count(*) FROM {t} WHERE res = $1 AND bucket < now() - make_interval(days => $2)"
+            );
+            n += db
+                .query_one(&sql, &[&res, &days])
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+        }
+    }
+    n
+}
+
+/// `COLLECTOR_ROLLUP_MINUTE_DAYS` and `_5MIN_DAYS`: each tier's old rows go (from every rollup table, counted
+/// in /metrics), coarser tiers keep the trend, and an answer reaching back past a tier's retention is read from
+/// the tier kept there, its window widened to that tier's buckets; a bucket finer than what is kept is a 400.
+#[tokio::test]
+async fn rollup_tiers_keep_their_own_days_and_answers_read_the_tiers_kept() {
+    let db_url = pg::fresh_database().await;
+    let today = chrono::Utc::now().date_naive();
+    let day = |n: u64| today.checked_sub_days(chrono::Days::new(n)).unwrap();
+    let (yesterday, old, older) = (day(1), day(10), day(20));
+    let at = |d: chrono::NaiveDate, n: usize| {
+        let events: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"timestamp":"{d}T12:00:{:02}Z","src_ip":"10.9.0.{i}","service":"kept"}}"#,
+                    i % 60
+                )
+            })
+            .collect();
+        format!("[{}]", events.join(","))
+    };
+    let first = crate::support::spawn_app_at(db_url.clone(), |_| {}).await;
+    for (d, n) in [(yesterday, 30), (old, 20), (older, 5)] {
+        assert_eq!(first.ingest(at(d, n), &[]).await.status(), 202);
+    }
+    assert_eq!(first.wait_rows(55).await, 55);
+    first.assert_rollup_matches_raw().await;
+    first.stop().await.unwrap();
+    let admin = pg::connect(&db_url).await;
+    let doomed = tier_rows_older(&admin, 60, 2).await + tier_rows_older(&admin, 300, 15).await;
+    assert!(doomed > 0);
+
+    let app = crate::support::spawn_app_at(db_url.clone(), |c| {
+        c.rollup_minute_days = 2;
+        c.rollup_5min_days = 15;
+    })
+    .await;
+    for _ in 0..200 {
+        if tier_rows_older(&admin, 60, 2).await + tier_rows_older(&admin, 300, 15).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sum = |res: i32| {
+        format!("SELECT coalesce(sum(events), 0)::int8 FROM comm_rollup_service WHERE res = {res}")
+    };
+    let kept = (
+        app.count(&sum(60)).await,
+        app.count(&sum(300)).await,
+        app.count(&sum(3600)).await,
+    );
+    assert_eq!(kept, (30, 50, 55));
+    assert_eq!(
+        app.count("SELECT count(*) FROM comm_logs").await,
+        55,
+        "raw events have their own retention"
+    );
+    assert!(
+        app.metrics_text().await.contains(&format!(
+            "collector_retention_rollup_rows_deleted_total {doomed}"
+        )),
+        "every deleted row counted"
+    );
+
+    let window =
+        |d: chrono::NaiveDate, from: &str, to: &str| format!("from={d}T{from}Z&to={d}T{to}Z");
+    // Minutes of 10 days ago: from the 5-minute rows, the window widened to them.
+    let (status, v) = app
+        .get_json(&format!(
+            "/metrics/volume?{}",
+            window(old, "11:58:00", "12:03:00")
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["total"]["events"].as_i64(), v["bucket"].as_str()),
+        (Some(20), Some("5m")),
+        "{v}"
+    );
+    assert_eq!(v["from"], format!("{old}T11:55:00Z"));
+    assert_eq!(v["to"], format!("{old}T12:05:00Z"));
+    // 20 days ago only hour rows are left.
+    let (status, v) = app
+        .get_json(&format!(
+            "/metrics/volume?{}",
+            window(older, "12:00:00", "12:10:00")
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["total"]["events"].as_i64(), v["bucket"].as_str()),
+        (Some(5), Some("1h")),
+        "{v}"
+    );
+    let (status, v) = app
+        .get_json(&format!(
+            "/metrics/top-talkers?by=src_ip&{}",
+            window(older, "11:30:00", "12:30:00")
+        ))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["total_events"], 5, "{v}");
+    assert_eq!(v["from"], format!("{older}T11:00:00Z"));
+    // Asking for minutes there is refused, saying why.
+    let (status, v) = app
+        .get_json(&format!(
+            "/metrics/volume?bucket=1m&{}",
+            window(old, "11:00:00", "13:00:00")
+        ))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("COLLECTOR_ROLLUP_MINUTE_DAYS"),
+        "{v}"
+    );
+    // Yesterday's minutes are kept.
+    let (status, v) = app
+        .get_json(&format!(
+            "/metrics/volume?bucket=1m&{}",
+            window(yesterday, "11:00:00", "13:00:00")
+        ))
+        .await;
+    assert_eq!(
+        (status, v["total"]["events"].as_i64()),
+        (200, Some(30)),
+        "{v}"
+    );
+    app.stop().await.unwrap();
+}
+
 /// The private PostgreSQL's disk under COLLECTOR_DB_MIN_FREE_BYTES: ingest is answered 503 + Retry-After (here
 /// the floor is set above any disk's free space), and nothing is stored.
 #[tokio::test]
