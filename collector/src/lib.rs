@@ -5,8 +5,9 @@
 //!
 //! # Layout
 //! The modules follow the data flow:
-//! - [`http`]: thin handlers; `POST /ingest` authenticates ([`auth`], per-key rate limit), then hands the body
-//!   down the line; the read endpoints call [`query::api::execute`].
+//! - [`http`]: the listener (TLS optional) and thin handlers; every route checks its scope with [`auth`] (bootstrap
+//!   and stored keys, tenants, client certificates); `POST /ingest` (per-key rate limit) hands the body down the
+//!   line; the read endpoints call [`query::api::execute`]; `/api/keys` manages stored keys.
 //! - [`decode`]: bytes → records: decompression (gzip, zstd, deflate) with size caps; JSON array, wrapper
 //!   object, NDJSON, Fluent Bit msgpack.
 //! - [`event`]: the canonical event: field aliases, the decoding visitor, validation and normalisation.
