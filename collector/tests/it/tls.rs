@@ -151,6 +151,32 @@ async fn https_with_client_certificates_naming_their_producer() {
         .await;
     assert!(r.is_err() || !r.unwrap().status().is_success());
 
+    // The command line trusts the CA given as SSL_CERT_FILE. (The collector runs on this test's thread: the
+    // child is waited for on another.)
+    let mut query = Command::new(env!("CARGO_BIN_EXE_collector"));
+    query
+        .args([
+            "query",
+            "volume",
+            "--json",
+            "--url",
+            &app.url,
+            "--api-key",
+            KEY,
+        ])
+        .env("SSL_CERT_FILE", dir.path().join("test-ca.pem"));
+    let out = tokio::task::spawn_blocking(move || query.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"]["events"], 2, "{v}");
+
     // A new certificate from another CA, written over the files: new connections get it, no restart.
     let next_ca = Ca::new(dir.path(), "next-ca");
     let (next_cert, next_key) =
