@@ -274,7 +274,11 @@ fn env_example_lists_every_setting() {
         .lines()
         .map(|l| l.trim().trim_start_matches('#').trim())
         .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
-        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
         .collect();
     assert_eq!(from_code, documented);
     // And every default in the file is the code's default.
