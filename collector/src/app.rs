@@ -171,7 +171,9 @@ pub async fn run(
     let writer_cfg = cfg.writer_config();
     let writers = writer::spawn(cfg.writers, &pool, &rx, writer_cfg, &stats);
     drop(rx);
+    let tail = crate::pipeline::tail::TailHub::new(cfg.max_tails);
     let intake = Intake {
+        tail: Some(tail.clone()),
         limits: cfg.build_limits(),
         max_decompressed_bytes: cfg.max_decompressed_bytes,
         memory: crate::pipeline::budget::MemoryBudget::new(cfg.memory_budget_bytes),
@@ -259,6 +261,7 @@ pub async fn run(
         spool: spool.clone(),
         db_disk,
         keys: key_ring,
+        tail,
         intake,
         max_body_bytes: cfg.max_body_bytes,
         seen,

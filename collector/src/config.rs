@@ -210,6 +210,10 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_RAW_READS_PER_KEY", default_value_t = 2)]
     pub raw_reads_per_key: usize,
 
+    /// Live tails (`GET /api/tail`, the dashboard's tail) open at once; one more is answered 429.
+    #[arg(long, env = "COLLECTOR_MAX_TAILS", default_value_t = 8)]
+    pub max_tails: usize,
+
     /// Cap of the writers' retry backoff, in milliseconds.
     #[arg(long, env = "COLLECTOR_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]
     pub retry_max_backoff_ms: u64,

@@ -5,6 +5,7 @@ pub mod error;
 mod health;
 mod ingest;
 mod keys;
+mod live;
 pub mod openapi;
 mod prometheus;
 mod read;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub db_disk: Option<Arc<crate::pipeline::disk::DiskGuard>>,
     /// Bootstrap and stored API keys.
     pub keys: Arc<KeyRing>,
+    /// The live tail's followers.
+    pub tail: Arc<crate::pipeline::tail::TailHub>,
     /// Decoding: its limits and the memory budget of ingest.
     pub intake: Intake,
     pub max_body_bytes: usize,
@@ -113,7 +116,9 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), time_ingest));
     // Reading data needs a key with the read scope; health and the collector's own metrics need none
     // (scrapers and probes).
-    let api = read::router().layer(middleware::from_fn_with_state(state.clone(), require_read));
+    let api = read::router()
+        .merge(live::router())
+        .layer(middleware::from_fn_with_state(state.clone(), require_read));
     let admin = keys::router().layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(ingest)

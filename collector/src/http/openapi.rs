@@ -42,6 +42,8 @@ use crate::query::plan::Table;
         latency,
         top_talkers,
         logs,
+        super::live::tail,
+        super::live::status,
         super::keys::create,
         super::keys::list,
         super::keys::revoke,

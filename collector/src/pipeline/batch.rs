@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::decode::{self, DecodeError, Format};
 use crate::event::{self, finish_event, FieldError, Limits, RawEvent, Scratch};
 use crate::pipeline::copy::encode_row;
+use crate::pipeline::tail::{TailBatch, TailEvent, TailHub, MAX_EVENTS_PER_BATCH};
 
 /// A batch in flight between the request and the database.
 pub struct Batch {
@@ -33,6 +34,8 @@ pub struct Batch {
     pub identity: Option<crate::pipeline::dedup::Digest>,
     /// Its place in the spool, given back once it is committed.
     pub spooled: Option<crate::pipeline::spool::Ticket>,
+    /// Its events for the live tail, published once committed; only while someone follows it.
+    pub tail: Option<(Arc<TailHub>, TailBatch)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,9 +53,11 @@ struct Builder<'l> {
     receipt: Receipt,
     /// Bytes of error text listed in the receipt so far.
     listed_bytes: usize,
-    producer: &'l str,
+    producer: &'l Arc<str>,
     received_at_us: i64,
     limits: &'l BuildLimits,
+    /// The events copied for the live tail, when it is followed.
+    tail: Option<TailBatch>,
 }
 
 impl Builder<'_> {
@@ -67,6 +72,14 @@ impl Builder<'_> {
         match result {
             Ok(event) => {
                 encode_row(&mut self.rows, &event, self.received_at_us, self.producer);
+                // A copy per event (allocations) only while a tail is open.
+                if let Some(tail) = &mut self.tail {
+                    if tail.events.len() < MAX_EVENTS_PER_BATCH {
+                        tail.events.push(TailEvent::of(&event, self.producer));
+                    } else {
+                        tail.not_copied += 1;
+                    }
+                }
                 self.receipt.accepted += 1;
                 self.row_refs.push(RowRef {
                     row_end: self.rows.len() as u32,
@@ -194,6 +207,20 @@ impl Batch {
         received_at_us: i64,
         limits: &BuildLimits,
     ) -> Result<(Batch, Receipt), DecodeError> {
+        Batch::build_for(source, text, format, producer, received_at_us, limits, None)
+    }
+
+    /// [`Batch::build`], copying its events for `tail` when anyone follows it.
+    pub fn build_for(
+        source: Bytes,
+        text: &str,
+        format: Format,
+        producer: Arc<str>,
+        received_at_us: i64,
+        limits: &BuildLimits,
+        tail: Option<&Arc<TailHub>>,
+    ) -> Result<(Batch, Receipt), DecodeError> {
+        let followed = tail.filter(|t| t.is_followed());
         let mut b = Builder {
             // A binary row is no longer than its JSON (key names outweigh length prefixes), so this is one
             // allocation per batch; growing it would copy the rows again (10% of build time when sized at half).
@@ -205,6 +232,7 @@ impl Batch {
             producer: &producer,
             received_at_us,
             limits,
+            tail: followed.map(|_| TailBatch::default()),
         };
         let mut scratch = Scratch::default();
         if decode::is_array(text, format) {
@@ -227,6 +255,7 @@ impl Batch {
             row_refs,
             failed,
             receipt,
+            tail: tail_events,
             ..
         } = b;
         let mut rejects = Vec::with_capacity(failed.len());
@@ -259,6 +288,7 @@ impl Batch {
             memory: None,
             identity: None,
             spooled: None,
+            tail: followed.cloned().zip(tail_events),
         };
         Ok((batch, receipt))
     }
@@ -277,6 +307,7 @@ impl Batch {
             memory: None,
             identity: None,
             spooled: None,
+            tail: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Intake {
     pub limits: BuildLimits,
     pub max_decompressed_bytes: usize,
     pub memory: MemoryBudget,
+    /// The live tail, whose followers get a copy of each committed batch's events.
+    pub tail: Option<std::sync::Arc<crate::pipeline::tail::TailHub>>,
 }
 
 /// The request headers decoding reads.
@@ -70,13 +72,14 @@ impl Intake {
             .map_err(|_| DecodeError::OverBudget)?;
         // msgpack, `_bulk` and OTLP were transcoded to a JSON array.
         let format = format.transcoded();
-        let mut built = Batch::build(
+        let mut built = Batch::build_for(
             text.clone(),
             s,
             format,
             producer.clone(),
             received_at_us,
             &self.limits,
+            self.tail.as_ref(),
         )?;
         built.1.bulk_items = bulk_items;
         // What stays until the commit: the text and the rows' buffer, sized from the text (the compressed body

@@ -3,7 +3,8 @@
 //! answer) → [`queue`] (bounded hand-off) → [`writer`] (one COPY
 //! transaction per flush: [`copy`] the rows, [`deltas`] their rollup contributions written by [`store`], the
 //! dead letters and the flush in the [`ledger`]) → [`compact`] (deltas merged into the rollups, [`top_lists`]
-//! made) and [`seal`] (source × destination pairs rolled up from the raw events).
+//! made) and [`seal`] (source × destination pairs rolled up from the raw events); [`tail`] hands committed
+//! events to the live tail's followers.
 
 pub mod batch;
 pub mod budget;
@@ -19,6 +20,7 @@ pub mod retention;
 pub mod seal;
 pub mod spool;
 pub mod store;
+pub mod tail;
 pub mod top_lists;
 pub mod writer;
 

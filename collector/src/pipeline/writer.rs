@@ -89,6 +89,9 @@ pub async fn run(pool: Pool, rx: QueueReceiver, cfg: WriterConfig, stats: Arc<St
         for ticket in group.iter_mut().filter_map(|b| b.spooled.take()) {
             ticket.committed();
         }
+        for (hub, events) in group.iter_mut().filter_map(|b| b.tail.take()) {
+            hub.publish(events);
+        }
         stats.record_flush(rows, started.elapsed());
         tracing::debug!(
             rows,

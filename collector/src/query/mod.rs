@@ -7,6 +7,7 @@ pub mod answers;
 pub mod api;
 pub mod cursor;
 pub mod filters;
+pub mod live;
 pub mod logs;
 pub mod plan;
 pub mod series;

@@ -82,7 +82,7 @@ async fn every_route_admits_exactly_the_scopes_it_needs() {
     // (method, path, body, content type, what it needs). Bodies are valid where a route stores something, and
     // the admin routes are asked for what does not exist (404) or is invalid (400), so the table changes
     // nothing whoever is allowed.
-    let routes: [(&str, &str, &str, &str, Needs); 23] = [
+    let routes: [(&str, &str, &str, &str, Needs); 25] = [
         (
             "POST",
             "/ingest",
@@ -127,6 +127,8 @@ async fn every_route_admits_exactly_the_scopes_it_needs() {
         ("GET", "/metrics/latency", "", "", Needs::Scope("read")),
         ("GET", "/metrics/top-talkers", "", "", Needs::Scope("read")),
         ("GET", "/api/logs", "", "", Needs::Scope("read")),
+        ("GET", "/api/tail", "", "", Needs::Scope("read")),
+        ("GET", "/api/status", "", "", Needs::Scope("read")),
         ("GET", "/api/keys", "", "", Needs::Scope("admin")),
         (
             "POST",
