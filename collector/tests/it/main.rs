@@ -15,4 +15,5 @@ mod security;
 mod seed;
 mod sources;
 mod support;
+mod tail;
 mod tls;
