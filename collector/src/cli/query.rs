@@ -27,6 +27,9 @@ pub struct QueryArgs {
     /// Print the JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Volume, error-rate, latency: print every bucket of the series, not one summary row (per group).
+    #[arg(long)]
+    pub series: bool,
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -127,7 +130,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        print!("{}", render(args.kind, &answer));
+        print!("{}", render(args.kind, &answer, args.series));
     }
     Ok(())
 }
@@ -165,8 +168,9 @@ async fn over_http(args: &QueryArgs, params: &HashMap<String, String>) -> anyhow
     Ok(body)
 }
 
-/// An aligned table of the answer's rows, with a line of context above it.
-pub fn render(kind: Kind, v: &Value) -> String {
+/// An aligned table of the answer's rows, with a line of context above it: for volume, error rate and latency,
+/// one summary row over the window (per group), or with `series` every bucket.
+pub fn render(kind: Kind, v: &Value, series: bool) -> String {
     let mut out = String::new();
     if let (Some(from), Some(to)) = (v["from"].as_str(), v["to"].as_str()) {
         let _ = write!(out, "{from} → {to}");
@@ -186,6 +190,18 @@ pub fn render(kind: Kind, v: &Value) -> String {
         }
     };
     let (rows, columns): (Vec<Value>, Vec<&str>) = match kind {
+        Kind::Volume if !series => (
+            vec![v["total"].clone()],
+            vec!["events", "bytes_in", "bytes_out"],
+        ),
+        Kind::ErrorRate if !series => (
+            summary_rows(v),
+            with_service(&["total", "errors", "client_errors", "error_ratio"]),
+        ),
+        Kind::Latency if !series => (
+            summary_rows(v),
+            with_service(&["count", "p50", "p90", "p95", "p99", "max"]),
+        ),
         Kind::Volume => (rows_of(v), vec!["t", "events", "bytes_in", "bytes_out"]),
         Kind::ErrorRate => (
             rows_of(v),
@@ -229,7 +245,10 @@ pub fn render(kind: Kind, v: &Value) -> String {
             let _ = writeln!(out, "next page: --cursor {c}");
         }
     }
-    if let Some(o) = v.get("overall") {
+    if let Some(o) = v
+        .get("overall")
+        .filter(|_| series && kind == Kind::ErrorRate)
+    {
         let _ = writeln!(
             out,
             "overall: {} events, {} errors, ratio {}",
@@ -239,6 +258,23 @@ pub fn render(kind: Kind, v: &Value) -> String {
         );
     }
     out
+}
+
+/// One row over the whole window: the answer's `overall`, or each group's with its `service`.
+fn summary_rows(v: &Value) -> Vec<Value> {
+    match v["groups"].as_array() {
+        Some(groups) => groups
+            .iter()
+            .map(|g| {
+                let mut o = g["overall"].clone();
+                if let Some(obj) = o.as_object_mut() {
+                    obj.insert("service".into(), g["service"].clone());
+                }
+                o
+            })
+            .collect(),
+        None => vec![v["overall"].clone()],
+    }
 }
 
 /// The series rows, or the rows of every group with the group's `service` added to each.

@@ -1,6 +1,7 @@
 //! The HTTP API. Each module exports `router()`; handlers are thin and call named functions.
 
 mod compat;
+mod dashboard;
 pub mod error;
 mod health;
 mod ingest;
@@ -127,6 +128,8 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
         .merge(health::router())
         .merge(prometheus::router())
         .merge(openapi::router())
+        .merge(dashboard::router())
+        .layer(middleware::from_fn(dashboard::page_for_browsers))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses,

@@ -348,6 +348,8 @@ pub struct LatencyPoint {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LatencyGroup {
     pub service: Option<String>,
+    /// The group's percentiles over the whole window.
+    pub overall: LatencyPoint,
     pub series: Vec<LatencyPoint>,
 }
 
@@ -357,6 +359,9 @@ pub struct LatencyAnswer {
     pub window: Window,
     /// Largest relative error of a percentile (0: exact, from raw events).
     pub relative_error: f64,
+    /// Percentiles over the whole window (ungrouped answers; each group has its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overall: Option<LatencyPoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series: Option<Vec<LatencyPoint>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -370,9 +375,77 @@ pub async fn latency(
     by_service: bool,
     table: Table,
 ) -> Result<LatencyAnswer, DbError> {
-    let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>> =
-        BTreeMap::new();
-    let relative_error = match series::latency_by_bucket(client, f, table, bucket.secs, by_service)
+    let (groups, relative_error) =
+        latency_points(client, f, table, bucket.secs, by_service).await?;
+    // The whole window as one bucket: each group's percentiles over it.
+    let (whole, _) = latency_points(client, f, table, WHOLE_WINDOW_SECS, by_service).await?;
+    let overall_of = |service: &Option<String>| -> LatencyPoint {
+        let mut p = whole
+            .get(service)
+            .and_then(|m| m.values().next().copied())
+            .unwrap_or_default();
+        p.t = None;
+        p
+    };
+    let series_of = |m: &HashMap<DateTime<Utc>, LatencyPoint>| -> Vec<LatencyPoint> {
+        bucket_starts(f, bucket.secs)
+            .map(|t| {
+                m.get(&t).copied().unwrap_or(LatencyPoint {
+                    t: Some(t),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    };
+    let window = Window {
+        bucket: bucket.name,
+        from: f.from,
+        to: f.to,
+        source: table,
+    };
+    if by_service {
+        let groups = groups
+            .iter()
+            .map(|(service, m)| LatencyGroup {
+                service: service.clone(),
+                overall: overall_of(service),
+                series: series_of(m),
+            })
+            .collect();
+        Ok(LatencyAnswer {
+            window,
+            relative_error,
+            overall: None,
+            series: None,
+            groups: Some(groups),
+        })
+    } else {
+        let series = series_of(groups.get(&None).unwrap_or(&HashMap::new()));
+        Ok(LatencyAnswer {
+            window,
+            relative_error,
+            overall: Some(overall_of(&None)),
+            series: Some(series),
+            groups: None,
+        })
+    }
+}
+
+/// A bucket wider than any window (a century, counted from the epoch): every row of a window falls in one.
+const WHOLE_WINDOW_SECS: i64 = 100 * 365 * 86_400;
+
+type LatencyPoints = BTreeMap<Option<String>, HashMap<DateTime<Utc>, LatencyPoint>>;
+
+/// Latency points per (service, bucket start), and the answer's relative error.
+async fn latency_points(
+    client: &impl GenericClient,
+    f: &Filters,
+    table: Table,
+    bucket_secs: i64,
+    by_service: bool,
+) -> Result<(LatencyPoints, f64), DbError> {
+    let mut groups = LatencyPoints::new();
+    let relative_error = match series::latency_by_bucket(client, f, table, bucket_secs, by_service)
         .await?
     {
         LatencyRows::Histograms(rows) => {
@@ -414,45 +487,7 @@ pub async fn latency(
             0.0
         }
     };
-    let series_of = |m: &HashMap<DateTime<Utc>, LatencyPoint>| -> Vec<LatencyPoint> {
-        bucket_starts(f, bucket.secs)
-            .map(|t| {
-                m.get(&t).copied().unwrap_or(LatencyPoint {
-                    t: Some(t),
-                    ..Default::default()
-                })
-            })
-            .collect()
-    };
-    let window = Window {
-        bucket: bucket.name,
-        from: f.from,
-        to: f.to,
-        source: table,
-    };
-    if by_service {
-        let groups = groups
-            .iter()
-            .map(|(service, m)| LatencyGroup {
-                service: service.clone(),
-                series: series_of(m),
-            })
-            .collect();
-        Ok(LatencyAnswer {
-            window,
-            relative_error,
-            series: None,
-            groups: Some(groups),
-        })
-    } else {
-        let series = series_of(groups.get(&None).unwrap_or(&HashMap::new()));
-        Ok(LatencyAnswer {
-            window,
-            relative_error,
-            series: Some(series),
-            groups: None,
-        })
-    }
+    Ok((groups, relative_error))
 }
 
 /// Parameters of top-talkers.

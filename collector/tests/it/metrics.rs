@@ -880,6 +880,53 @@ async fn query_cli_answers_as_the_api_does() {
         Some(6),
         "{table}"
     );
+    // Volume, error rate and latency: one summary row per group over the window unless --series is asked.
+    let api = app
+        .ok_json(&format!(
+            "/metrics/error-rate?group_by=service&from={FROM}&to={END}"
+        ))
+        .await;
+    let groups = api["groups"].as_array().unwrap();
+    let summary = run(http("error-rate", &["--group-by", "service"]));
+    let lines: Vec<&str> = summary.lines().collect();
+    assert!(
+        lines[1].starts_with("service  total  errors  client_errors  error_ratio"),
+        "{summary}"
+    );
+    assert_eq!(lines.len(), 2 + groups.len(), "{summary}");
+    for (line, g) in lines[2..].iter().zip(groups) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[0], g["service"].as_str().unwrap_or("-"));
+        assert_eq!(cells[1], g["overall"]["total"].to_string());
+    }
+    let series = run(http("error-rate", &["--group-by", "service", "--series"]));
+    assert!(series.lines().count() > lines.len(), "{series}");
+    let volume = run(http("volume", &[]));
+    assert_eq!(volume.lines().count(), 3, "{volume}");
+    // Latency over the window: the percentiles of every event in it, within the histogram's stated error.
+    let lat = app
+        .ok_json(&format!("/metrics/latency?from={FROM}&to={END}"))
+        .await;
+    let exact = app
+        .db
+        .query_one(
+            "SELECT count(*), percentile_disc(0.99) WITHIN GROUP (ORDER BY latency_ms)
+             FROM comm_logs WHERE ts >= $1::text::timestamptz AND ts < $2::text::timestamptz
+               AND latency_ms IS NOT NULL",
+            &[&FROM, &END],
+        )
+        .await
+        .unwrap();
+    let (n, p99): (i64, f64) = (exact.get(0), exact.get(1));
+    assert_eq!(lat["overall"]["count"], n);
+    let got = lat["overall"]["p99"].as_f64().unwrap();
+    let bound = lat["relative_error"].as_f64().unwrap();
+    assert!(
+        (got - p99).abs() <= p99 * bound + 1e-9,
+        "p99 {got} vs exact {p99} (±{bound})"
+    );
+    let printed = run(http("latency", &[]));
+    assert_eq!(printed.lines().count(), 3, "{printed}");
     // Errors are the API's, on stderr, with a failing exit code.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
         .args([

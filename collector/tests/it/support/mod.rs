@@ -1,5 +1,6 @@
 pub mod app;
 pub mod binary;
+pub mod browser;
 pub mod data;
 pub mod pg;
 
