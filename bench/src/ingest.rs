@@ -212,6 +212,20 @@ async fn ingest(
         ..full
     });
 
+    // The same full-speed run followed by five live tails and a dashboard refreshing every 10 s.
+    truncate(pool).await?;
+    eprintln!("End to end, full speed, 5 live tails and a dashboard refreshing ...");
+    let (watched, _) =
+        end_to_end_watched(cfg, url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
+    let watched_rate = watched.rate();
+    results.push(Measured {
+        label: format!(
+            "collector end to end, {} clients, full speed, 5 live tails following and the dashboard refreshing",
+            args.clients
+        ),
+        ..watched
+    });
+
     truncate(pool).await?;
     let half_rate = full_rate / 2.0;
     eprintln!("End to end at half load ({half_rate:.0} events/s) ...");
@@ -381,7 +395,14 @@ async fn ingest(
         collector_pg_cpu_per_event * 1e6,
         collector_pg_cpu_per_event / raw_pg_cpu_per_row.max(1e-12),
     );
-    let mut section = render_ingest(&results, limit, full_rate) + &durability + &overload + &matrix;
+    let watched = format!(
+        "\nWatched: with five live tails following every committed event and a dashboard refreshing every 10 s \
+         (status, volume, two error rates, latency, top talkers and a page of events), the collector committed \
+         {watched_rate:.0} events/s, {:.2}× the {full_rate:.0} events/s of the plain full-speed run before it.\n",
+        watched_rate / full_rate
+    );
+    let mut section =
+        render_ingest(&results, limit, full_rate) + &durability + &watched + &overload + &matrix;
     if args.pinned {
         section = section.replacen(
             "- Everything shares 2 cores: PostgreSQL's backends, the collector, and the clients. On a machine \
@@ -495,8 +516,25 @@ async fn end_to_end(
     rate: Option<f64>,
     durability: Ack,
 ) -> anyhow::Result<(Measured, Resources)> {
+    end_to_end_watched(base, url, pool, batches, clients, rate, durability, 0).await
+}
+
+/// [`end_to_end`] with `tails` live tails following every committed event and, when there are any, a dashboard
+/// refreshing every 10 s (the reads its page makes).
+#[allow(clippy::too_many_arguments)]
+async fn end_to_end_watched(
+    base: &ServeConfig,
+    url: &str,
+    pool: &Pool,
+    batches: &[Bytes],
+    clients: usize,
+    rate: Option<f64>,
+    durability: Ack,
+    tails: usize,
+) -> anyhow::Result<(Measured, Resources)> {
     let _ = base;
     let collector = Collector::start_process(url, durability, &bench_dir().join("spool")).await?;
+    let watchers = crate::watch::start(collector.addr, tails).await?;
     let pid = collector
         .pid()
         .map_or_else(|| "self".to_string(), |p| p.to_string());
@@ -574,6 +612,10 @@ async fn end_to_end(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    if let Some(w) = watchers {
+        let seen = w.stop().await;
+        eprintln!("  the tails received {seen} events; the dashboard refreshed during the run");
+    }
     let exposition = http
         .get(format!("http://{addr}/metrics"))
         .send()

@@ -10,6 +10,7 @@ mod ingest;
 mod process;
 mod queries;
 mod report;
+mod watch;
 
 use clap::Parser;
 
