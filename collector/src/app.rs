@@ -171,7 +171,7 @@ pub async fn run(
     let writer_cfg = cfg.writer_config();
     let writers = writer::spawn(cfg.writers, &pool, &rx, writer_cfg, &stats);
     drop(rx);
-    let tail = crate::pipeline::tail::TailHub::new(cfg.max_tails);
+    let tail = crate::pipeline::tail::TailHub::new(cfg.max_tails, cfg.tail_events_per_sec);
     let intake = Intake {
         tail: Some(tail.clone()),
         limits: cfg.build_limits(),

@@ -210,9 +210,14 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_RAW_READS_PER_KEY", default_value_t = 2)]
     pub raw_reads_per_key: usize,
 
-    /// Live tails (`GET /api/tail`, the dashboard's tail) open at once; one more is answered 429.
+    /// Live tails (`GET /api/tail`, the dashboard's tail) open at once (64 at most); one more is answered 429.
     #[arg(long, env = "COLLECTOR_MAX_TAILS", default_value_t = 8)]
     pub max_tails: usize,
+
+    /// Events a second each live tail is sent at most; the rest are counted and the follower told. A person
+    /// reads a few a second; copying every event for every follower would take the writers' CPU.
+    #[arg(long, env = "COLLECTOR_TAIL_EVENTS_PER_SEC", default_value_t = 200)]
+    pub tail_events_per_sec: u64,
 
     /// Cap of the writers' retry backoff, in milliseconds.
     #[arg(long, env = "COLLECTOR_RETRY_MAX_BACKOFF_MS", default_value_t = 5_000)]

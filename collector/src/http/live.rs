@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::{error::ApiError, AppState};
 use crate::auth::Principal;
-use crate::pipeline::tail::Subscription;
+use crate::pipeline::tail::{Subscription, TailBatch};
 use crate::query::filters::Filters;
 use crate::query::live;
 
@@ -35,8 +35,9 @@ fn visible(state: &AppState, principal: &Principal) -> Option<Vec<String>> {
 
 /// Committed events matching the filters (`service`, `protocol`, `host`, `producer`, `src`, `dst`,
 /// `dst_port`, `status`, `status_class`, `min_latency_ms`; `from`/`to` are ignored), as `event: events` with a
-/// JSON array. A follower that does not read fast enough misses batches: the next message is `event: missed`
-/// with `{"events": n}`. Open tails are limited (COLLECTOR_MAX_TAILS: 429).
+/// JSON array, at most COLLECTOR_TAIL_EVENTS_PER_SEC a second. Events over that rate, and batches a follower
+/// does not read in time, are missed: the next message is `event: missed` with `{"events": n}`. Open tails
+/// are limited (COLLECTOR_MAX_TAILS: 429).
 #[utoipa::path(get, path = "/api/tail", tag = "read", security(("api_key" = []), ("bearer" = [])),
     params(crate::http::openapi::CommonFilters, ("min_latency_ms" = Option<f64>, Query, description = "Only events at least this slow")),
     responses(
@@ -52,16 +53,16 @@ pub(super) async fn tail(
     f.producers = visible(&state, &principal);
     let sub = state
         .tail
-        .follow()
+        .follow(f)
         .map_err(|e| ApiError::TooManyReads(e.to_string()))?;
     let hello = Event::default()
         .event("open")
         .json_data(json!({ "followers": state.tail.followers(), "max": state.tail.max() }))
         .unwrap_or_default();
-    let events = stream::unfold((sub, f), |(mut sub, f)| async move {
-        let batch = sub.next().await?;
-        let messages = messages(&sub, &f, &batch);
-        Some((stream::iter(messages), (sub, f)))
+    let events = stream::unfold(sub, |mut sub| async move {
+        let (batch, position) = sub.next().await?;
+        let messages = messages(&sub, &batch, position);
+        Some((stream::iter(messages), sub))
     })
     .flatten();
     let all = stream::once(async move { hello })
@@ -70,12 +71,8 @@ pub(super) async fn tail(
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// What one committed batch becomes for a follower: what it missed before it, then its matching events.
-fn messages(
-    sub: &Subscription,
-    f: &Filters,
-    batch: &crate::pipeline::tail::TailBatch,
-) -> Vec<Event> {
+/// What one committed batch becomes for a follower: what it missed before it, then its events.
+fn messages(sub: &Subscription, batch: &TailBatch, position: usize) -> Vec<Event> {
     let mut out = Vec::new();
     let missed = sub.take_missed();
     if missed > 0 {
@@ -86,11 +83,7 @@ fn messages(
             out.push(e);
         }
     }
-    let kept: Vec<_> = batch
-        .events
-        .iter()
-        .filter(|e| live::matches(f, e))
-        .collect();
+    let kept: Vec<_> = batch.events_for(position).collect();
     if !kept.is_empty() {
         if let Ok(e) = Event::default().event("events").json_data(&kept) {
             out.push(e);

@@ -10,7 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::decode::{self, DecodeError, Format};
 use crate::event::{self, finish_event, FieldError, Limits, RawEvent, Scratch};
 use crate::pipeline::copy::encode_row;
-use crate::pipeline::tail::{TailBatch, TailEvent, TailHub, MAX_EVENTS_PER_BATCH};
+use crate::pipeline::tail::{Capture, TailBatch, TailHub};
 
 /// A batch in flight between the request and the database.
 pub struct Batch {
@@ -57,7 +57,7 @@ struct Builder<'l> {
     received_at_us: i64,
     limits: &'l BuildLimits,
     /// The events copied for the live tail, when it is followed.
-    tail: Option<TailBatch>,
+    tail: Option<Capture>,
 }
 
 impl Builder<'_> {
@@ -72,13 +72,9 @@ impl Builder<'_> {
         match result {
             Ok(event) => {
                 encode_row(&mut self.rows, &event, self.received_at_us, self.producer);
-                // A copy per event (allocations) only while a tail is open.
+                // Only while a tail is open: its filters per event, and a copy within its rate.
                 if let Some(tail) = &mut self.tail {
-                    if tail.events.len() < MAX_EVENTS_PER_BATCH {
-                        tail.events.push(TailEvent::of(&event, self.producer));
-                    } else {
-                        tail.not_copied += 1;
-                    }
+                    tail.offer(&event, self.producer);
                 }
                 self.receipt.accepted += 1;
                 self.row_refs.push(RowRef {
@@ -220,7 +216,7 @@ impl Batch {
         limits: &BuildLimits,
         tail: Option<&Arc<TailHub>>,
     ) -> Result<(Batch, Receipt), DecodeError> {
-        let followed = tail.filter(|t| t.is_followed());
+        let capture = tail.and_then(|t| t.capture());
         let mut b = Builder {
             // A binary row is no longer than its JSON (key names outweigh length prefixes), so this is one
             // allocation per batch; growing it would copy the rows again (10% of build time when sized at half).
@@ -232,7 +228,7 @@ impl Batch {
             producer: &producer,
             received_at_us,
             limits,
-            tail: followed.map(|_| TailBatch::default()),
+            tail: capture,
         };
         let mut scratch = Scratch::default();
         if decode::is_array(text, format) {
@@ -288,7 +284,7 @@ impl Batch {
             memory: None,
             identity: None,
             spooled: None,
-            tail: followed.cloned().zip(tail_events),
+            tail: tail.cloned().zip(tail_events.and_then(Capture::finish)),
         };
         Ok((batch, receipt))
     }

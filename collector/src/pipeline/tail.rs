@@ -1,20 +1,24 @@
-//! The live tail's write side: while at least one client follows `GET /api/tail`, each batch keeps a short copy
-//! of its events, published once its COPY has committed. Every follower has a bounded queue of batches; a
-//! follower that does not keep up misses batches (counted, and told), and publishing never waits: a slow
-//! browser cannot slow ingest.
+//! The live tail's write side. While clients follow `GET /api/tail`, each batch copies the events that pass a
+//! follower's filters, up to that follower's rate (`COLLECTOR_TAIL_EVENTS_PER_SEC`: a person reads a few
+//! events a second, and copying every event of a 200k events/s ingest for every follower would cost the
+//! writers their CPU), and hands them over once its COPY has committed. Each follower has a bounded queue;
+//! what it does not get (over its rate, or its queue full because it does not read) is counted and told.
+//! Publishing never waits: a slow browser cannot slow ingest.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::event::Event;
+use crate::query::filters::Filters;
+use crate::query::live;
 
-/// Events of one batch copied for the tail at most; the rest are counted as missed by every follower.
-pub const MAX_EVENTS_PER_BATCH: usize = 1000;
-/// Batches waiting for one follower at most: with [`MAX_EVENTS_PER_BATCH`], at most 32,000 events.
+/// Most followers at once: each is a bit of a captured event's mask.
+pub const MAX_FOLLOWERS: usize = 64;
+/// Batches waiting for one follower at most.
 const QUEUED_BATCHES: usize = 32;
 /// Longest message and tags kept for the tail, in bytes.
 const MAX_MESSAGE_BYTES: usize = 512;
@@ -78,25 +82,80 @@ impl TailEvent {
     }
 }
 
-/// A committed batch's events for the tail, and how many it had beyond those copied.
-#[derive(Debug, Default)]
-pub struct TailBatch {
-    pub events: Vec<TailEvent>,
-    pub not_copied: u64,
+/// One follower: its filters, its rate, its queue and what it missed.
+pub struct Follower {
+    filters: Filters,
+    tx: mpsc::Sender<(Arc<TailBatch>, usize)>,
+    missed: AtomicU64,
+    /// Events taken in the current second, and that second (Unix seconds).
+    taken: AtomicU64,
+    second: AtomicU64,
+    rate: u64,
 }
 
-struct Follower {
-    id: u64,
-    tx: mpsc::Sender<Arc<TailBatch>>,
-    missed: Arc<AtomicU64>,
+impl Follower {
+    /// Whether the follower may have one more event in `second`.
+    fn take(&self, second: u64) -> bool {
+        if self.second.swap(second, Ordering::Relaxed) != second {
+            self.taken.store(0, Ordering::Relaxed);
+        }
+        self.taken.fetch_add(1, Ordering::Relaxed) < self.rate
+    }
+}
+
+/// A batch's events copied for the followers known when it was built (`followers`): each event with the set of
+/// followers (bits, by position) it is for.
+pub struct TailBatch {
+    followers: Arc<[Arc<Follower>]>,
+    events: Vec<(TailEvent, u64)>,
+}
+
+impl TailBatch {
+    /// The events for the follower at `position`.
+    pub fn events_for(&self, position: usize) -> impl Iterator<Item = &TailEvent> {
+        self.events
+            .iter()
+            .filter(move |(_, mask)| mask & (1 << position) != 0)
+            .map(|(e, _)| e)
+    }
+}
+
+/// Copies, while a batch is built, the events its followers want.
+pub struct Capture {
+    batch: TailBatch,
+    second: u64,
+}
+
+impl Capture {
+    /// Offers one validated event.
+    pub fn offer(&mut self, event: &Event<'_>, producer: &Arc<str>) {
+        let mut mask = 0u64;
+        for (i, f) in self.batch.followers.iter().enumerate() {
+            if live::matches_event(&f.filters, event, producer) {
+                if f.take(self.second) {
+                    mask |= 1 << i;
+                } else {
+                    f.missed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if mask != 0 {
+            self.batch
+                .events
+                .push((TailEvent::of(event, producer), mask));
+        }
+    }
+
+    pub fn finish(self) -> Option<TailBatch> {
+        (!self.batch.events.is_empty()).then_some(self.batch)
+    }
 }
 
 /// The followers of the tail.
 pub struct TailHub {
-    followers: Mutex<Vec<Follower>>,
-    count: AtomicUsize,
-    next_id: AtomicU64,
+    followers: Mutex<Arc<[Arc<Follower>]>>,
     max: usize,
+    rate: u64,
 }
 
 impl std::fmt::Debug for TailHub {
@@ -114,107 +173,140 @@ impl std::fmt::Debug for TailHub {
 pub struct TooManyTails(pub usize);
 
 impl TailHub {
-    pub fn new(max: usize) -> Arc<TailHub> {
+    /// At most `max` followers (and [`MAX_FOLLOWERS`]), each sent at most `rate` events a second.
+    pub fn new(max: usize, rate: u64) -> Arc<TailHub> {
         Arc::new(TailHub {
-            followers: Mutex::new(Vec::new()),
-            count: AtomicUsize::new(0),
-            next_id: AtomicU64::new(0),
-            max,
+            followers: Mutex::new(Arc::from(Vec::new())),
+            max: max.min(MAX_FOLLOWERS),
+            rate,
         })
     }
 
-    /// Whether anyone follows: batches copy their events only then.
-    pub fn is_followed(&self) -> bool {
-        self.count.load(Ordering::Relaxed) > 0
+    fn current(&self) -> Arc<[Arc<Follower>]> {
+        self.followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn followers(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.current().len()
     }
 
     pub fn max(&self) -> usize {
         self.max
     }
 
-    pub fn follow(self: &Arc<Self>) -> Result<Subscription, TooManyTails> {
+    /// A capture for a batch about to be built, when anyone follows.
+    pub fn capture(&self) -> Option<Capture> {
+        let followers = self.current();
+        if followers.is_empty() {
+            return None;
+        }
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(Capture {
+            batch: TailBatch {
+                followers,
+                events: Vec::new(),
+            },
+            second,
+        })
+    }
+
+    pub fn follow(self: &Arc<Self>, filters: Filters) -> Result<Subscription, TooManyTails> {
         let mut followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
         if followers.len() >= self.max {
             return Err(TooManyTails(self.max));
         }
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let missed = Arc::new(AtomicU64::new(0));
-        followers.push(Follower {
-            id,
+        let follower = Arc::new(Follower {
+            filters,
             tx,
-            missed: missed.clone(),
+            missed: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            second: AtomicU64::new(0),
+            rate: self.rate,
         });
-        self.count.store(followers.len(), Ordering::Relaxed);
+        let mut next: Vec<Arc<Follower>> = followers.to_vec();
+        next.push(follower.clone());
+        *followers = Arc::from(next);
         Ok(Subscription {
             rx,
-            missed,
+            follower,
             hub: self.clone(),
-            id,
         })
     }
 
-    /// Offers a committed batch to every follower, without waiting for any.
+    /// Hands a committed batch to the followers it was captured for, without waiting for any.
     pub fn publish(&self, batch: TailBatch) {
         let batch = Arc::new(batch);
-        let followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
-        for f in followers.iter() {
-            if batch.not_copied > 0 {
-                f.missed.fetch_add(batch.not_copied, Ordering::Relaxed);
+        for (i, f) in batch.followers.iter().enumerate() {
+            if f.tx.is_closed() {
+                continue;
             }
-            if f.tx.try_send(batch.clone()).is_err() {
-                f.missed
-                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+            if f.tx.try_send((batch.clone(), i)).is_err() {
+                let lost = batch.events_for(i).count() as u64;
+                f.missed.fetch_add(lost, Ordering::Relaxed);
             }
         }
     }
 }
 
-/// One follower: its batches, and the events it missed. Leaving (drop) frees its place.
+/// One follower's end: its batches, and the events it missed. Leaving (drop) frees its place.
 pub struct Subscription {
-    rx: mpsc::Receiver<Arc<TailBatch>>,
-    missed: Arc<AtomicU64>,
+    rx: mpsc::Receiver<(Arc<TailBatch>, usize)>,
+    follower: Arc<Follower>,
     hub: Arc<TailHub>,
-    id: u64,
 }
 
 impl Subscription {
-    pub async fn next(&mut self) -> Option<Arc<TailBatch>> {
+    /// The next committed batch with events for this follower, and its position in it.
+    pub async fn next(&mut self) -> Option<(Arc<TailBatch>, usize)> {
         self.rx.recv().await
     }
 
     /// Events missed since the last call.
     pub fn take_missed(&self) -> u64 {
-        self.missed.swap(0, Ordering::Relaxed)
+        self.follower.missed.swap(0, Ordering::Relaxed)
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut followers = self.hub.followers.lock().unwrap_or_else(|e| e.into_inner());
-        followers.retain(|f| f.id != self.id);
-        self.hub.count.store(followers.len(), Ordering::Relaxed);
+        let next: Vec<Arc<Follower>> = followers
+            .iter()
+            .filter(|f| !Arc::ptr_eq(f, &self.follower))
+            .cloned()
+            .collect();
+        *followers = Arc::from(next);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
-    fn batch(n: usize) -> TailBatch {
-        let event = TailEvent {
+    fn filters(q: &[(&str, &str)]) -> Filters {
+        let params: HashMap<String, String> = q
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Filters::parse(&params, &[], chrono::Utc::now()).unwrap()
+    }
+
+    fn event(service: &'static str) -> Event<'static> {
+        Event {
             ts_us: 0,
-            producer: "p".into(),
             src_ip: None,
             src_port: None,
             dst_ip: None,
             dst_port: None,
             protocol: None,
-            service: None,
+            service: Some(service.into()),
             status: None,
             bytes_in: None,
             bytes_out: None,
@@ -222,32 +314,53 @@ mod tests {
             host: None,
             message: None,
             tags: None,
-        };
-        TailBatch {
-            events: vec![event; n],
-            not_copied: 0,
         }
     }
 
     #[tokio::test]
-    async fn a_follower_that_does_not_read_misses_batches_and_is_told_how_many_events() {
-        let hub = TailHub::new(2);
-        let mut slow = hub.follow().unwrap();
-        let mut quick = hub.follow().unwrap();
-        assert!(hub.follow().is_err(), "a third follower is refused");
-        for _ in 0..QUEUED_BATCHES + 5 {
-            hub.publish(batch(3));
-            quick.next().await.unwrap();
+    async fn each_follower_gets_its_events_up_to_its_rate_and_is_told_the_rest() {
+        let hub = TailHub::new(2, 5);
+        let p: Arc<str> = "p".into();
+        let mut web = hub.follow(filters(&[("service", "web")])).unwrap();
+        let mut all = hub.follow(filters(&[])).unwrap();
+        assert!(
+            hub.follow(filters(&[])).is_err(),
+            "a third follower is refused"
+        );
+        let mut c = hub.capture().unwrap();
+        for s in ["web", "dns", "web"] {
+            c.offer(&event(s), &p);
         }
-        assert_eq!(quick.take_missed(), 0);
-        assert_eq!(slow.take_missed(), 15);
-        let mut got = 0;
-        while let Ok(b) = slow.rx.try_recv() {
-            got += b.events.len();
+        hub.publish(c.finish().unwrap());
+        let (b, i) = web.next().await.unwrap();
+        assert_eq!(b.events_for(i).count(), 2);
+        let (b, i) = all.next().await.unwrap();
+        assert_eq!(b.events_for(i).count(), 3);
+        // Over the rate (5 a second): the rest is counted, not copied.
+        let mut c = hub.capture().unwrap();
+        for _ in 0..10 {
+            c.offer(&event("web"), &p);
         }
-        assert_eq!(got, QUEUED_BATCHES * 3);
-        drop(slow);
+        let b = c.finish().unwrap();
+        let got = b.events_for(1).count() as u64;
+        assert!(got <= 5);
+        assert_eq!(got + all.take_missed(), 10);
+        drop(web);
         assert_eq!(hub.followers(), 1);
-        assert!(hub.follow().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_does_not_read_misses_batches() {
+        let hub = TailHub::new(2, u64::MAX);
+        let p: Arc<str> = "p".into();
+        let slow = hub.follow(filters(&[])).unwrap();
+        for _ in 0..QUEUED_BATCHES + 5 {
+            let mut c = hub.capture().unwrap();
+            for _ in 0..3 {
+                c.offer(&event("web"), &p);
+            }
+            hub.publish(c.finish().unwrap());
+        }
+        assert_eq!(slow.take_missed(), 15);
     }
 }

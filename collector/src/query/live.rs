@@ -1,22 +1,24 @@
-//! The read side of the live tail: which committed events a follower's filters keep (the same parameters as
-//! every read, applied in memory; the time window does not apply).
+//! The read side of the live tail: which events a follower's filters keep (the same parameters as every read,
+//! applied in memory to each event as its batch is built; the time window does not apply); and whether anything
+//! was ever stored.
 
 use super::filters::Filters;
-use crate::pipeline::tail::TailEvent;
+use crate::event::Event;
 
-/// Whether `e` passes `f` (its window aside).
-pub fn matches(f: &Filters, e: &TailEvent) -> bool {
-    let text = |want: &Option<String>, got: &Option<String>| {
+/// Whether `e`, sent by `producer`, passes `f` (its window aside). Called for every event while a tail is
+/// followed: comparisons only, no allocation.
+pub fn matches_event(f: &Filters, e: &Event<'_>, producer: &str) -> bool {
+    let text = |want: &Option<String>, got: &Option<std::borrow::Cow<'_, str>>| {
         want.as_ref()
             .is_none_or(|w| got.as_deref() == Some(w.as_str()))
     };
     text(&f.service, &e.service)
         && text(&f.protocol, &e.protocol)
         && text(&f.host, &e.host)
-        && f.producer.as_deref().is_none_or(|p| *e.producer == *p)
+        && f.producer.as_deref().is_none_or(|p| producer == p)
         && f.producers
             .as_ref()
-            .is_none_or(|ps| ps.iter().any(|p| *e.producer == **p))
+            .is_none_or(|ps| ps.iter().any(|p| producer == p))
         && f.src
             .is_none_or(|n| e.src_ip.is_some_and(|ip| n.contains(ip)))
         && f.dst
