@@ -396,7 +396,7 @@ async fn ingest(
         collector_pg_cpu_per_event / raw_pg_cpu_per_row.max(1e-12),
     );
     let watched = format!(
-        "\nWatched: with five live tails following every committed event and a dashboard refreshing every 10 s \
+        "\nWatched: with five live tails following all events (each sent up to COLLECTOR_TAIL_EVENTS_PER_SEC, 200 a second) and a dashboard refreshing every 10 s \
          (status, volume, two error rates, latency, top talkers and a page of events), the collector committed \
          {watched_rate:.0} events/s, {:.2}× the {full_rate:.0} events/s of the plain full-speed run before it.\n",
         watched_rate / full_rate
@@ -519,7 +519,7 @@ async fn end_to_end(
     end_to_end_watched(base, url, pool, batches, clients, rate, durability, 0).await
 }
 
-/// [`end_to_end`] with `tails` live tails following every committed event and, when there are any, a dashboard
+/// [`end_to_end`] with `tails` live tails following all events (at their rate) and, when there are any, a dashboard
 /// refreshing every 10 s (the reads its page makes).
 #[allow(clippy::too_many_arguments)]
 async fn end_to_end_watched(

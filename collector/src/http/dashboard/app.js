@@ -307,7 +307,7 @@ function drawVolume(v, status) {
   $("total-bytes-out").textContent = bytes(v.total.bytes_out);
   const empty = v.total.events === 0;
   showEmpty("volume-empty", empty, status, "events");
-  barChart($("events-chart"), v.series, [{ key: "events", name: "events" }], num, (t) => narrowTo(t, v.bucket));
+  barChart($("events-chart"), v.series, [{ key: "events", name: "events" }], (x) => num(Math.round(x)), (t) => narrowTo(t, v.bucket));
   barChart($("bytes-chart"), v.series, [{ key: "bytes_in", name: "bytes in" }, { key: "bytes_out", name: "bytes out" }], bytes, (t) => narrowTo(t, v.bucket));
 }
 
