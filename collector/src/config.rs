@@ -321,6 +321,8 @@ impl ServeConfig {
             max_bytes: self.spool_max_bytes,
             min_free_bytes: self.spool_min_free_bytes,
             segment_bytes: self.spool_segment_bytes.max(1),
+            // A quarter of the ingest budget: the rest keeps admitting requests while a backlog lasts.
+            park_bytes: self.memory_budget_bytes / 4,
         })
     }
 

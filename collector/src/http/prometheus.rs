@@ -45,7 +45,7 @@ pub(super) async fn metrics(
 /// The spool's gauges and counters.
 fn render_spool(out: &mut String, s: &SpoolStatus) {
     use std::fmt::Write;
-    let metrics: [(&str, &str, &str, f64); 11] = [
+    let metrics: [(&str, &str, &str, f64); 12] = [
         (
             "collector_spool_bytes",
             "gauge",
@@ -105,6 +105,12 @@ fn render_spool(out: &mut String, s: &SpoolStatus) {
             "counter",
             "Batches read back from the spool into the queue (after a restart or a full queue).",
             s.replayed as f64,
+        ),
+        (
+            "collector_spool_kept_decoded_total",
+            "counter",
+            "Batches that waited behind a backlog already decoded, queued without reading them back.",
+            s.kept_decoded as f64,
         ),
         (
             "collector_spool_append_errors_total",

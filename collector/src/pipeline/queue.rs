@@ -52,6 +52,23 @@ impl Queue {
         self.submit_reserved(batch, None)
     }
 
+    /// Queues `batch` if there is room now; otherwise gives it back.
+    pub fn try_submit_or_return(&self, mut batch: Batch) -> Result<(), Box<Batch>> {
+        let weight = batch.weight();
+        if weight > self.capacity {
+            return Err(Box::new(batch));
+        }
+        match self.permits.clone().try_acquire_many_owned(weight as u32) {
+            Ok(permit) => {
+                batch.permit = Some(permit);
+                self.tx
+                    .try_send(batch)
+                    .map_err(|e| Box::new(e.into_inner()))
+            }
+            Err(_) => Err(Box::new(batch)),
+        }
+    }
+
     /// Room for about `events` events, taken before a request is decoded: when the queue is full, the request
     /// is answered 503 before it costs a decompression and a parse. [`Queue::submit_reserved`] settles it.
     pub fn reserve(&self, events: usize) -> Result<OwnedSemaphorePermit, SubmitError> {

@@ -237,6 +237,8 @@ async fn a_database_outage_longer_than_the_queue_is_absorbed_by_the_spool() {
         c.queue_capacity = 300;
         c.writers = 2;
         c.retry_max_backoff_ms = 200;
+        // Room to keep about half the waiting batches decoded (a quarter of this); the rest are read back.
+        c.memory_budget_bytes = 2 << 20;
     })
     .await;
     for id in 0..5 {
@@ -295,10 +297,22 @@ async fn a_database_outage_longer_than_the_queue_is_absorbed_by_the_spool() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(app
-        .metrics_text()
-        .await
-        .contains("collector_spool_backlog 0"));
+    let metrics = app.metrics_text().await;
+    assert!(metrics.contains("collector_spool_backlog 0"));
+    // Behind the backlog, batches were kept decoded while there was room (queued without a second decode), and
+    // the rest read back from disk.
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let (kept, read_back) = (
+        counter("collector_spool_kept_decoded_total"),
+        counter("collector_spool_replayed_total"),
+    );
+    assert!(kept > 0 && read_back > 0, "{metrics}");
+    assert!(kept + read_back >= 37, "{metrics}");
     app.stop().await.unwrap();
     drop(db);
     tokio::task::spawn_blocking(move || drop(server))

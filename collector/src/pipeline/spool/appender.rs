@@ -300,15 +300,32 @@ impl Appender {
                     mut batch,
                     reply,
                 } = a;
-                if state.backlog.is_none() {
-                    batch.spooled = Some(Ticket {
-                        shared: self.shared.clone(),
-                        segment,
-                    });
-                    batch.identity = Some(record.identity);
-                    if self.queue.try_submit(batch).is_err() {
-                        state.backlog = Some(Position { segment, offset });
-                        started_backlog = true;
+                batch.spooled = Some(Ticket {
+                    shared: self.shared.clone(),
+                    segment,
+                });
+                batch.identity = Some(record.identity);
+                let waiting = if state.backlog.is_none() {
+                    match self.queue.try_submit_or_return(batch) {
+                        Ok(()) => None,
+                        Err(batch) => {
+                            state.backlog = Some(Position { segment, offset });
+                            started_backlog = true;
+                            Some(batch)
+                        }
+                    }
+                } else {
+                    Some(Box::new(batch))
+                };
+                // Behind a backlog: kept decoded for the feeder while there is room, else read back from disk.
+                if let Some(mut batch) = waiting {
+                    let size = batch.source.len() + batch.rows.len();
+                    if state.parked_bytes + size <= self.shared.cfg.park_bytes {
+                        state.parked_bytes += size;
+                        state.parked.insert(Position { segment, offset }, *batch);
+                    } else {
+                        // Its ticket is not given back: the feeder's copy carries the segment's claim.
+                        batch.spooled = None;
                     }
                 }
                 let _ = reply.send(Ok(()));

@@ -95,12 +95,27 @@ impl Feeder {
                     segment: at.segment,
                     offset: at.offset + offset,
                 };
-                let skip = self.shared.lock().committed_before.remove(&here);
+                let (skip, parked) = {
+                    let mut state = self.shared.lock();
+                    let parked = state.parked.remove(&here);
+                    if let Some(b) = &parked {
+                        state.parked_bytes -= b.source.len() + b.rows.len();
+                    }
+                    (state.committed_before.remove(&here), parked)
+                };
                 if skip {
                     self.shared
                         .counters
                         .replay_skipped
                         .fetch_add(1, Ordering::Relaxed);
+                } else if let Some(batch) = parked {
+                    // Decoded when it was appended: queued as it is.
+                    if self.queue.submit(batch).await.is_ok() {
+                        self.shared
+                            .counters
+                            .kept_decoded
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 } else {
                     self.feed(record, at.segment).await;
                 }

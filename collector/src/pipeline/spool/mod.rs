@@ -18,7 +18,7 @@ mod feeder;
 pub mod format;
 mod recover;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,9 @@ pub struct SpoolConfig {
     pub min_free_bytes: u64,
     /// A segment is closed and a new one started past this size.
     pub segment_bytes: u64,
+    /// Bytes of decoded batches kept in memory while they wait behind a backlog, so that the feeder queues
+    /// them without decoding them again; past it, a batch waits on disk only and is decoded when its turn comes.
+    pub park_bytes: usize,
 }
 
 /// Why a batch was not appended: the request is answered 503 with Retry-After, never 202.
@@ -106,6 +109,8 @@ struct Counters {
     records: AtomicU64,
     events: AtomicU64,
     replayed: AtomicU64,
+    /// Batches queued behind a backlog as they were decoded when appended.
+    kept_decoded: AtomicU64,
     replay_skipped: AtomicU64,
     append_errors: AtomicU64,
 }
@@ -118,6 +123,7 @@ impl Default for Counters {
             records: AtomicU64::default(),
             events: AtomicU64::default(),
             replayed: AtomicU64::default(),
+            kept_decoded: AtomicU64::default(),
             replay_skipped: AtomicU64::default(),
             append_errors: AtomicU64::default(),
         }
@@ -136,6 +142,11 @@ struct State {
     free_bytes: u64,
     /// Records found at start that PostgreSQL already has: the feeder passes over them.
     committed_before: HashSet<Position>,
+    /// Batches appended while a backlog lasts, already decoded, by their record's position: the feeder queues
+    /// them as they are (a second decode cost as much CPU as the first, under sustained load).
+    parked: HashMap<Position, Batch>,
+    /// Their text and rows, in bytes (at most `SpoolConfig::park_bytes`).
+    parked_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,6 +202,8 @@ pub struct SpoolStatus {
     pub records: u64,
     pub events: u64,
     pub replayed: u64,
+    /// Batches that waited behind a backlog decoded, and were queued without a second decode.
+    pub kept_decoded: u64,
     pub replay_skipped: u64,
     pub append_errors: u64,
 }
@@ -243,6 +256,7 @@ impl Spool {
             records: c.records.load(Ordering::Relaxed),
             events: c.events.load(Ordering::Relaxed),
             replayed: c.replayed.load(Ordering::Relaxed),
+            kept_decoded: c.kept_decoded.load(Ordering::Relaxed),
             replay_skipped: c.replay_skipped.load(Ordering::Relaxed),
             append_errors: c.append_errors.load(Ordering::Relaxed),
         }
