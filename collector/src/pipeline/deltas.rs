@@ -562,14 +562,14 @@ mod tests {
     use crate::pipeline::copy::encode_row;
     use crate::rollup::catalog::{DST, FULL, SERVICE, SRC, SRC_NET};
 
-    fn rows(events: &[&str]) -> bytes::BytesMut {
-        let mut buf = bytes::BytesMut::new();
+    fn rows(events: &[&str]) -> bytes::Bytes {
+        let mut buf = Vec::new();
         for e in events {
             let mut s = Scratch::default();
             let ev = parse_event(e, 0, &Limits::default(), &mut s).unwrap();
             encode_row(&mut buf, &ev, 5, "p");
         }
-        buf
+        bytes::Bytes::from(buf)
     }
 
     #[test]

@@ -71,6 +71,14 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 /// Appends `record`'s frame to `out`; returns its length. Strings longer than 65,535 bytes are cut (a header
 /// value or key name never is).
 pub fn encode(out: &mut BytesMut, r: &Record) -> usize {
+    let n = encode_head(out, r);
+    out.put_slice(&r.body);
+    n
+}
+
+/// Appends `record`'s frame up to its body, which must follow it on disk (the appender writes the body from
+/// the request's own buffer instead of copying it); returns the whole frame's length, body included.
+pub fn encode_head(out: &mut BytesMut, r: &Record) -> usize {
     let start = out.len();
     fn field(s: Option<&str>) -> &[u8] {
         let b = s.unwrap_or_default().as_bytes();
@@ -82,7 +90,7 @@ pub fn encode(out: &mut BytesMut, r: &Record) -> usize {
         field(r.content_encoding.as_deref()),
     );
     let payload_len = frame_len(r) - FRAME_LEN;
-    out.reserve(FRAME_LEN + payload_len);
+    out.reserve(FRAME_LEN + payload_len - r.body.len());
     out.put_u32_le(RECORD_MAGIC);
     out.put_u32_le(u32::try_from(payload_len).unwrap_or(u32::MAX));
     out.put_u32_le(0); // checksum, filled below
@@ -95,10 +103,12 @@ pub fn encode(out: &mut BytesMut, r: &Record) -> usize {
         out.put_u16_le(s.len() as u16);
         out.put_slice(s);
     }
-    out.put_slice(&r.body);
-    let crc = crc32fast::hash(&out[payload_start..]);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[payload_start..]);
+    crc.update(&r.body);
+    let crc = crc.finalize();
     out[payload_start - 4..payload_start].copy_from_slice(&crc.to_le_bytes());
-    out.len() - start
+    out.len() - start + r.body.len()
 }
 
 /// The length of the frame [`encode`] writes for `r`.
