@@ -170,15 +170,19 @@ async fn require_admin(State(state): State<AppState>, req: Request, next: Next) 
 /// Who the request is, from its key or else its client certificate (which may only ingest); refused unless
 /// that identity holds `scope`. The handlers find the [`Principal`] and its [`Producer`] in the extensions.
 async fn authorize(scope: Scope, state: &AppState, mut req: Request, next: Next) -> Response {
-    let principal = state.keys.authenticate(req.headers()).or_else(|| {
-        let cert = req.extensions().get::<ClientCertificate>()?;
-        Some(Principal {
-            producer: cert.0.clone(),
-            scopes: Scopes::of(&[Scope::Ingest]),
-            tenant: None,
-            key_id: None,
-        })
-    });
+    // A key, when one is sent, decides (a wrong one is refused, not replaced by the certificate).
+    let principal = if crate::auth::presented_key(req.headers()).is_some() {
+        state.keys.authenticate(req.headers())
+    } else {
+        req.extensions()
+            .get::<ClientCertificate>()
+            .map(|cert| Principal {
+                producer: cert.0.clone(),
+                scopes: Scopes::of(&[Scope::Ingest]),
+                tenant: None,
+                key_id: None,
+            })
+    };
     let Some(principal) = principal else {
         return ApiError::Unauthorized.into_response();
     };

@@ -130,6 +130,15 @@ async fn https_with_client_certificates_naming_their_producer() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // A wrong key is refused even with a good certificate: a key, when sent, decides.
+    let r = edge
+        .post(format!("{}/ingest", app.url))
+        .header("x-api-key", "not-a-key-at-all")
+        .body(EVENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     app.wait_rows(2).await;
     assert_eq!(
         app.texts("SELECT producer FROM comm_logs ORDER BY producer")
