@@ -14,3 +14,7 @@ pub const SEAL_WRITERS: i64 = 0x7061_6972_5f77_7269;
 
 /// Held (transaction-level) while a stored API key is made: a name belongs to one tenant.
 pub const API_KEYS: i64 = 0x6170_695f_6b65_7973;
+
+/// Held (session-level) while retention runs: several collectors on one database apply it one at a time, and
+/// the others pass their turn.
+pub const RETENTION: i64 = 0x7265_7465_6e74_696f;

@@ -3,16 +3,17 @@
 //! (`COLLECTOR_ROLLUP_MINUTE_DAYS`, `_5MIN_DAYS`, `_HOUR_DAYS`), so trends outlive the events they came from.
 //! Answers that read raw events (`/api/logs`, IP filters combined with other dimensions) cover only the days
 //! kept; a rollup answer reaching before a tier's bound is read from a coarser tier
-//! (db/migrations/0013_rollup_pruned.sql).
+//! (db/migrations/0013_rollup_pruned.sql). Several collectors on one database take turns (an advisory lock):
+//! one applies it while the others pass.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Days, DurationRound, TimeDelta, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{partitions, DbError};
+use crate::db::{locks, partitions, DbError};
 use crate::rollup::catalog::SHAPES;
 use crate::telemetry::Stats;
 
@@ -30,10 +31,29 @@ impl Retention {
     }
 }
 
-/// Applies the retention once.
-pub async fn once(pool: &Pool, retention: &Retention, stats: &Stats) -> Result<(), DbError> {
+/// Applies the retention once, unless another collector on the database is applying it now (then this one
+/// passes its turn: `Ok(false)`).
+pub async fn once(pool: &Pool, retention: &Retention, stats: &Stats) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let ours: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&locks::RETENTION])
+        .await?
+        .get(0);
+    if !ours {
+        tracing::debug!("Another collector is applying the retention");
+        return Ok(false);
+    }
+    let applied = apply(&client, retention, stats).await;
+    // A connection that broke took its lock with it.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&locks::RETENTION])
+        .await;
+    applied.map(|()| true)
+}
+
+async fn apply(client: &Object, retention: &Retention, stats: &Stats) -> Result<(), DbError> {
     if retention.raw_days > 0 {
-        raw(pool, retention.raw_days, stats).await?;
+        raw(client, retention.raw_days, stats).await?;
     }
     for (res, days) in retention.rollup_days {
         if days > 0 {
@@ -42,7 +62,7 @@ pub async fn once(pool: &Pool, retention: &Retention, stats: &Stats) -> Result<(
             let before = (now - TimeDelta::days(i64::from(days)))
                 .duration_trunc(TimeDelta::hours(1))
                 .unwrap_or(now);
-            let deleted = prune_tier(pool, res, before).await?;
+            let deleted = prune_tier(client, res, before).await?;
             stats.rollup_rows_pruned.add(deleted);
             if deleted > 0 {
                 tracing::info!(
@@ -58,14 +78,13 @@ pub async fn once(pool: &Pool, retention: &Retention, stats: &Stats) -> Result<(
 }
 
 /// Raw events and dead letters from before today − `days` (UTC) go.
-async fn raw(pool: &Pool, days: u32, stats: &Stats) -> Result<(), DbError> {
+async fn raw(client: &Object, days: u32, stats: &Stats) -> Result<(), DbError> {
     let today = Utc::now().date_naive();
     let Some(cutoff) = today.checked_sub_days(Days::new(u64::from(days))) else {
         return Ok(());
     };
-    let client = pool.get().await?;
-    let (dropped, deleted) = partitions::drop_before(&client, cutoff).await?;
-    let pruned = super::ledger::prune_rejects(&client, cutoff).await?;
+    let (dropped, deleted) = partitions::drop_before(client, cutoff).await?;
+    let pruned = super::ledger::prune_rejects(client, cutoff).await?;
     if !dropped.is_empty() || deleted > 0 || pruned > 0 {
         tracing::info!(
             partitions = ?dropped,
@@ -83,8 +102,7 @@ async fn raw(pool: &Pool, days: u32, stats: &Stats) -> Result<(), DbError> {
 
 /// Deletes tier `res`'s rows before `before` from every rollup table (and its top lists), once the bound is
 /// recorded: from then on no read uses those rows, so none sees a bucket half deleted.
-async fn prune_tier(pool: &Pool, res: i32, before: DateTime<Utc>) -> Result<u64, DbError> {
-    let client = pool.get().await?;
+async fn prune_tier(client: &Object, res: i32, before: DateTime<Utc>) -> Result<u64, DbError> {
     client
         .execute(
             "INSERT INTO rollup_pruned (res, before) VALUES ($1, $2)

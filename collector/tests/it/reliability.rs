@@ -619,6 +619,71 @@ async fn retention_drops_old_days_of_raw_events_and_keeps_the_rollups() {
     second.stop().await.unwrap();
 }
 
+/// Several collectors on one database: retention is applied by one at a time (an advisory lock); a collector
+/// that finds it taken passes its turn and removes nothing.
+#[tokio::test]
+async fn retention_runs_on_one_collector_at_a_time() {
+    let db_url = pg::fresh_database().await;
+    let admin = pg::connect(&db_url).await;
+    let old = chrono::Utc::now()
+        .date_naive()
+        .checked_sub_days(chrono::Days::new(10))
+        .unwrap();
+    admin
+        .execute("SELECT comm_logs_ensure_partition($1)", &[&old])
+        .await
+        .unwrap();
+    let partition = format!("comm_logs_p{}", old.format("%Y%m%d"));
+    let exists = || async {
+        admin
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&partition])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    let pool = collector::db::pool(&db_url, 2).unwrap();
+    let retention = collector::pipeline::retention::Retention {
+        raw_days: 3,
+        ..Default::default()
+    };
+    let stats = collector::telemetry::Stats::default();
+    // Another collector holds the turn.
+    let other = pg::connect(&db_url).await;
+    other
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&collector::db::locks::RETENTION],
+        )
+        .await
+        .unwrap();
+    let ran = collector::pipeline::retention::once(&pool, &retention, &stats)
+        .await
+        .unwrap();
+    assert!(!ran);
+    assert!(
+        exists().await,
+        "nothing is removed while another collector applies it"
+    );
+    other
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&collector::db::locks::RETENTION],
+        )
+        .await
+        .unwrap();
+    let ran = collector::pipeline::retention::once(&pool, &retention, &stats)
+        .await
+        .unwrap();
+    assert!(ran);
+    assert!(!exists().await, "the old day's partition is dropped");
+    // And the lock was let go: the next turn runs too.
+    assert!(
+        collector::pipeline::retention::once(&pool, &retention, &stats)
+            .await
+            .unwrap()
+    );
+}
+
 /// Rows of tier `res` older than `days` in every rollup table (and top list) of the catalog.
 async fn tier_rows_older(db: &tokio_postgres::Client, res: i32, days: i32) -> i64 {
     let mut n = 0;
