@@ -295,7 +295,15 @@ CREATE TABLE public.comm_logs (
     latency_ms double precision,
     host text,
     message text,
-    tags jsonb
+    tags jsonb,
+    src_country text,
+    src_city text,
+    src_asn bigint,
+    src_as_org text,
+    dst_country text,
+    dst_city text,
+    dst_asn bigint,
+    dst_as_org text
 )
 PARTITION BY RANGE (ts);
 
@@ -320,7 +328,15 @@ CREATE TABLE public.comm_logs_default (
     latency_ms double precision,
     host text,
     message text,
-    tags jsonb
+    tags jsonb,
+    src_country text,
+    src_city text,
+    src_asn bigint,
+    src_as_org text,
+    dst_country text,
+    dst_city text,
+    dst_asn bigint,
+    dst_as_org text
 );
 
 

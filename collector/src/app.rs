@@ -172,8 +172,19 @@ pub async fn run(
     let writers = writer::spawn(cfg.writers, &pool, &rx, writer_cfg, &stats);
     drop(rx);
     let tail = crate::pipeline::tail::TailHub::new(cfg.max_tails, cfg.tail_events_per_sec);
+    let geo_files = cfg.geo_files();
+    let geo = if geo_files.is_empty() {
+        tracing::info!(
+            "Enrichment is off: no GeoIP database (COLLECTOR_GEOIP_CITY_DB, COLLECTOR_GEOIP_ASN_DB; scripts/geoip.sh)"
+        );
+        None
+    } else {
+        let geo = crate::enrich::Geo::open(geo_files);
+        Some(geo)
+    };
     let intake = Intake {
         tail: Some(tail.clone()),
+        geo: geo.clone(),
         limits: cfg.build_limits(),
         max_decompressed_bytes: cfg.max_decompressed_bytes,
         memory: crate::pipeline::budget::MemoryBudget::new(cfg.memory_budget_bytes),
@@ -222,6 +233,12 @@ pub async fn run(
         stats.clone(),
         maintenance_stop.clone(),
     ));
+    if let Some(geo) = &geo {
+        tokio::spawn(
+            geo.clone()
+                .watch(GEO_RELOAD_CHECK, maintenance_stop.clone()),
+        );
+    }
     let ledger = tokio::spawn(ledger::maintain(
         pool.clone(),
         Duration::from_secs(3600),
@@ -262,6 +279,7 @@ pub async fn run(
         db_disk,
         keys: key_ring,
         tail,
+        geo,
         intake,
         max_body_bytes: cfg.max_body_bytes,
         seen,
@@ -344,6 +362,9 @@ pub async fn run(
     tracing::info!(rows_written = stats.rows_written.get(), "Shut down cleanly");
     Ok(())
 }
+
+/// How often the GeoIP databases are checked for a change.
+const GEO_RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// How often the TLS files are checked for a change.
 const TLS_RELOAD_CHECK: Duration = Duration::from_secs(2);

@@ -248,6 +248,21 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_DB_MIN_FREE_BYTES", default_value_t = 1 << 30)]
     pub db_min_free_bytes: u64,
 
+    /// MaxMind DB file giving each address's country (and city): GeoIP2/GeoLite2 City or Country, DB-IP lite,
+    /// any file with `country.iso_code`. Unset (with COLLECTOR_GEOIP_ASN_DB): no enrichment. Reloaded when it
+    /// changes and on SIGHUP. `scripts/geoip.sh` installs a free one.
+    #[arg(long, env = "COLLECTOR_GEOIP_CITY_DB")]
+    pub geoip_city_db: Option<PathBuf>,
+
+    /// MaxMind DB file giving each address's network (`autonomous_system_number` and `_organization`); may be
+    /// the same file as COLLECTOR_GEOIP_CITY_DB.
+    #[arg(long, env = "COLLECTOR_GEOIP_ASN_DB")]
+    pub geoip_asn_db: Option<PathBuf>,
+
+    /// Store city names too (src_city, dst_city).
+    #[arg(long, env = "COLLECTOR_GEOIP_CITY", default_value_t = false)]
+    pub geoip_city: bool,
+
     /// Days of raw events (and dead letters) kept: older daily partitions of comm_logs are dropped, hourly.
     /// Rollups keep their own retention (below). 0 keeps everything.
     #[arg(long, env = "COLLECTOR_RETENTION_DAYS", default_value_t = 0)]
@@ -334,6 +349,15 @@ impl ServeConfig {
             client_ca: self.tls_client_ca.clone(),
             require_client_cert: self.tls_require_client_cert,
         })
+    }
+
+    /// The enrichment databases.
+    pub fn geo_files(&self) -> crate::enrich::GeoFiles {
+        crate::enrich::GeoFiles {
+            city: self.geoip_city_db.clone(),
+            asn: self.geoip_asn_db.clone(),
+            with_city: self.geoip_city,
+        }
     }
 
     /// What is kept, of raw events and of each rollup tier.

@@ -11,6 +11,7 @@
 //! - [`decode`]: bytes → records: decompression (gzip, zstd, deflate) with size caps; JSON array, wrapper
 //!   object, NDJSON, Fluent Bit msgpack.
 //! - [`event`]: the canonical event: field aliases, the decoding visitor, validation and normalisation.
+//! - [`enrich`]: what is added to a valid event before it is encoded: GeoIP country/city and ASN.
 //! - [`pipeline`]: the write side and its SQL: batch → queue → writer (COPY, rollup deltas, dead letters, flush
 //!   ledger in one transaction) → compaction, top lists and the pair seal.
 //! - [`rollup`]: what writing and reading share: the catalog of rollup shapes and the latency histogram.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod decode;
+pub mod enrich;
 pub mod event;
 pub mod http;
 pub mod pipeline;

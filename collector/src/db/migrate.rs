@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollup pruning",
         include_str!("../../../db/migrations/0013_rollup_pruned.sql"),
     ),
+    (
+        14,
+        "geo columns",
+        include_str!("../../../db/migrations/0014_geo.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

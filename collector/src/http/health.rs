@@ -48,9 +48,30 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
             state.queue_high_water
         )));
     }
-    Ok(Json(
-        json!({"status": "ready", "queue_depth": depth, "queue_capacity": state.queue.capacity()}),
-    ))
+    Ok(Json(json!({
+        "status": "ready",
+        "queue_depth": depth,
+        "queue_capacity": state.queue.capacity(),
+        "geoip": geoip(&state),
+    })))
+}
+
+/// Each GeoIP database: loaded or not, and when it was built (no paths: this answer needs no key).
+fn geoip(state: &AppState) -> Value {
+    let Some(geo) = &state.geo else {
+        return Value::String("off".into());
+    };
+    let mut out = serde_json::Map::new();
+    for (kind, _, built) in geo.status() {
+        let built = built
+            .and_then(|s| chrono::DateTime::from_timestamp(i64::try_from(s).ok()?, 0))
+            .map(|t| t.to_rfc3339());
+        out.insert(
+            kind.into(),
+            json!({ "loaded": built.is_some(), "built": built }),
+        );
+    }
+    Value::Object(out)
 }
 
 /// With the spool, ready means a batch sent now is acknowledged: the spool has room on disk, whatever the
@@ -76,6 +97,7 @@ async fn spool_ready(state: &AppState, spool: SpoolStatus) -> Result<Json<Value>
         "queue_depth": state.queue.depth(),
         "queue_capacity": state.queue.capacity(),
         "spool": spool,
+        "geoip": geoip(state),
     })))
 }
 

@@ -51,6 +51,8 @@ pub struct AppState {
     pub db_disk: Option<Arc<crate::pipeline::disk::DiskGuard>>,
     /// Bootstrap and stored API keys.
     pub keys: Arc<KeyRing>,
+    /// GeoIP and ASN enrichment, when configured (its databases in /readyz and /metrics).
+    pub geo: Option<Arc<crate::enrich::Geo>>,
     /// The live tail's followers.
     pub tail: Arc<crate::pipeline::tail::TailHub>,
     /// Decoding: its limits and the memory budget of ingest.

@@ -99,6 +99,14 @@ pub struct CommonFilters {
     status: Option<i32>,
     /// `1xx` … `5xx` (not with `status`).
     status_class: Option<String>,
+    /// Source country: an ISO 3166 code (`DE`) or a range label (`private`); needs enrichment. Reads raw events.
+    src_country: Option<String>,
+    /// Destination country, as `src_country`.
+    dst_country: Option<String>,
+    /// Source network's AS number; needs enrichment. Reads raw events.
+    src_asn: Option<i64>,
+    /// Destination network's AS number.
+    dst_asn: Option<i64>,
 }
 
 #[derive(IntoParams)]
@@ -123,7 +131,8 @@ pub struct GroupParams {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct TopParams {
-    /// `src_ip` (default), `dst_ip`, `pair`, `dst_port`, `service` or `protocol`.
+    /// `src_ip` (default), `dst_ip`, `pair`, `dst_port`, `service`, `protocol`, `src_country`, `dst_country`,
+    /// `src_asn` or `dst_asn`.
     by: Option<String>,
     /// `events` (default) or `bytes` (in + out).
     metric: Option<String>,

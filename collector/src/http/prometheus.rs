@@ -29,6 +29,9 @@ pub(super) async fn metrics(
     let mut body = state
         .stats
         .render_prometheus((state.queue.depth(), state.queue.capacity()), by_producer);
+    if let Some(geo) = &state.geo {
+        render_geo(&mut body, geo);
+    }
     if let Some(spool) = &state.spool {
         render_spool(&mut body, &spool.status());
         spool.render_sync_histogram(&mut body);
@@ -40,6 +43,23 @@ pub(super) async fn metrics(
         )],
         body,
     )
+}
+
+/// Each GeoIP database's build time (0 while it is not loaded).
+fn render_geo(out: &mut String, geo: &crate::enrich::Geo) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP collector_geoip_build_timestamp_seconds When each GeoIP database in use was built; 0: not loaded.\n\
+         # TYPE collector_geoip_build_timestamp_seconds gauge"
+    );
+    for (kind, _, built) in geo.status() {
+        let _ = writeln!(
+            out,
+            "collector_geoip_build_timestamp_seconds{{database=\"{kind}\"}} {}",
+            built.unwrap_or(0)
+        );
+    }
 }
 
 /// The spool's gauges and counters.

@@ -8,9 +8,19 @@ use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::decode::{self, DecodeError, Format};
+use crate::enrich::Geo;
 use crate::event::{self, finish_event, FieldError, Limits, RawEvent, Scratch};
 use crate::pipeline::copy::encode_row;
 use crate::pipeline::tail::{Capture, TailBatch, TailHub};
+
+/// What a batch is built with besides its events and limits.
+#[derive(Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// The live tail, whose followers get a copy of the events they want.
+    pub tail: Option<&'a Arc<TailHub>>,
+    /// GeoIP and ASN lookups.
+    pub geo: Option<&'a Geo>,
+}
 
 /// A batch in flight between the request and the database.
 pub struct Batch {
@@ -58,6 +68,8 @@ struct Builder<'l> {
     limits: &'l BuildLimits,
     /// The events copied for the live tail, when it is followed.
     tail: Option<Capture>,
+    /// GeoIP and ASN, when enrichment is on.
+    geo: Option<&'l Geo>,
 }
 
 impl Builder<'_> {
@@ -71,10 +83,19 @@ impl Builder<'_> {
             .and_then(|raw| finish_event(raw, self.received_at_us, &self.limits.fields, scratch));
         match result {
             Ok(event) => {
-                encode_row(&mut self.rows, &event, self.received_at_us, self.producer);
+                let place =
+                    |ip: Option<std::net::IpAddr>| self.geo.zip(ip).and_then(|(g, ip)| g.place(ip));
+                let (src, dst) = (place(event.src_ip), place(event.dst_ip));
+                encode_row(
+                    &mut self.rows,
+                    &event,
+                    self.received_at_us,
+                    self.producer,
+                    [src.as_deref(), dst.as_deref()],
+                );
                 // Only while a tail is open: its filters per event, and a copy within its rate.
                 if let Some(tail) = &mut self.tail {
-                    tail.offer(&event, self.producer);
+                    tail.offer(&event, self.producer, [src.as_deref(), dst.as_deref()]);
                 }
                 self.receipt.accepted += 1;
                 self.row_refs.push(RowRef {
@@ -203,10 +224,18 @@ impl Batch {
         received_at_us: i64,
         limits: &BuildLimits,
     ) -> Result<(Batch, Receipt), DecodeError> {
-        Batch::build_for(source, text, format, producer, received_at_us, limits, None)
+        Batch::build_for(
+            source,
+            text,
+            format,
+            producer,
+            received_at_us,
+            limits,
+            Extras::default(),
+        )
     }
 
-    /// [`Batch::build`], copying its events for `tail` when anyone follows it.
+    /// [`Batch::build`], with enrichment and a copy of its events for the tail's followers.
     pub fn build_for(
         source: Bytes,
         text: &str,
@@ -214,8 +243,9 @@ impl Batch {
         producer: Arc<str>,
         received_at_us: i64,
         limits: &BuildLimits,
-        tail: Option<&Arc<TailHub>>,
+        extras: Extras<'_>,
     ) -> Result<(Batch, Receipt), DecodeError> {
+        let Extras { tail, geo } = extras;
         let capture = tail.and_then(|t| t.capture());
         let mut b = Builder {
             // A binary row is no longer than its JSON (key names outweigh length prefixes), so this is one
@@ -229,6 +259,7 @@ impl Batch {
             received_at_us,
             limits,
             tail: capture,
+            geo,
         };
         let mut scratch = Scratch::default();
         if decode::is_array(text, format) {

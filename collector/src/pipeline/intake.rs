@@ -19,6 +19,8 @@ pub struct Intake {
     pub memory: MemoryBudget,
     /// The live tail, whose followers get a copy of each committed batch's events.
     pub tail: Option<std::sync::Arc<crate::pipeline::tail::TailHub>>,
+    /// GeoIP and ASN enrichment, when its databases are configured.
+    pub geo: Option<std::sync::Arc<crate::enrich::Geo>>,
 }
 
 /// The request headers decoding reads.
@@ -79,7 +81,10 @@ impl Intake {
             producer.clone(),
             received_at_us,
             &self.limits,
-            self.tail.as_ref(),
+            crate::pipeline::batch::Extras {
+                tail: self.tail.as_ref(),
+                geo: self.geo.as_deref(),
+            },
         )?;
         built.1.bulk_items = bulk_items;
         // What stays until the commit: the text and the rows' buffer, sized from the text (the compressed body

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::enrich::Place;
 use crate::event::Event;
 use crate::query::filters::Filters;
 use crate::query::live;
@@ -127,11 +128,11 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Offers one validated event.
-    pub fn offer(&mut self, event: &Event<'_>, producer: &Arc<str>) {
+    /// Offers one validated event, with what enrichment found of its addresses.
+    pub fn offer(&mut self, event: &Event<'_>, producer: &Arc<str>, places: [Option<&Place>; 2]) {
         let mut mask = 0u64;
         for (i, f) in self.batch.followers.iter().enumerate() {
-            if live::matches_event(&f.filters, event, producer) {
+            if live::matches_event(&f.filters, event, producer, places) {
                 if f.take(self.second) {
                     mask |= 1 << i;
                 } else {
@@ -329,7 +330,7 @@ mod tests {
         );
         let mut c = hub.capture().unwrap();
         for s in ["web", "dns", "web"] {
-            c.offer(&event(s), &p);
+            c.offer(&event(s), &p, [None, None]);
         }
         hub.publish(c.finish().unwrap());
         let (b, i) = web.next().await.unwrap();
@@ -339,7 +340,7 @@ mod tests {
         // Over the rate (5 a second): the rest is counted, not copied.
         let mut c = hub.capture().unwrap();
         for _ in 0..10 {
-            c.offer(&event("web"), &p);
+            c.offer(&event("web"), &p, [None, None]);
         }
         let b = c.finish().unwrap();
         let got = b.events_for(1).count() as u64;
@@ -357,7 +358,7 @@ mod tests {
         for _ in 0..QUEUED_BATCHES + 5 {
             let mut c = hub.capture().unwrap();
             for _ in 0..3 {
-                c.offer(&event("web"), &p);
+                c.offer(&event("web"), &p, [None, None]);
             }
             hub.publish(c.finish().unwrap());
         }

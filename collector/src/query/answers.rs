@@ -498,13 +498,17 @@ pub struct TopQuery {
     pub limit: i64,
 }
 
-const BY: [(&str, TalkerKey); 6] = [
+const BY: [(&str, TalkerKey); 10] = [
     ("src_ip", TalkerKey::SrcIp),
     ("dst_ip", TalkerKey::DstIp),
     ("pair", TalkerKey::Pair),
     ("dst_port", TalkerKey::DstPort),
     ("service", TalkerKey::Service),
     ("protocol", TalkerKey::Protocol),
+    ("src_country", TalkerKey::SrcCountry),
+    ("dst_country", TalkerKey::DstCountry),
+    ("src_asn", TalkerKey::SrcAsn),
+    ("dst_asn", TalkerKey::DstAsn),
 ];
 
 pub fn parse_top(params: &HashMap<String, String>) -> Result<TopQuery, ParamError> {
@@ -519,7 +523,7 @@ pub fn parse_top(params: &HashMap<String, String>) -> Result<TopQuery, ParamErro
                 ParamError::new(
                     "by",
                     format!("{v:?} is not a talker key"),
-                    "src_ip, dst_ip, pair, dst_port, service, protocol",
+                    "src_ip, dst_ip, pair, dst_port, service, protocol, src_country, dst_country, src_asn, dst_asn",
                 )
             })?,
     };

@@ -63,6 +63,11 @@ pub struct Filters {
     pub dst_port: Option<u16>,
     pub status: Option<StatusFilter>,
     pub min_latency_ms: Option<f64>,
+    /// Enrichment: country code (or range label) and AS number of either side.
+    pub src_country: Option<String>,
+    pub dst_country: Option<String>,
+    pub src_asn: Option<i64>,
+    pub dst_asn: Option<i64>,
 }
 
 /// Parameter names every endpoint takes.
@@ -78,6 +83,10 @@ pub const FILTER_PARAMS: &[&str] = &[
     "dst_port",
     "status",
     "status_class",
+    "src_country",
+    "dst_country",
+    "src_asn",
+    "dst_asn",
 ];
 
 const TIME_ACCEPTED: &str =
@@ -168,6 +177,14 @@ impl Filters {
                 })
                 .transpose()?,
             status,
+            src_country: text("src_country"),
+            dst_country: text("dst_country"),
+            src_asn: get("src_asn")
+                .map(|v| parse_asn("src_asn", v))
+                .transpose()?,
+            dst_asn: get("dst_asn")
+                .map(|v| parse_asn("dst_asn", v))
+                .transpose()?,
             min_latency_ms: get("min_latency_ms")
                 .map(|v| {
                     v.parse::<f64>()
@@ -184,6 +201,21 @@ impl Filters {
                 .transpose()?,
         })
     }
+}
+
+/// An AS number (`64512`, or `AS64512`).
+fn parse_asn(param: &str, v: &str) -> Result<i64, ParamError> {
+    let digits = v
+        .strip_prefix("AS")
+        .or_else(|| v.strip_prefix("as"))
+        .unwrap_or(v);
+    digits.parse::<u32>().map(i64::from).map_err(|_| {
+        ParamError::new(
+            param,
+            format!("{v:?} is not an AS number"),
+            "0-4294967295, or AS<number>",
+        )
+    })
 }
 
 /// RFC 3339, or `now` / `-<n><s|m|h|d>` relative to `now`.
@@ -326,7 +358,7 @@ mod tests {
             (vec![("from", "-1h"), ("to", "-2h")], "from: "),
             (
                 vec![("sevrice", "web")],
-                "sevrice: unknown parameter; accepted: dst, dst_port, from, host, limit",
+                "sevrice: unknown parameter; accepted: dst, dst_asn, dst_country, dst_port, from, host, limit",
             ),
         ];
         for (pairs, want) in cases {

@@ -3,11 +3,25 @@
 //! was ever stored.
 
 use super::filters::Filters;
+use crate::enrich::Place;
 use crate::event::Event;
 
 /// Whether `e`, sent by `producer`, passes `f` (its window aside). Called for every event while a tail is
 /// followed: comparisons only, no allocation.
-pub fn matches_event(f: &Filters, e: &Event<'_>, producer: &str) -> bool {
+pub fn matches_event(
+    f: &Filters,
+    e: &Event<'_>,
+    producer: &str,
+    places: [Option<&Place>; 2],
+) -> bool {
+    let [src, dst] = places;
+    let country = |want: &Option<String>, p: Option<&Place>| {
+        want.as_deref()
+            .is_none_or(|w| p.and_then(|p| p.country.as_deref()) == Some(w))
+    };
+    let asn = |want: Option<i64>, p: Option<&Place>| {
+        want.is_none_or(|w| p.and_then(|p| p.asn) == Some(w))
+    };
     let text = |want: &Option<String>, got: &Option<std::borrow::Cow<'_, str>>| {
         want.as_ref()
             .is_none_or(|w| got.as_deref() == Some(w.as_str()))
@@ -30,6 +44,10 @@ pub fn matches_event(f: &Filters, e: &Event<'_>, producer: &str) -> bool {
         })
         && f.min_latency_ms
             .is_none_or(|m| e.latency_ms.is_some_and(|l| l >= m))
+        && country(&f.src_country, src)
+        && country(&f.dst_country, dst)
+        && asn(f.src_asn, src)
+        && asn(f.dst_asn, dst)
 }
 
 /// Whether any event was ever stored (of `producers`, when given): an empty dashboard then says "nothing

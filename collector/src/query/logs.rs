@@ -30,6 +30,15 @@ pub struct LogRow {
     pub message: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub tags: Option<serde_json::Value>,
+    /// Enrichment (null when it was off): country code or range label, city, AS number and organisation.
+    pub src_country: Option<String>,
+    pub src_city: Option<String>,
+    pub src_asn: Option<i64>,
+    pub src_as_org: Option<String>,
+    pub dst_country: Option<String>,
+    pub dst_city: Option<String>,
+    pub dst_asn: Option<i64>,
+    pub dst_as_org: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub position: LogPosition,
@@ -106,7 +115,8 @@ async fn logs_since(
     let lim = w.bind(limit);
     let sql = format!(
         "SELECT ts, received_at, producer, src_ip, src_port, dst_ip, dst_port, protocol, service, status, bytes_in,
-                bytes_out, latency_ms, host, message, tags, ctid::text AS position
+                bytes_out, latency_ms, host, message, tags, ctid::text AS position, src_country, src_city,
+                src_asn, src_as_org, dst_country, dst_city, dst_asn, dst_as_org
          FROM comm_logs{} ORDER BY comm_logs.ts DESC, comm_logs.ctid DESC LIMIT {}",
         w.where_clause(),
         lim
@@ -133,6 +143,14 @@ async fn logs_since(
                 host: r.get(13),
                 message: r.get(14),
                 tags: r.get(15),
+                src_country: r.get(17),
+                src_city: r.get(18),
+                src_asn: r.get(19),
+                src_as_org: r.get(20),
+                dst_country: r.get(21),
+                dst_city: r.get(22),
+                dst_asn: r.get(23),
+                dst_as_org: r.get(24),
                 position: LogPosition {
                     ts_us: timestamp.timestamp_micros(),
                     ctid: r.get(16),

@@ -24,6 +24,13 @@ pub fn dims_of_filters(f: &Filters) -> Dims {
         (f.status.is_some(), Dims::STATUS),
         (f.src.is_some(), Dims::SRC_IP),
         (f.dst.is_some(), Dims::DST_IP),
+        (
+            f.src_country.is_some()
+                || f.dst_country.is_some()
+                || f.src_asn.is_some()
+                || f.dst_asn.is_some(),
+            Dims::GEO,
+        ),
     ]
     .into_iter()
     .filter(|(on, _)| *on)
@@ -335,6 +342,21 @@ pub fn filter(f: &Filters, table: Table, max_res: i64) -> Sql<'static> {
     ] {
         if let Some(v) = value {
             let c = format!("{column} = {}", w.bind(v.clone()));
+            w.and(&c);
+        }
+    }
+    for (column, value) in [
+        ("src_country", &f.src_country),
+        ("dst_country", &f.dst_country),
+    ] {
+        if let Some(v) = value {
+            let c = format!("{column} = {}", w.bind(v.clone()));
+            w.and(&c);
+        }
+    }
+    for (column, value) in [("src_asn", f.src_asn), ("dst_asn", f.dst_asn)] {
+        if let Some(v) = value {
+            let c = format!("{column} = {}", w.bind(v));
             w.and(&c);
         }
     }

@@ -29,6 +29,10 @@ pub enum TalkerKey {
     DstPort,
     Service,
     Protocol,
+    SrcCountry,
+    DstCountry,
+    SrcAsn,
+    DstAsn,
 }
 
 impl TalkerKey {
@@ -45,6 +49,10 @@ impl TalkerKey {
             TalkerKey::DstPort => (&["dst_port"], "dst_port::text", Dims::DST_PORT),
             TalkerKey::Service => (&["service"], "service", Dims::SERVICE),
             TalkerKey::Protocol => (&["protocol"], "protocol", Dims::PROTOCOL),
+            TalkerKey::SrcCountry => (&["src_country"], "src_country", Dims::GEO),
+            TalkerKey::DstCountry => (&["dst_country"], "dst_country", Dims::GEO),
+            TalkerKey::SrcAsn => (&["src_asn"], "src_asn::text", Dims::GEO),
+            TalkerKey::DstAsn => (&["dst_asn"], "dst_asn::text", Dims::GEO),
         }
     }
 
@@ -234,6 +242,10 @@ fn window_of(f: &Filters) -> Filters {
         protocol: None,
         host: None,
         producer: None,
+        src_country: None,
+        dst_country: None,
+        src_asn: None,
+        dst_asn: None,
         // A tenant's shares are of its own total.
         producers: f.producers.clone(),
         src: None,

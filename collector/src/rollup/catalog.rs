@@ -41,6 +41,8 @@ impl Dims {
     pub const STATUS: Dims = Dims(1 << 5);
     pub const SRC_IP: Dims = Dims(1 << 6);
     pub const DST_IP: Dims = Dims(1 << 7);
+    /// Country and network (enrichment): in no rollup yet, so read from the raw events.
+    pub const GEO: Dims = Dims(1 << 8);
     pub const ALL: Dims = Dims(u16::MAX);
 
     pub const fn with(self, o: Dims) -> Dims {

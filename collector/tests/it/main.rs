@@ -3,6 +3,7 @@
 mod agents;
 mod dashboard;
 mod durability;
+mod enrich;
 mod hardening;
 mod import;
 mod ingest;

@@ -248,7 +248,7 @@ async fn logs_bad_parameters_and_auth() {
         ),
         (
             "colour=red",
-            "colour: unknown parameter; accepted: cursor, dst, dst_port",
+            "colour: unknown parameter; accepted: cursor, dst, dst_asn, dst_country, dst_port",
         ),
     ];
     for (query, want) in cases {

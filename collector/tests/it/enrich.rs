@@ -1,0 +1,318 @@
+//! Enrichment with MaxMind DB files the tests write themselves (`mmdb-writer`): exact columns for IPv4 and IPv6
+//! addresses, labelled special ranges, queries by country and network, a database replaced under load, and a
+//! missing or corrupt database (the collector runs on without it).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use mmdb_writer::Writer;
+use serde_json::{json, Value};
+
+use crate::support::spawn_app_with;
+
+/// A country/city database: (network, country code, city) and its build time.
+fn city_db(path: &Path, entries: &[(&str, &str, &str)], built: u64) {
+    let mut w = Writer::builder("Test-City")
+        .build_epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(built))
+        .build();
+    for (net, country, city) in entries {
+        let record = json!({"country": {"iso_code": country}, "city": {"names": {"en": city}}});
+        w.insert(net.parse::<IpNet>().unwrap(), &record).unwrap();
+    }
+    write_atomically(path, &w.to_bytes().unwrap());
+}
+
+fn asn_db(path: &Path, entries: &[(&str, u32, &str)]) {
+    let mut w = Writer::new("Test-ASN");
+    for (net, asn, org) in entries {
+        let record =
+            json!({"autonomous_system_number": asn, "autonomous_system_organization": org});
+        w.insert(net.parse::<IpNet>().unwrap(), &record).unwrap();
+    }
+    write_atomically(path, &w.to_bytes().unwrap());
+}
+
+/// As an operator replaces a file: a new one renamed over it.
+fn write_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+const EVENTS: &str = r#"[
+  {"src_ip": "81.2.69.10", "dst_ip": "2a02:ff::5", "service": "web", "message": "public"},
+  {"src_ip": "10.1.2.3", "dst_ip": "8.8.8.8", "service": "web", "message": "private to unknown"},
+  {"src_ip": "127.0.0.1", "dst_ip": "192.0.2.9", "service": "web", "message": "loopback to documentation"},
+  {"src_ip": "fd00::1", "dst_ip": "::ffff:81.2.69.77", "service": "web", "message": "v6 private to mapped v4"}
+]"#;
+
+async fn rows(app: &crate::support::TestApp) -> Vec<Vec<Option<String>>> {
+    app.db
+        .query(
+            "SELECT message, src_country, src_city, src_asn::text, src_as_org, dst_country, dst_city,
+                    dst_asn::text, dst_as_org
+             FROM comm_logs ORDER BY message",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (0..9).map(|i| r.get::<_, Option<String>>(i)).collect())
+        .collect()
+}
+
+fn row(v: &[Option<&str>]) -> Vec<Option<String>> {
+    v.iter().map(|s| s.map(String::from)).collect()
+}
+
+#[tokio::test]
+async fn addresses_get_their_country_city_and_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let (city, asn) = (dir.path().join("city.mmdb"), dir.path().join("asn.mmdb"));
+    city_db(
+        &city,
+        &[
+            ("81.2.69.0/24", "GB", "London"),
+            ("2a02:ff::/32", "DE", "Berlin"),
+        ],
+        1_790_000_000,
+    );
+    asn_db(
+        &asn,
+        &[
+            ("81.2.69.0/24", 64500, "Example Transit"),
+            ("2a02:ff::/32", 64501, "Example Six"),
+        ],
+    );
+    let app = spawn_app_with(|c| {
+        c.geoip_city_db = Some(city.clone());
+        c.geoip_asn_db = Some(asn.clone());
+        c.geoip_city = true;
+    })
+    .await;
+    assert_eq!(app.ingest_json(EVENTS).await.0, 202);
+    app.wait_rows(4).await;
+    let n = None;
+    assert_eq!(
+        rows(&app).await,
+        vec![
+            row(&[
+                Some("loopback to documentation"),
+                Some("loopback"),
+                n,
+                n,
+                n,
+                Some("documentation"),
+                n,
+                n,
+                n
+            ]),
+            row(&[
+                Some("private to unknown"),
+                Some("private"),
+                n,
+                n,
+                n,
+                n,
+                n,
+                n,
+                n
+            ]),
+            row(&[
+                Some("public"),
+                Some("GB"),
+                Some("London"),
+                Some("64500"),
+                Some("Example Transit"),
+                Some("DE"),
+                Some("Berlin"),
+                Some("64501"),
+                Some("Example Six")
+            ]),
+            row(&[
+                Some("v6 private to mapped v4"),
+                Some("private"),
+                n,
+                n,
+                n,
+                Some("GB"),
+                Some("London"),
+                Some("64500"),
+                Some("Example Transit")
+            ]),
+        ]
+    );
+    // Queries by country and network (from the raw events: no rollup holds them yet).
+    let (status, top) = app.get_json("/metrics/top-talkers?by=src_country").await;
+    assert_eq!(status, 200, "{top}");
+    let mut by: Vec<(String, i64)> = top["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["src_country"].as_str().unwrap().to_string(),
+                t["events"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    by.sort();
+    assert_eq!(
+        by,
+        [
+            ("GB".into(), 1),
+            ("loopback".into(), 1),
+            ("private".into(), 2)
+        ]
+    );
+    let (_, logs) = app.get_json("/api/logs?dst_asn=AS64500").await;
+    let events = logs["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{logs}");
+    assert_eq!(events[0]["dst_as_org"], "Example Transit");
+    let (_, volume) = app.get_json("/metrics/volume?src_country=private").await;
+    assert_eq!(volume["total"]["events"], 2, "{volume}");
+    let (status, bad) = app.get_json("/api/logs?src_asn=ASX").await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["detail"].as_str().unwrap().starts_with("src_asn:"),
+        "{bad}"
+    );
+    // The databases in /readyz (no paths) and /metrics.
+    let ready: Value = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["geoip"]["city"]["loaded"], true, "{ready}");
+    assert_eq!(
+        ready["geoip"]["city"]["built"], "2026-09-21T14:13:20+00:00",
+        "{ready}"
+    );
+    assert!(!ready.to_string().contains("city.mmdb"));
+    assert!(app
+        .metrics_text()
+        .await
+        .contains("collector_geoip_build_timestamp_seconds{database=\"city\"} 1790000000"));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_database_replaced_under_load_is_used_for_later_events_and_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("city.mmdb");
+    city_db(&city, &[("81.2.69.0/24", "GB", "London")], 1_790_000_000);
+    let app = spawn_app_with(|c| c.geoip_city_db = Some(city.clone())).await;
+    let batch = r#"[{"src_ip": "81.2.69.10", "service": "web"}]"#;
+    let load = {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let r = http
+                    .post(format!("{url}/ingest"))
+                    .header("x-api-key", crate::support::app::KEY)
+                    .body(batch)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    city_db(&city, &[("81.2.69.0/24", "FR", "Paris")], 1_800_000_000);
+    let mut reloaded = false;
+    for _ in 0..100 {
+        let ready: Value = app
+            .http
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["geoip"]["city"]["built"] == "2027-01-15T08:00:00+00:00" {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "the replaced database was never loaded");
+    load.await.unwrap();
+    assert_eq!(
+        app.ingest_json(r#"[{"src_ip": "81.2.69.11", "service": "after"}]"#)
+            .await
+            .0,
+        202
+    );
+    assert_eq!(app.wait_rows(201).await, 201, "no event lost");
+    let after = app
+        .texts("SELECT src_country FROM comm_logs WHERE service = 'after'")
+        .await;
+    assert_eq!(after, ["FR"]);
+    // Every event has one country or the other: none was left without while the file changed.
+    assert_eq!(
+        app.count("SELECT count(*) FROM comm_logs WHERE src_country IN ('GB', 'FR')")
+            .await,
+        201
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_or_corrupt_database_leaves_the_collector_running_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.mmdb");
+    std::fs::write(&corrupt, b"this is not a MaxMind database").unwrap();
+    let missing = dir.path().join("missing.mmdb");
+    let app = spawn_app_with(|c| {
+        c.geoip_city_db = Some(corrupt.clone());
+        c.geoip_asn_db = Some(missing.clone());
+    })
+    .await;
+    assert_eq!(app.ingest_json(EVENTS).await.0, 202);
+    app.wait_rows(4).await;
+    // Special ranges are still labelled; public addresses stay unknown.
+    let public = app
+        .texts("SELECT coalesce(src_country, '-') || '/' || coalesce(dst_country, '-') FROM comm_logs WHERE message = 'public'")
+        .await;
+    assert_eq!(public, ["-/-"]);
+    let ready: Value = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["geoip"]["city"]["loaded"], false, "{ready}");
+    assert_eq!(ready["geoip"]["asn"]["loaded"], false, "{ready}");
+    // Once a good file is in place, it is taken up.
+    city_db(&corrupt, &[("81.2.69.0/24", "GB", "London")], 1_790_000_000);
+    let mut loaded = false;
+    for _ in 0..100 {
+        let ready: Value = app
+            .http
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["geoip"]["city"]["loaded"] == true {
+            loaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(loaded);
+    app.stop().await.unwrap();
+}
