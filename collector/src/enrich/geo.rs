@@ -78,12 +78,37 @@ struct Named {
     names: Option<Names>,
 }
 
+/// GeoIP2's layout (MaxMind, DB-IP): nested `country.iso_code`, `city.names.en`.
 #[derive(Deserialize)]
 struct Record {
     country: Option<Named>,
     city: Option<Named>,
     autonomous_system_number: Option<u64>,
     autonomous_system_organization: Option<String>,
+}
+
+/// The flat layout of the ip-location-db files `scripts/geoip.sh` installs: `country_code`, `city`.
+#[derive(Deserialize)]
+struct FlatRecord {
+    country_code: Option<String>,
+    city: Option<String>,
+    autonomous_system_number: Option<u64>,
+    autonomous_system_organization: Option<String>,
+}
+
+impl From<FlatRecord> for Record {
+    fn from(f: FlatRecord) -> Record {
+        let named = |code: Option<String>, name: Option<String>| Named {
+            iso_code: code,
+            names: Some(Names { en: name }),
+        };
+        Record {
+            country: Some(named(f.country_code, None)),
+            city: Some(named(None, f.city)),
+            autonomous_system_number: f.autonomous_system_number,
+            autonomous_system_organization: f.autonomous_system_organization,
+        }
+    }
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -195,12 +220,13 @@ impl Geo {
         let dbs = self.current();
         let mut place = Place::default();
         let record = |db: &Option<Arc<Db>>| -> Option<Record> {
-            db.as_ref()?
-                .reader
-                .lookup(ip)
-                .ok()?
-                .decode::<Record>()
-                .ok()?
+            let found = db.as_ref()?.reader.lookup(ip).ok()?;
+            match found.decode::<Record>() {
+                Ok(Some(r)) if r.country.is_some() || r.autonomous_system_number.is_some() => {
+                    Some(r)
+                }
+                _ => found.decode::<FlatRecord>().ok()?.map(Record::from),
+            }
         };
         if let Some(r) = record(&dbs.city) {
             place.country = r.country.and_then(|c| c.iso_code).map(Into::into);

@@ -316,3 +316,35 @@ async fn a_missing_or_corrupt_database_leaves_the_collector_running_without_it()
     assert!(loaded);
     app.stop().await.unwrap();
 }
+
+/// The flat layout of the files `scripts/geoip.sh` installs (`country_code`), as well as GeoIP2's.
+#[tokio::test]
+async fn the_flat_layout_of_the_installed_country_database_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("country.mmdb");
+    let mut w = Writer::new("ip-location-db");
+    w.insert(
+        "193.0.0.0/21".parse::<IpNet>().unwrap(),
+        &json!({"country_code": "NL"}),
+    )
+    .unwrap();
+    w.insert(
+        "2001:67c::/32".parse::<IpNet>().unwrap(),
+        &json!({"country_code": "NL"}),
+    )
+    .unwrap();
+    write_atomically(&path, &w.to_bytes().unwrap());
+    let app = spawn_app_with(|c| c.geoip_city_db = Some(path.clone())).await;
+    let (status, _) = app
+        .ingest_json(
+            r#"[{"src_ip": "193.0.6.139", "dst_ip": "2001:67c:2e8::1"}, {"src_ip": "193.0.8.1"}]"#,
+        )
+        .await;
+    assert_eq!(status, 202);
+    app.wait_rows(2).await;
+    let got = app
+        .texts("SELECT host(src_ip) || ' ' || coalesce(src_country, '-') || ' ' || coalesce(dst_country, '-') FROM comm_logs ORDER BY 1")
+        .await;
+    assert_eq!(got, ["193.0.6.139 NL NL", "193.0.8.1 - -"]);
+    app.stop().await.unwrap();
+}
