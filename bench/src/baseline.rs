@@ -12,11 +12,15 @@ use tokio_postgres::types::ToSql;
 
 use collector::decode::{self, Format};
 use collector::event::{parse_event, Limits, Scratch};
-use collector::pipeline::copy::COMM_LOGS_COLUMNS;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-/// One JSON batch as INSERT parameters (16 per event, in `COMM_LOGS_COLUMNS` order).
+/// The columns a hand-written collector would fill (no enrichment), in the order of its parameters.
+const COLUMNS: &str =
+    "ts, received_at, producer, src_ip, src_port, dst_ip, dst_port, protocol, service, status, \
+                       bytes_in, bytes_out, latency_ms, host, message, tags";
+
+/// One JSON batch as INSERT parameters (16 per event, in `COLUMNS` order).
 fn params_of(batch: &Bytes) -> anyhow::Result<(usize, Vec<Param>)> {
     let text = decode::as_text(batch)?;
     let records = decode::split(text, Format::Json)?;
@@ -58,7 +62,7 @@ fn params_of(batch: &Bytes) -> anyhow::Result<(usize, Vec<Param>)> {
 }
 
 fn insert_sql(rows: usize) -> String {
-    let mut sql = format!("INSERT INTO comm_logs ({COMM_LOGS_COLUMNS}) VALUES ");
+    let mut sql = format!("INSERT INTO comm_logs ({COLUMNS}) VALUES ");
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ",(" });
         for c in 0..16 {

@@ -63,13 +63,26 @@ pub struct QueryArgs {
     /// 1xx … 5xx.
     #[arg(long)]
     pub status_class: Option<String>,
+    /// Source country: ISO code or range label (with enrichment).
+    #[arg(long)]
+    pub src_country: Option<String>,
+    /// Destination country.
+    #[arg(long)]
+    pub dst_country: Option<String>,
+    /// Source AS number (64500 or AS64500).
+    #[arg(long)]
+    pub src_asn: Option<String>,
+    /// Destination AS number.
+    #[arg(long)]
+    pub dst_asn: Option<String>,
     /// 1m, 5m, 1h or 1d (volume, error-rate, latency).
     #[arg(long)]
     pub bucket: Option<String>,
     /// `service` (error-rate, latency).
     #[arg(long)]
     pub group_by: Option<String>,
-    /// src_ip, dst_ip, pair, dst_port, service or protocol (top-talkers).
+    /// src_ip, dst_ip, pair, dst_port, service, protocol, src_country, dst_country, src_asn or dst_asn
+    /// (top-talkers).
     #[arg(long)]
     pub by: Option<String>,
     /// events or bytes (top-talkers).
@@ -101,6 +114,10 @@ impl QueryArgs {
             ("dst_port", &self.dst_port),
             ("status", &self.status),
             ("status_class", &self.status_class),
+            ("src_country", &self.src_country),
+            ("dst_country", &self.dst_country),
+            ("src_asn", &self.src_asn),
+            ("dst_asn", &self.dst_asn),
             ("bucket", &self.bucket),
             ("group_by", &self.group_by),
             ("by", &self.by),

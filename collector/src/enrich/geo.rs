@@ -58,6 +58,8 @@ struct Dbs {
 pub struct Geo {
     files: GeoFiles,
     dbs: RwLock<Arc<Dbs>>,
+    /// Each file's size and time when it last failed to load: not tried again (nor logged) until it changes.
+    failed: Mutex<HashMap<&'static str, Option<(SystemTime, u64)>>>,
     cache: Vec<Mutex<HashMap<IpAddr, Arc<Place>>>>,
 }
 
@@ -129,6 +131,7 @@ impl Geo {
         let geo = Arc::new(Geo {
             files,
             dbs: RwLock::new(Arc::default()),
+            failed: Mutex::default(),
             cache: (0..SHARDS).map(|_| Mutex::default()).collect(),
         });
         geo.reload(true);
@@ -149,7 +152,12 @@ impl Geo {
             (&self.files.asn, &mut next.asn, "asn"),
         ] {
             let Some(path) = path else { continue };
-            if !all && slot.as_ref().is_some_and(|db| db.stamp == stamp(path)) {
+            let now = stamp(path);
+            if !all && slot.as_ref().is_some_and(|db| db.stamp == now) {
+                continue;
+            }
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            if !all && failed.get(kind) == Some(&now) {
                 continue;
             }
             match open(path) {
@@ -158,9 +166,11 @@ impl Geo {
                         built = db.reader.metadata().build_epoch, kind = %db.reader.metadata().database_type,
                         "GeoIP database loaded");
                     *slot = Some(Arc::new(db));
+                    failed.remove(kind);
                     changed = true;
                 }
                 Err(e) => {
+                    failed.insert(kind, now);
                     // Checked again at the next change.
                     if slot.is_none() || all {
                         tracing::error!(database = kind, error = %e,

@@ -166,6 +166,26 @@ async fn addresses_get_their_country_city_and_network() {
             ("private".into(), 2)
         ]
     );
+    // The same from the command line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+        .args([
+            "query",
+            "volume",
+            "--json",
+            "--src-country",
+            "GB",
+            "--database-url",
+            &app.db_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"]["events"], 1, "{v}");
     let (_, logs) = app.get_json("/api/logs?dst_asn=AS64500").await;
     let events = logs["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{logs}");
