@@ -201,7 +201,7 @@ impl Geo {
         self.dbs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// What is known of `ip` (a special range's label, or the databases' answer); `None` when nothing is.
+    /// What is known of `ip`: a special range's label, or the databases' answer (empty when neither knows it).
     pub fn place(&self, ip: IpAddr) -> Option<Arc<Place>> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
