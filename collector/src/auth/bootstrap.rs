@@ -72,11 +72,6 @@ impl ApiKeys {
         }
         found
     }
-
-    /// The producer names these keys authenticate.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|(p, _)| &*p.0)
-    }
 }
 
 #[cfg(test)]

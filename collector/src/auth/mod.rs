@@ -70,11 +70,6 @@ impl Scopes {
         self.0 == 0
     }
 
-    /// Whether every scope of `other` is in `self`.
-    pub fn covers(self, other: Scopes) -> bool {
-        self.0 & other.0 == other.0
-    }
-
     pub fn names(self) -> Vec<&'static str> {
         Scope::ALL
             .into_iter()

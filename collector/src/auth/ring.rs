@@ -80,8 +80,16 @@ impl KeyRing {
         Some(held.principal.clone())
     }
 
+    /// The producers whose events `principal` may read: its tenant's, or every one (`None`) without a tenant.
+    pub fn visible_to(&self, principal: &Principal) -> Option<Arc<[String]>> {
+        principal
+            .tenant
+            .as_deref()
+            .map(|t| self.tenant_producers(t))
+    }
+
     /// The producers whose events `tenant` may read.
-    pub fn tenant_producers(&self, tenant: &str) -> Arc<[String]> {
+    fn tenant_producers(&self, tenant: &str) -> Arc<[String]> {
         self.snapshot()
             .tenants
             .get(tenant)

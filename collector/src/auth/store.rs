@@ -308,13 +308,8 @@ pub(crate) async fn load(client: &impl GenericClient) -> Result<Vec<Loaded>, DbE
         let digest: [u8; 32] = stored.try_into().map_err(|_| {
             DbError::Corrupt(format!("api_keys.secret_sha256 of key {:?}", info.id))
         })?;
-        let names: Vec<String> = info.scopes.clone();
-        let scopes = Scopes::of(
-            &names
-                .iter()
-                .filter_map(|n| Scope::parse(n))
-                .collect::<Vec<_>>(),
-        );
+        let scopes: Vec<Scope> = info.scopes.iter().filter_map(|n| Scope::parse(n)).collect();
+        let scopes = Scopes::of(&scopes);
         keys.push(Loaded {
             info,
             scopes,

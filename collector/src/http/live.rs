@@ -26,13 +26,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/status", get(status))
 }
 
-fn visible(state: &AppState, principal: &Principal) -> Option<Vec<String>> {
-    principal
-        .tenant
-        .as_deref()
-        .map(|t| state.keys.tenant_producers(t).to_vec())
-}
-
 /// Committed events matching the filters (`service`, `protocol`, `host`, `producer`, `src`, `dst`,
 /// `dst_port`, `status`, `status_class`, `min_latency_ms`; `from`/`to` are ignored), as `event: events` with a
 /// JSON array, at most COLLECTOR_TAIL_EVENTS_PER_SEC a second. Events over that rate, and batches a follower
@@ -50,7 +43,7 @@ pub(super) async fn tail(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let mut f = Filters::parse(&params, &["min_latency_ms"], chrono::Utc::now())?;
-    f.producers = visible(&state, &principal);
+    f.producers = state.keys.visible_to(&principal).map(|p| p.to_vec());
     let sub = state
         .tail
         .follow(f)
@@ -99,7 +92,7 @@ pub(super) async fn status(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    let producers = visible(&state, &principal);
+    let producers = state.keys.visible_to(&principal);
     let client = state.read_pool.get().await.map_err(|e| {
         tracing::warn!(error = %e, "A read found the database unreachable");
         ApiError::NotReady("database unreachable (the error is in the collector's log)".into())

@@ -83,10 +83,7 @@ async fn read(
         .as_ref()
         .map(|r| r.gate(&principal.producer.0));
     // A tenant's key reads its tenant's producers only.
-    let visible = principal
-        .tenant
-        .as_deref()
-        .map(|t| state.keys.tenant_producers(t));
+    let visible = state.keys.visible_to(&principal);
     api::execute(
         kind,
         &params,

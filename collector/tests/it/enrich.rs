@@ -47,6 +47,18 @@ const EVENTS: &str = r#"[
   {"src_ip": "fd00::1", "dst_ip": "::ffff:81.2.69.77", "service": "web", "message": "v6 private to mapped v4"}
 ]"#;
 
+/// The collector's /readyz answer (its `geoip` part says which databases are loaded).
+async fn readyz(app: &crate::support::TestApp) -> Value {
+    app.http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn rows(app: &crate::support::TestApp) -> Vec<Vec<Option<String>>> {
     app.db
         .query(
@@ -199,15 +211,7 @@ async fn addresses_get_their_country_city_and_network() {
         "{bad}"
     );
     // The databases in /readyz (no paths) and /metrics.
-    let ready: Value = app
-        .http
-        .get(format!("{}/readyz", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readyz(&app).await;
     assert_eq!(ready["geoip"]["city"]["loaded"], true, "{ready}");
     assert_eq!(
         ready["geoip"]["city"]["built"], "2026-09-21T14:13:20+00:00",
@@ -248,15 +252,7 @@ async fn a_database_replaced_under_load_is_used_for_later_events_and_loses_none(
     city_db(&city, &[("81.2.69.0/24", "FR", "Paris")], 1_800_000_000);
     let mut reloaded = false;
     for _ in 0..100 {
-        let ready: Value = app
-            .http
-            .get(format!("{}/readyz", app.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = readyz(&app).await;
         if ready["geoip"]["city"]["built"] == "2027-01-15T08:00:00+00:00" {
             reloaded = true;
             break;
@@ -303,30 +299,14 @@ async fn a_missing_or_corrupt_database_leaves_the_collector_running_without_it()
         .texts("SELECT coalesce(src_country, '-') || '/' || coalesce(dst_country, '-') FROM comm_logs WHERE message = 'public'")
         .await;
     assert_eq!(public, ["-/-"]);
-    let ready: Value = app
-        .http
-        .get(format!("{}/readyz", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readyz(&app).await;
     assert_eq!(ready["geoip"]["city"]["loaded"], false, "{ready}");
     assert_eq!(ready["geoip"]["asn"]["loaded"], false, "{ready}");
     // Once a good file is in place, it is taken up.
     city_db(&corrupt, &[("81.2.69.0/24", "GB", "London")], 1_790_000_000);
     let mut loaded = false;
     for _ in 0..100 {
-        let ready: Value = app
-            .http
-            .get(format!("{}/readyz", app.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = readyz(&app).await;
         if ready["geoip"]["city"]["loaded"] == true {
             loaded = true;
             break;
