@@ -303,7 +303,8 @@ CREATE TABLE public.comm_logs (
     dst_country text,
     dst_city text,
     dst_asn bigint,
-    dst_as_org text
+    dst_as_org text,
+    threat text
 )
 PARTITION BY RANGE (ts);
 
@@ -336,7 +337,8 @@ CREATE TABLE public.comm_logs_default (
     dst_country text,
     dst_city text,
     dst_asn bigint,
-    dst_as_org text
+    dst_as_org text,
+    threat text
 );
 
 
@@ -921,6 +923,20 @@ CREATE INDEX comm_logs_default_ts_idx ON public.comm_logs_default USING brin (ts
 
 
 --
+-- Name: comm_logs_threat_ts; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_logs_threat_ts ON ONLY public.comm_logs USING btree (ts, threat) WHERE (threat IS NOT NULL);
+
+
+--
+-- Name: comm_logs_default_ts_threat_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX comm_logs_default_ts_threat_idx ON public.comm_logs_default USING btree (ts, threat) WHERE (threat IS NOT NULL);
+
+
+--
 -- Name: comm_rollup_dst_by_ip; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -974,6 +990,13 @@ ALTER INDEX public.comm_logs_src_ip_ts ATTACH PARTITION public.comm_logs_default
 --
 
 ALTER INDEX public.comm_logs_ts_brin ATTACH PARTITION public.comm_logs_default_ts_idx;
+
+
+--
+-- Name: comm_logs_default_ts_threat_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+--
+
+ALTER INDEX public.comm_logs_threat_ts ATTACH PARTITION public.comm_logs_default_ts_threat_idx;
 
 
 --

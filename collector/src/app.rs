@@ -182,9 +182,15 @@ pub async fn run(
         let geo = crate::enrich::Geo::open(geo_files);
         Some(geo)
     };
+    let threats = if cfg.threat_lists.is_empty() {
+        None
+    } else {
+        Some(crate::enrich::Threats::open(cfg.threat_lists.clone()))
+    };
     let intake = Intake {
         tail: Some(tail.clone()),
         geo: geo.clone(),
+        threats: threats.clone(),
         limits: cfg.build_limits(),
         max_decompressed_bytes: cfg.max_decompressed_bytes,
         memory: crate::pipeline::budget::MemoryBudget::new(cfg.memory_budget_bytes),
@@ -238,6 +244,9 @@ pub async fn run(
             geo.clone()
                 .watch(GEO_RELOAD_CHECK, maintenance_stop.clone()),
         );
+    }
+    if let Some(threats) = threats {
+        tokio::spawn(threats.watch(GEO_RELOAD_CHECK, maintenance_stop.clone()));
     }
     let ledger = tokio::spawn(ledger::maintain(
         pool.clone(),

@@ -263,6 +263,12 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_GEOIP_CITY", default_value_t = false)]
     pub geoip_city: bool,
 
+    /// Threat lists, comma-separated `[name=]path` (the name defaults to the file's stem): text files of one
+    /// address or network per line, `;` and `#` starting comments. An event whose source (else destination) is
+    /// on a list is stored with the first such list's name in `threat`. Reloaded when they change and on SIGHUP.
+    #[arg(long, env = "COLLECTOR_THREAT_LISTS", value_delimiter = ',')]
+    pub threat_lists: Vec<crate::enrich::ThreatFile>,
+
     /// Days of raw events (and dead letters) kept: older daily partitions of comm_logs are dropped, hourly.
     /// Rollups keep their own retention (below). 0 keeps everything.
     #[arg(long, env = "COLLECTOR_RETENTION_DAYS", default_value_t = 0)]

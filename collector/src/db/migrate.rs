@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "geo columns",
         include_str!("../../../db/migrations/0014_geo.sql"),
     ),
+    (
+        15,
+        "threat column",
+        include_str!("../../../db/migrations/0015_threat.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

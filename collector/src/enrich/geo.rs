@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use super::{stamp, Stamp};
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +48,7 @@ const SHARDS: usize = 16;
 
 struct Db {
     reader: maxminddb::Reader<Vec<u8>>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Stamp,
 }
 
 #[derive(Default)]
@@ -59,7 +61,7 @@ pub struct Geo {
     files: GeoFiles,
     dbs: RwLock<Arc<Dbs>>,
     /// Each file's size and time when it last failed to load: not tried again (nor logged) until it changes.
-    failed: Mutex<HashMap<&'static str, Option<(SystemTime, u64)>>>,
+    failed: Mutex<HashMap<&'static str, Stamp>>,
     cache: Vec<Mutex<HashMap<IpAddr, Arc<Place>>>>,
 }
 
@@ -111,11 +113,6 @@ impl From<FlatRecord> for Record {
             autonomous_system_organization: f.autonomous_system_organization,
         }
     }
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 fn open(path: &Path) -> Result<Db, String> {
@@ -286,16 +283,10 @@ impl Geo {
 
     /// Reloads changed files every `every`, and every file on SIGHUP, until cancelled.
     pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        loop {
-            let all = tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => false,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-            };
-            let geo = self.clone();
-            let _ = tokio::task::spawn_blocking(move || geo.reload(all)).await;
-        }
+        super::watch(every, shutdown, move |all| {
+            self.reload(all);
+        })
+        .await;
     }
 }
 

@@ -53,6 +53,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
         "queue_depth": depth,
         "queue_capacity": state.queue.capacity(),
         "geoip": geoip(&state),
+        "threat_lists": threat_lists(&state),
     })))
 }
 
@@ -72,6 +73,19 @@ fn geoip(state: &AppState) -> Value {
         );
     }
     Value::Object(out)
+}
+
+/// Each threat list: its networks, or null while it is not loaded (names only, no paths).
+fn threat_lists(state: &AppState) -> Value {
+    let Some(threats) = &state.intake.threats else {
+        return Value::String("off".into());
+    };
+    let lists: serde_json::Map<String, Value> = threats
+        .status()
+        .into_iter()
+        .map(|(name, networks, _)| (name, json!({ "networks": networks })))
+        .collect();
+    Value::Object(lists)
 }
 
 /// With the spool, ready means a batch sent now is acknowledged: the spool has room on disk, whatever the
@@ -98,6 +112,7 @@ async fn spool_ready(state: &AppState, spool: SpoolStatus) -> Result<Json<Value>
         "queue_capacity": state.queue.capacity(),
         "spool": spool,
         "geoip": geoip(state),
+        "threat_lists": threat_lists(state),
     })))
 }
 

@@ -32,6 +32,9 @@ pub(super) async fn metrics(
     if let Some(geo) = &state.geo {
         render_geo(&mut body, geo);
     }
+    if let Some(threats) = &state.intake.threats {
+        render_threats(&mut body, threats);
+    }
     if let Some(spool) = &state.spool {
         render_spool(&mut body, &spool.status());
         spool.render_sync_histogram(&mut body);
@@ -58,6 +61,35 @@ fn render_geo(out: &mut String, geo: &crate::enrich::Geo) {
             out,
             "collector_geoip_build_timestamp_seconds{{database=\"{kind}\"}} {}",
             built.unwrap_or(0)
+        );
+    }
+}
+
+/// Each threat list's size and matches.
+fn render_threats(out: &mut String, threats: &crate::enrich::Threats) {
+    use std::fmt::Write;
+    let status = threats.status();
+    let _ = writeln!(
+        out,
+        "# HELP collector_threat_list_networks Networks in each threat list in use; 0: not loaded.\n\
+         # TYPE collector_threat_list_networks gauge"
+    );
+    for (name, networks, _) in &status {
+        let _ = writeln!(
+            out,
+            "collector_threat_list_networks{{list=\"{name}\"}} {}",
+            networks.unwrap_or(0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP collector_threat_matches_total Event addresses found on each threat list.\n\
+         # TYPE collector_threat_matches_total counter"
+    );
+    for (name, _, hits) in &status {
+        let _ = writeln!(
+            out,
+            "collector_threat_matches_total{{list=\"{name}\"}} {hits}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! One request's worth of work for the writer: validated events already encoded as COPY rows, and the
 //! rejected ones kept raw for the dead-letter table.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::decode::{self, DecodeError, Format};
-use crate::enrich::Geo;
+use crate::enrich::{threat, Enriched, Geo, Threats};
 use crate::event::{self, finish_event, FieldError, Limits, RawEvent, Scratch};
 use crate::pipeline::copy::encode_row;
 use crate::pipeline::tail::{Capture, TailBatch, TailHub};
@@ -20,6 +21,8 @@ pub struct Extras<'a> {
     pub tail: Option<&'a Arc<TailHub>>,
     /// GeoIP and ASN lookups.
     pub geo: Option<&'a Geo>,
+    /// Threat lists.
+    pub threats: Option<&'a Threats>,
 }
 
 /// A batch in flight between the request and the database.
@@ -70,6 +73,10 @@ struct Builder<'l> {
     tail: Option<Capture>,
     /// GeoIP and ASN, when enrichment is on.
     geo: Option<&'l Geo>,
+    /// The threat lists as loaded when the batch began.
+    threats: Option<threat::Snapshot>,
+    /// The tags of an event that matched a threat list, with the list's name added.
+    tags_buf: String,
 }
 
 impl Builder<'_> {
@@ -82,20 +89,34 @@ impl Builder<'_> {
         let result = collected
             .and_then(|raw| finish_event(raw, self.received_at_us, &self.limits.fields, scratch));
         match result {
-            Ok(event) => {
+            Ok(mut event) => {
                 let place =
                     |ip: Option<std::net::IpAddr>| self.geo.zip(ip).and_then(|(g, ip)| g.place(ip));
                 let (src, dst) = (place(event.src_ip), place(event.dst_ip));
+                let mut enriched = Enriched {
+                    src: src.as_deref(),
+                    dst: dst.as_deref(),
+                    threat: None,
+                };
+                if let Some(lists) = &self.threats {
+                    let hit = |ip: Option<std::net::IpAddr>| ip.and_then(|ip| lists.matching(ip));
+                    let (on_src, on_dst) = (hit(event.src_ip), hit(event.dst_ip));
+                    enriched.threat = on_src.or(on_dst).map(|n| &**n);
+                    if enriched.threat.is_some() {
+                        with_threat_tags(&mut self.tags_buf, event.tags, on_src, on_dst);
+                        event.tags = Some(&self.tags_buf);
+                    }
+                }
                 encode_row(
                     &mut self.rows,
                     &event,
                     self.received_at_us,
                     self.producer,
-                    [src.as_deref(), dst.as_deref()],
+                    &enriched,
                 );
                 // Only while a tail is open: its filters per event, and a copy within its rate.
                 if let Some(tail) = &mut self.tail {
-                    tail.offer(&event, self.producer, [src.as_deref(), dst.as_deref()]);
+                    tail.offer(&event, self.producer, &enriched);
                 }
                 self.receipt.accepted += 1;
                 self.row_refs.push(RowRef {
@@ -119,6 +140,32 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// `tags` with the names of the lists each side matched (`threat_src`, `threat_dst`) added, into `out`. List
+/// names are letters, digits and `-_.`: nothing to escape.
+fn with_threat_tags(
+    out: &mut String,
+    tags: Option<&str>,
+    on_src: Option<&std::sync::Arc<str>>,
+    on_dst: Option<&std::sync::Arc<str>>,
+) {
+    out.clear();
+    let body = tags
+        .and_then(|t| t.trim_end().strip_suffix('}'))
+        .unwrap_or("{");
+    out.push_str(body);
+    let mut first = body.trim_end() == "{";
+    for (key, list) in [("threat_src", on_src), ("threat_dst", on_dst)] {
+        if let Some(list) = list {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let _ = write!(out, "\"{key}\":\"{list}\"");
+        }
+    }
+    out.push('}');
 }
 
 /// An event (or a whole body) that goes to `ingest_rejects`.
@@ -245,7 +292,7 @@ impl Batch {
         limits: &BuildLimits,
         extras: Extras<'_>,
     ) -> Result<(Batch, Receipt), DecodeError> {
-        let Extras { tail, geo } = extras;
+        let Extras { tail, geo, threats } = extras;
         let capture = tail.and_then(|t| t.capture());
         let mut b = Builder {
             // A binary row is no longer than its JSON (key names outweigh length prefixes), so this is one
@@ -260,6 +307,8 @@ impl Batch {
             limits,
             tail: capture,
             geo,
+            threats: threats.map(Threats::snapshot),
+            tags_buf: String::new(),
         };
         let mut scratch = Scratch::default();
         if decode::is_array(text, format) {

@@ -5,15 +5,15 @@
 
 use std::net::IpAddr;
 
-use crate::enrich::Place;
+use crate::enrich::Enriched;
 use crate::event::Event;
 
 /// Column list of every COPY into `comm_logs`; the encoder below writes exactly these, in this order.
 pub const COMM_LOGS_COLUMNS: &str =
     "ts, received_at, producer, src_ip, src_port, dst_ip, dst_port, protocol, \
      service, status, bytes_in, bytes_out, latency_ms, host, message, tags, \
-     src_country, src_city, src_asn, src_as_org, dst_country, dst_city, dst_asn, dst_as_org";
-const COLUMN_COUNT: i16 = 24;
+     src_country, src_city, src_asn, src_as_org, dst_country, dst_city, dst_asn, dst_as_org, threat";
+const COLUMN_COUNT: i16 = 25;
 
 /// `COPY ... (FORMAT BINARY)` statement for `comm_logs`.
 pub fn copy_statement() -> String {
@@ -40,7 +40,7 @@ pub fn encode_row(
     event: &Event<'_>,
     received_at_us: i64,
     producer: &str,
-    places: [Option<&Place>; 2],
+    enriched: &Enriched<'_>,
 ) {
     buf.extend_from_slice(&COLUMN_COUNT.to_be_bytes());
     put_ts(buf, event.ts_us);
@@ -73,12 +73,13 @@ pub fn encode_row(
         }
         None => put_null(buf),
     }
-    for place in places {
+    for place in [enriched.src, enriched.dst] {
         put_text(buf, place.and_then(|p| p.country.as_deref()));
         put_text(buf, place.and_then(|p| p.city.as_deref()));
         put_i64(buf, place.and_then(|p| p.asn));
         put_text(buf, place.and_then(|p| p.org.as_deref()));
     }
+    put_text(buf, enriched.threat);
 }
 
 fn put_null(buf: &mut Vec<u8>) {

@@ -21,6 +21,8 @@ pub struct Intake {
     pub tail: Option<std::sync::Arc<crate::pipeline::tail::TailHub>>,
     /// GeoIP and ASN enrichment, when its databases are configured.
     pub geo: Option<std::sync::Arc<crate::enrich::Geo>>,
+    /// Threat lists, when configured.
+    pub threats: Option<std::sync::Arc<crate::enrich::Threats>>,
 }
 
 /// The request headers decoding reads.
@@ -84,6 +86,7 @@ impl Intake {
             crate::pipeline::batch::Extras {
                 tail: self.tail.as_ref(),
                 geo: self.geo.as_deref(),
+                threats: self.threats.as_deref(),
             },
         )?;
         built.1.bulk_items = bulk_items;

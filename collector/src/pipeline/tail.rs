@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::enrich::Place;
+use crate::enrich::Enriched;
 use crate::event::Event;
 use crate::query::filters::Filters;
 use crate::query::live;
@@ -129,10 +129,10 @@ pub struct Capture {
 
 impl Capture {
     /// Offers one validated event, with what enrichment found of its addresses.
-    pub fn offer(&mut self, event: &Event<'_>, producer: &Arc<str>, places: [Option<&Place>; 2]) {
+    pub fn offer(&mut self, event: &Event<'_>, producer: &Arc<str>, enriched: &Enriched<'_>) {
         let mut mask = 0u64;
         for (i, f) in self.batch.followers.iter().enumerate() {
-            if live::matches_event(&f.filters, event, producer, places) {
+            if live::matches_event(&f.filters, event, producer, enriched) {
                 if f.take(self.second) {
                     mask |= 1 << i;
                 } else {
@@ -330,7 +330,7 @@ mod tests {
         );
         let mut c = hub.capture().unwrap();
         for s in ["web", "dns", "web"] {
-            c.offer(&event(s), &p, [None, None]);
+            c.offer(&event(s), &p, &Default::default());
         }
         hub.publish(c.finish().unwrap());
         let (b, i) = web.next().await.unwrap();
@@ -340,7 +340,7 @@ mod tests {
         // Over the rate (5 a second): the rest is counted, not copied.
         let mut c = hub.capture().unwrap();
         for _ in 0..10 {
-            c.offer(&event("web"), &p, [None, None]);
+            c.offer(&event("web"), &p, &Default::default());
         }
         let b = c.finish().unwrap();
         let got = b.events_for(1).count() as u64;
@@ -358,7 +358,7 @@ mod tests {
         for _ in 0..QUEUED_BATCHES + 5 {
             let mut c = hub.capture().unwrap();
             for _ in 0..3 {
-                c.offer(&event("web"), &p, [None, None]);
+                c.offer(&event("web"), &p, &Default::default());
             }
             hub.publish(c.finish().unwrap());
         }

@@ -104,31 +104,93 @@ pub fn parse_bucket(
     Ok(bucket)
 }
 
-/// Whether `group_by=service` was asked for.
-pub fn parse_group_by(params: &HashMap<String, String>) -> Result<bool, ParamError> {
-    match params.get("group_by").map(|v| v.trim()) {
-        None | Some("") => Ok(false),
-        Some("service") => Ok(true),
-        Some(v) => Err(ParamError::new(
-            "group_by",
-            format!("{v:?} is not a grouping"),
-            "service",
-        )),
+/// What a series answer is grouped by (`group_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    None,
+    Service,
+    SrcCountry,
+    DstCountry,
+    SrcAsn,
+    DstAsn,
+}
+
+const GROUPINGS: [(&str, GroupBy); 5] = [
+    ("service", GroupBy::Service),
+    ("src_country", GroupBy::SrcCountry),
+    ("dst_country", GroupBy::DstCountry),
+    ("src_asn", GroupBy::SrcAsn),
+    ("dst_asn", GroupBy::DstAsn),
+];
+
+impl GroupBy {
+    /// The parameter's value, and each group's key in the answer.
+    pub fn name(self) -> &'static str {
+        GROUPINGS
+            .iter()
+            .find(|(_, g)| *g == self)
+            .map_or("", |(n, _)| n)
+    }
+
+    /// The group's value as SQL text.
+    pub fn column(self) -> &'static str {
+        match self {
+            GroupBy::None => "NULL::text",
+            GroupBy::Service => "service",
+            GroupBy::SrcCountry => "src_country",
+            GroupBy::DstCountry => "dst_country",
+            GroupBy::SrcAsn => "src_asn::text",
+            GroupBy::DstAsn => "dst_asn::text",
+        }
+    }
+
+    fn dims(self) -> Dims {
+        match self {
+            GroupBy::None => Dims::NONE,
+            GroupBy::Service => Dims::SERVICE,
+            _ => Dims::GEO,
+        }
     }
 }
 
-fn group_dims(by_service: bool) -> Dims {
-    if by_service {
-        Dims::SERVICE
+/// The `group_by` parameter: `service` for every series; the enrichment columns (country, AS number) for
+/// volume and error rate only, whose latency would need each group's histogram from raw events.
+pub fn parse_group_by(
+    params: &HashMap<String, String>,
+    latency: bool,
+) -> Result<GroupBy, ParamError> {
+    let accepted = if latency {
+        "service".to_string()
     } else {
-        Dims::NONE
+        GROUPINGS.map(|(n, _)| n).join(", ")
+    };
+    match params.get("group_by").map(|v| v.trim()) {
+        None | Some("") => Ok(GroupBy::None),
+        Some(v) => GROUPINGS
+            .iter()
+            .find(|(n, g)| *n == v && (!latency || *g == GroupBy::Service))
+            .map(|(_, g)| *g)
+            .ok_or_else(|| {
+                ParamError::new("group_by", format!("{v:?} is not a grouping"), accepted)
+            }),
+    }
+}
+
+/// One group's key in an answer: `{"<group_by>": value}`, flattened into the group.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct GroupKey(BTreeMap<&'static str, Option<String>>);
+
+impl GroupKey {
+    fn of(by: GroupBy, value: Option<String>) -> GroupKey {
+        GroupKey(BTreeMap::from([(by.name(), value)]))
     }
 }
 
 /// The table a series answer (volume, error rate, latency) reads: decided before the read, so that a read of
 /// raw events can be admitted or refused first (see `query::api::RawGate`).
-pub fn series_table(f: &Filters, bucket: Bucket, by_service: bool, latency: bool) -> Table {
-    Table::choose(f, group_dims(by_service), latency, bucket.secs)
+pub fn series_table(f: &Filters, bucket: Bucket, group: GroupBy, latency: bool) -> Table {
+    Table::choose(f, group.dims(), latency, bucket.secs)
 }
 
 /// The table a top-talkers answer reads.
@@ -179,6 +241,21 @@ pub struct Volume {
     #[serde(flatten)]
     pub window: Window,
     pub total: VolumePoint,
+    /// Ungrouped answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<VolumePoint>>,
+    /// With `group_by`: one per value, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<VolumeGroup>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VolumeGroup {
+    /// `{"<group_by>": value}` (null for events without one).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub key: GroupKey,
+    pub total: VolumePoint,
     pub series: Vec<VolumePoint>,
 }
 
@@ -186,36 +263,71 @@ pub async fn volume(
     client: &impl GenericClient,
     f: &Filters,
     bucket: Bucket,
+    group: GroupBy,
     table: Table,
 ) -> Result<Volume, DbError> {
-    let rows = series::counts_by_bucket(client, f, table, bucket.secs, false).await?;
-    let by_t: HashMap<DateTime<Utc>, Counts> = rows.into_iter().map(|r| (r.t, r.counts)).collect();
+    let rows = series::counts_by_bucket(client, f, table, bucket.secs, group.column()).await?;
+    let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, Counts>> = BTreeMap::new();
+    for r in rows {
+        groups.entry(r.group).or_default().insert(r.t, r.counts);
+    }
     let point = |t, c: Counts| VolumePoint {
         t,
         events: c.events,
         bytes_in: c.bytes_in,
         bytes_out: c.bytes_out,
     };
-    let series: Vec<VolumePoint> = bucket_starts(f, bucket.secs)
-        .map(|t| point(t, by_t.get(&t).copied().unwrap_or_default()))
-        .collect();
-    let total = series
-        .iter()
-        .fold(point(f.from, Counts::default()), |mut a, p| {
-            a.events += p.events;
-            a.bytes_in += p.bytes_in;
-            a.bytes_out += p.bytes_out;
-            a
+    let series_of = |by_t: &HashMap<DateTime<Utc>, Counts>| {
+        let series: Vec<VolumePoint> = bucket_starts(f, bucket.secs)
+            .map(|t| point(t, by_t.get(&t).copied().unwrap_or_default()))
+            .collect();
+        let total = series
+            .iter()
+            .fold(point(f.from, Counts::default()), |mut a, p| {
+                a.events += p.events;
+                a.bytes_in += p.bytes_in;
+                a.bytes_out += p.bytes_out;
+                a
+            });
+        (total, series)
+    };
+    let window = Window {
+        bucket: bucket.name,
+        from: f.from,
+        to: f.to,
+        source: table,
+    };
+    if group == GroupBy::None {
+        let (total, series) = series_of(groups.get(&None).unwrap_or(&HashMap::new()));
+        return Ok(Volume {
+            window,
+            total,
+            series: Some(series),
+            groups: None,
         });
+    }
+    let mut all = Counts::default();
+    groups
+        .values()
+        .flat_map(|m| m.values())
+        .for_each(|c| add(&mut all, c));
+    let mut out: Vec<VolumeGroup> = groups
+        .into_iter()
+        .map(|(value, m)| {
+            let (total, series) = series_of(&m);
+            VolumeGroup {
+                key: GroupKey::of(group, value),
+                total,
+                series,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.total.events.cmp(&a.total.events));
     Ok(Volume {
-        window: Window {
-            bucket: bucket.name,
-            from: f.from,
-            to: f.to,
-            source: table,
-        },
-        total,
-        series,
+        window,
+        total: point(f.from, all),
+        series: None,
+        groups: Some(out),
     })
 }
 
@@ -251,7 +363,10 @@ impl ErrorPoint {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorGroup {
-    pub service: Option<String>,
+    /// `{"<group_by>": value}` (null for events without one).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub key: GroupKey,
     pub overall: ErrorPoint,
     pub series: Vec<ErrorPoint>,
 }
@@ -279,15 +394,15 @@ pub async fn error_rate(
     client: &impl GenericClient,
     f: &Filters,
     bucket: Bucket,
-    by_service: bool,
+    group: GroupBy,
     table: Table,
 ) -> Result<ErrorRate, DbError> {
-    let rows = series::counts_by_bucket(client, f, table, bucket.secs, by_service).await?;
+    let rows = series::counts_by_bucket(client, f, table, bucket.secs, group.column()).await?;
     let mut groups: BTreeMap<Option<String>, HashMap<DateTime<Utc>, Counts>> = BTreeMap::new();
     let mut overall = Counts::default();
     for r in rows {
         add(&mut overall, &r.counts);
-        groups.entry(r.service).or_default().insert(r.t, r.counts);
+        groups.entry(r.group).or_default().insert(r.t, r.counts);
     }
     let series_of = |m: &HashMap<DateTime<Utc>, Counts>| {
         let points: Vec<ErrorPoint> = bucket_starts(f, bucket.secs)
@@ -304,13 +419,13 @@ pub async fn error_rate(
         source: table,
     };
     let overall = ErrorPoint::new(None, overall);
-    if by_service {
+    if group != GroupBy::None {
         let groups = groups
-            .iter()
-            .map(|(service, m)| {
-                let (overall, series) = series_of(m);
+            .into_iter()
+            .map(|(value, m)| {
+                let (overall, series) = series_of(&m);
                 ErrorGroup {
-                    service: service.clone(),
+                    key: GroupKey::of(group, value),
                     overall,
                     series,
                 }
@@ -498,7 +613,7 @@ pub struct TopQuery {
     pub limit: i64,
 }
 
-const BY: [(&str, TalkerKey); 10] = [
+const BY: [(&str, TalkerKey); 11] = [
     ("src_ip", TalkerKey::SrcIp),
     ("dst_ip", TalkerKey::DstIp),
     ("pair", TalkerKey::Pair),
@@ -509,6 +624,7 @@ const BY: [(&str, TalkerKey); 10] = [
     ("dst_country", TalkerKey::DstCountry),
     ("src_asn", TalkerKey::SrcAsn),
     ("dst_asn", TalkerKey::DstAsn),
+    ("threat", TalkerKey::Threat),
 ];
 
 pub fn parse_top(params: &HashMap<String, String>) -> Result<TopQuery, ParamError> {
@@ -523,7 +639,7 @@ pub fn parse_top(params: &HashMap<String, String>) -> Result<TopQuery, ParamErro
                 ParamError::new(
                     "by",
                     format!("{v:?} is not a talker key"),
-                    "src_ip, dst_ip, pair, dst_port, service, protocol, src_country, dst_country, src_asn, dst_asn",
+                    "src_ip, dst_ip, pair, dst_port, service, protocol, src_country, dst_country, src_asn, dst_asn, threat",
                 )
             })?,
     };

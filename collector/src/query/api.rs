@@ -35,8 +35,7 @@ impl Kind {
     /// Parameters this kind takes besides the common filters.
     pub fn extra_params(self) -> &'static [&'static str] {
         match self {
-            Kind::Volume => &["bucket"],
-            Kind::ErrorRate | Kind::Latency => &["bucket", "group_by"],
+            Kind::Volume | Kind::ErrorRate | Kind::Latency => &["bucket", "group_by"],
             Kind::TopTalkers => &["by", "metric", "limit"],
             Kind::Logs => &["min_latency_ms", "limit", "cursor"],
         }
@@ -152,19 +151,19 @@ async fn answer(
             let kept = plan::finest_kept(client, f.from).await?;
             let bucket = answers::parse_bucket(params, &f, kept)?;
             answers::align(&mut f, bucket.secs);
-            let by_service = answers::parse_group_by(params)?;
-            let table = match kind {
-                Kind::Volume => answers::series_table(&f, bucket, false, false),
-                Kind::ErrorRate => answers::series_table(&f, bucket, by_service, false),
-                _ => answers::series_table(&f, bucket, by_service, true),
-            };
+            let latency = kind == Kind::Latency;
+            let group = answers::parse_group_by(params, latency)?;
+            let table = answers::series_table(&f, bucket, group, latency);
             let _slot = admit(table)?;
             match kind {
-                Kind::Volume => json!(answers::volume(client, &f, bucket, table).await?),
+                Kind::Volume => json!(answers::volume(client, &f, bucket, group, table).await?),
                 Kind::ErrorRate => {
-                    json!(answers::error_rate(client, &f, bucket, by_service, table).await?)
+                    json!(answers::error_rate(client, &f, bucket, group, table).await?)
                 }
-                _ => json!(answers::latency(client, &f, bucket, by_service, table).await?),
+                _ => {
+                    let by_service = group == answers::GroupBy::Service;
+                    json!(answers::latency(client, &f, bucket, by_service, table).await?)
+                }
             }
         }
         Kind::TopTalkers => {

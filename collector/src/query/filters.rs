@@ -68,6 +68,33 @@ pub struct Filters {
     pub dst_country: Option<String>,
     pub src_asn: Option<i64>,
     pub dst_asn: Option<i64>,
+    /// Events that matched a threat list: any, or a named one.
+    pub threat: Option<ThreatFilter>,
+}
+
+/// `threat=any` or `threat=<list name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreatFilter {
+    Any,
+    List(String),
+}
+
+impl ThreatFilter {
+    fn parse(v: &str) -> ThreatFilter {
+        if v == "any" {
+            ThreatFilter::Any
+        } else {
+            ThreatFilter::List(v.to_string())
+        }
+    }
+
+    /// Whether an event that matched `threat` (or none) passes.
+    pub fn admits(&self, threat: Option<&str>) -> bool {
+        match self {
+            ThreatFilter::Any => threat.is_some(),
+            ThreatFilter::List(l) => threat == Some(l.as_str()),
+        }
+    }
 }
 
 /// Parameter names every endpoint takes.
@@ -87,6 +114,7 @@ pub const FILTER_PARAMS: &[&str] = &[
     "dst_country",
     "src_asn",
     "dst_asn",
+    "threat",
 ];
 
 const TIME_ACCEPTED: &str =
@@ -185,6 +213,7 @@ impl Filters {
             dst_asn: get("dst_asn")
                 .map(|v| parse_asn("dst_asn", v))
                 .transpose()?,
+            threat: get("threat").map(ThreatFilter::parse),
             min_latency_ms: get("min_latency_ms")
                 .map(|v| {
                     v.parse::<f64>()

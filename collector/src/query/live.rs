@@ -3,18 +3,13 @@
 //! was ever stored.
 
 use super::filters::Filters;
-use crate::enrich::Place;
+use crate::enrich::{Enriched, Place};
 use crate::event::Event;
 
 /// Whether `e`, sent by `producer`, passes `f` (its window aside). Called for every event while a tail is
 /// followed: comparisons only, no allocation.
-pub fn matches_event(
-    f: &Filters,
-    e: &Event<'_>,
-    producer: &str,
-    places: [Option<&Place>; 2],
-) -> bool {
-    let [src, dst] = places;
+pub fn matches_event(f: &Filters, e: &Event<'_>, producer: &str, enriched: &Enriched<'_>) -> bool {
+    let Enriched { src, dst, threat } = *enriched;
     let country = |want: &Option<String>, p: Option<&Place>| {
         want.as_deref()
             .is_none_or(|w| p.and_then(|p| p.country.as_deref()) == Some(w))
@@ -48,6 +43,7 @@ pub fn matches_event(
         && country(&f.dst_country, dst)
         && asn(f.src_asn, src)
         && asn(f.dst_asn, dst)
+        && f.threat.as_ref().is_none_or(|w| w.admits(threat))
 }
 
 /// Whether any event was ever stored (of `producers`, when given): an empty dashboard then says "nothing

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-use super::filters::Filters;
+use super::filters::{Filters, ThreatFilter};
 use crate::db::sql::Sql;
 use crate::db::DbError;
 use crate::rollup::catalog::{self, src_network_prefix, Dims, Shape, COUNT_COLUMNS};
@@ -28,7 +28,8 @@ pub fn dims_of_filters(f: &Filters) -> Dims {
             f.src_country.is_some()
                 || f.dst_country.is_some()
                 || f.src_asn.is_some()
-                || f.dst_asn.is_some(),
+                || f.dst_asn.is_some()
+                || f.threat.is_some(),
             Dims::GEO,
         ),
     ]
@@ -359,6 +360,14 @@ pub fn filter(f: &Filters, table: Table, max_res: i64) -> Sql<'static> {
             let c = format!("{column} = {}", w.bind(v));
             w.and(&c);
         }
+    }
+    match &f.threat {
+        Some(ThreatFilter::Any) => w.and("threat IS NOT NULL"),
+        Some(ThreatFilter::List(l)) => {
+            let c = format!("threat = {}", w.bind(l.clone()));
+            w.and(&c);
+        }
+        None => {}
     }
     if let Some(visible) = &f.producers {
         let c = format!("producer = ANY({})", w.bind(visible.clone()));

@@ -31,21 +31,21 @@ pub fn counts_at(r: &tokio_postgres::Row, first: usize) -> Counts {
     }
 }
 
-/// Counts per time bucket of `bucket_secs` (aligned to the Unix epoch), optionally per service.
+/// Counts per time bucket of `bucket_secs` (aligned to the Unix epoch), per value of `group` (SQL text,
+/// `NULL::text` for none).
 #[tracing::instrument(skip(client))]
 pub async fn counts_by_bucket(
     client: &impl GenericClient,
     f: &Filters,
     table: Table,
     bucket_secs: i64,
-    by_service: bool,
+    group: &str,
 ) -> Result<Vec<BucketCounts>, DbError> {
     let tail = Tail::read(client, table).await?;
     let mut w = plan::filter(f, table, bucket_secs);
     let width = w.bind(bucket_secs as f64);
-    let service = if by_service { "service" } else { "NULL::text" };
     let sql = format!(
-        "SELECT date_bin({width} * interval '1 second', {time}, to_timestamp(0)) AS t, {service} AS s, {counts}
+        "SELECT date_bin({width} * interval '1 second', {time}, to_timestamp(0)) AS t, {group} AS s, {counts}
          FROM {table}{where_} GROUP BY 1, 2 ORDER BY 1, 2",
         time = table.time_column(),
         counts = table.counts(),
@@ -57,7 +57,7 @@ pub async fn counts_by_bucket(
         .iter()
         .map(|r| BucketCounts {
             t: r.get(0),
-            service: r.get(1),
+            group: r.get(1),
             counts: counts_at(r, 2),
         })
         .collect())
@@ -70,11 +70,11 @@ pub enum LatencyRows {
     Exact(Vec<BucketExact>),
 }
 
-/// Counts of one time bucket (and service, when grouped).
+/// Counts of one time bucket (and group's value, when grouped).
 #[derive(Debug, Clone)]
 pub struct BucketCounts {
     pub t: DateTime<Utc>,
-    pub service: Option<String>,
+    pub group: Option<String>,
     pub counts: Counts,
 }
 

@@ -33,6 +33,8 @@ pub enum TalkerKey {
     DstCountry,
     SrcAsn,
     DstAsn,
+    /// The threat list matched.
+    Threat,
 }
 
 impl TalkerKey {
@@ -53,6 +55,7 @@ impl TalkerKey {
             TalkerKey::DstCountry => (&["dst_country"], "dst_country", Dims::GEO),
             TalkerKey::SrcAsn => (&["src_asn"], "src_asn::text", Dims::GEO),
             TalkerKey::DstAsn => (&["dst_asn"], "dst_asn::text", Dims::GEO),
+            TalkerKey::Threat => (&["threat"], "threat", Dims::GEO),
         }
     }
 
@@ -246,6 +249,7 @@ fn window_of(f: &Filters) -> Filters {
         dst_country: None,
         src_asn: None,
         dst_asn: None,
+        threat: None,
         // A tenant's shares are of its own total.
         producers: f.producers.clone(),
         src: None,

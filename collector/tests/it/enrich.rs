@@ -1,6 +1,7 @@
 //! Enrichment with MaxMind DB files the tests write themselves (`mmdb-writer`): exact columns for IPv4 and IPv6
 //! addresses, labelled special ranges, queries by country and network, a database replaced under load, and a
-//! missing or corrupt database (the collector runs on without it).
+//! missing or corrupt database (the collector runs on without it); threat lists matched at their prefixes'
+//! boundaries and reloaded.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -204,6 +205,38 @@ async fn addresses_get_their_country_city_and_network() {
     assert_eq!(events[0]["dst_as_org"], "Example Transit");
     let (_, volume) = app.get_json("/metrics/volume?src_country=private").await;
     assert_eq!(volume["total"]["events"], 2, "{volume}");
+    // Grouped by country and network: every event in exactly one group, largest first.
+    let (status, volume) = app.get_json("/metrics/volume?group_by=src_country").await;
+    assert_eq!(status, 200, "{volume}");
+    let groups: Vec<(Value, Value)> = volume["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["src_country"].clone(), g["total"]["events"].clone()))
+        .collect();
+    assert_eq!(groups[0], (json!("private"), json!(2)), "{volume}");
+    assert_eq!(groups.len(), 3, "{volume}");
+    assert_eq!(volume["total"]["events"], 4);
+    let (status, errors) = app.get_json("/metrics/error-rate?group_by=dst_asn").await;
+    assert_eq!(status, 200, "{errors}");
+    let mut groups: Vec<(Value, Value)> = errors["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["dst_asn"].clone(), g["overall"]["total"].clone()))
+        .collect();
+    groups.sort_by_key(|g| g.0.to_string());
+    assert_eq!(
+        groups,
+        [
+            (json!("64500"), json!(1)),
+            (json!("64501"), json!(1)),
+            (Value::Null, json!(2))
+        ],
+        "{errors}"
+    );
+    let (status, bad) = app.get_json("/metrics/latency?group_by=src_country").await;
+    assert_eq!(status, 400, "{bad}");
     let (status, bad) = app.get_json("/api/logs?src_asn=ASX").await;
     assert_eq!(status, 400);
     assert!(
@@ -346,5 +379,138 @@ async fn the_flat_layout_of_the_installed_country_database_is_read() {
         .texts("SELECT host(src_ip) || ' ' || coalesce(src_country, '-') || ' ' || coalesce(dst_country, '-') FROM comm_logs ORDER BY 1")
         .await;
     assert_eq!(got, ["193.0.6.139 NL NL", "193.0.8.1 - -"]);
+    app.stop().await.unwrap();
+}
+
+/// Writes a list the way an operator would, replacing the file.
+fn list(path: &Path, text: &str) {
+    write_atomically(path, text.as_bytes());
+}
+
+#[tokio::test]
+async fn threat_lists_mark_events_at_their_boundaries_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, tor) = (dir.path().join("drop.txt"), dir.path().join("exits.list"));
+    list(
+        &drop,
+        "; Spamhaus DROP style\n192.0.2.0/25 ; SBL1\n2001:db8:1::/48 ; SBL2\nnot-a-network\n",
+    );
+    // Overlaps the first list: the first configured list names the match.
+    list(&tor, "# exits\n198.51.100.7\n192.0.2.0/24\n");
+    let missing = dir.path().join("absent.txt");
+    let lists = vec![
+        drop.to_str().unwrap().parse().unwrap(),
+        format!("tor={}", tor.display()).parse().unwrap(),
+        format!("absent={}", missing.display()).parse().unwrap(),
+    ];
+    let app = spawn_app_with(|c| c.threat_lists = lists).await;
+    let events = r#"[
+      {"src_ip": "192.0.2.127", "dst_ip": "10.0.0.9", "message": "last of drop's /25"},
+      {"src_ip": "192.0.2.128", "dst_ip": "198.51.100.7", "message": "past drop, in tor", "tags": {"k": "v"}},
+      {"src_ip": "10.0.0.1", "dst_ip": "2001:db8:1:ffff::5", "message": "destination on drop"},
+      {"src_ip": "10.0.0.2", "dst_ip": "198.51.100.8", "message": "next to tor's address"},
+      {"src_ip": "2001:db8:2::1", "message": "past drop's /48"}
+    ]"#;
+    assert_eq!(app.ingest_json(events).await.0, 202);
+    app.wait_rows(5).await;
+    let stored = app
+        .db
+        .query(
+            "SELECT message, threat, tags::text FROM comm_logs ORDER BY message COLLATE \"C\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Option<String>>(1),
+                r.get::<_, Option<String>>(2),
+            )
+        })
+        .collect::<Vec<_>>();
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        stored,
+        vec![
+            (
+                "destination on drop".into(),
+                some("drop"),
+                some(r#"{"threat_dst": "drop"}"#)
+            ),
+            (
+                "last of drop's /25".into(),
+                some("drop"),
+                some(r#"{"threat_src": "drop"}"#)
+            ),
+            ("next to tor's address".into(), None, None),
+            ("past drop's /48".into(), None, None),
+            (
+                "past drop, in tor".into(),
+                some("tor"),
+                some(r#"{"k": "v", "threat_dst": "tor", "threat_src": "tor"}"#)
+            ),
+        ]
+    );
+    // Who hit what.
+    let (status, top) = app.get_json("/metrics/top-talkers?threat=any").await;
+    assert_eq!(status, 200, "{top}");
+    let mut sources: Vec<&str> = top["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["src_ip"].as_str().unwrap())
+        .collect();
+    sources.sort_unstable();
+    assert_eq!(sources, ["10.0.0.1", "192.0.2.127", "192.0.2.128"], "{top}");
+    let top = app.ok_json("/metrics/top-talkers?by=threat").await;
+    let mut by: Vec<(String, i64)> = top["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| Some((t["threat"].as_str()?.to_string(), t["events"].as_i64()?)))
+        .collect();
+    by.sort();
+    assert_eq!(by, [("drop".into(), 2), ("tor".into(), 1)], "{top}");
+    let logs = app.ok_json("/api/logs?threat=tor").await;
+    assert_eq!(logs["events"].as_array().unwrap().len(), 1, "{logs}");
+    // Loaded lists in /readyz and /metrics; the missing one says so, and the collector runs.
+    let ready = readyz(&app).await;
+    assert_eq!(ready["threat_lists"]["drop"]["networks"], 2, "{ready}");
+    assert_eq!(ready["threat_lists"]["tor"]["networks"], 2, "{ready}");
+    assert_eq!(
+        ready["threat_lists"]["absent"]["networks"],
+        Value::Null,
+        "{ready}"
+    );
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("collector_threat_matches_total{list=\"drop\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("collector_threat_matches_total{list=\"tor\"} 2"),
+        "{metrics}"
+    );
+    // A list changed on disk is used for later events without a restart.
+    list(&tor, "198.51.100.7\n198.51.100.8\n203.0.113.0/24\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while readyz(&app).await["threat_lists"]["tor"]["networks"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changed list was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let probe = r#"[{"src_ip": "10.0.0.3", "dst_ip": "198.51.100.8", "message": "after reload"}]"#;
+    assert_eq!(app.ingest_json(probe).await.0, 202);
+    app.wait_rows(6).await;
+    assert_eq!(
+        app.texts("SELECT threat FROM comm_logs WHERE message = 'after reload'")
+            .await,
+        ["tor"]
+    );
+    assert_eq!(app.count("SELECT count(*) FROM comm_logs").await, 6);
     app.stop().await.unwrap();
 }
