@@ -75,14 +75,17 @@ pub struct QueryArgs {
     /// Destination AS number.
     #[arg(long)]
     pub dst_asn: Option<String>,
+    /// Events that matched a threat list: `any` or a list's name.
+    #[arg(long)]
+    pub threat: Option<String>,
     /// 1m, 5m, 1h or 1d (volume, error-rate, latency).
     #[arg(long)]
     pub bucket: Option<String>,
-    /// `service` (error-rate, latency).
+    /// `service`; for volume and error-rate also src_country, dst_country, src_asn or dst_asn.
     #[arg(long)]
     pub group_by: Option<String>,
-    /// src_ip, dst_ip, pair, dst_port, service, protocol, src_country, dst_country, src_asn or dst_asn
-    /// (top-talkers).
+    /// src_ip, dst_ip, pair, dst_port, service, protocol, src_country, dst_country, src_asn, dst_asn or
+    /// threat (top-talkers).
     #[arg(long)]
     pub by: Option<String>,
     /// events or bytes (top-talkers).
@@ -118,6 +121,7 @@ impl QueryArgs {
             ("dst_country", &self.dst_country),
             ("src_asn", &self.src_asn),
             ("dst_asn", &self.dst_asn),
+            ("threat", &self.threat),
             ("bucket", &self.bucket),
             ("group_by", &self.group_by),
             ("by", &self.by),
@@ -196,50 +200,67 @@ pub fn render(kind: Kind, v: &Value, series: bool) -> String {
         }
         let _ = writeln!(out, ", from {}", v["source"].as_str().unwrap_or("?"));
     }
-    let grouped = v.get("groups").is_some();
-    let with_service = |cols: &[&'static str]| -> Vec<&'static str> {
-        if grouped {
-            std::iter::once("service")
-                .chain(cols.iter().copied())
-                .collect()
-        } else {
-            cols.to_vec()
-        }
+    // A grouped answer names each group by the `group_by` it was asked with.
+    let group = v["groups"]
+        .as_array()
+        .and_then(|g| g.first())
+        .and_then(|g| {
+            g.as_object()?
+                .keys()
+                .find(|k| !["overall", "series", "total"].contains(&k.as_str()))
+                .cloned()
+        });
+    let grouped = |cols: &[&'static str]| -> Vec<String> {
+        group
+            .iter()
+            .cloned()
+            .chain(cols.iter().map(|c| c.to_string()))
+            .collect()
     };
-    let (rows, columns): (Vec<Value>, Vec<&str>) = match kind {
+    let summary = if kind == Kind::Volume {
+        "total"
+    } else {
+        "overall"
+    };
+    let (rows, columns): (Vec<Value>, Vec<String>) = match kind {
         Kind::Volume if !series => (
-            vec![v["total"].clone()],
-            vec!["events", "bytes_in", "bytes_out"],
+            summary_rows(v, summary, group.as_deref()),
+            grouped(&["events", "bytes_in", "bytes_out"]),
         ),
         Kind::ErrorRate if !series => (
-            summary_rows(v),
-            with_service(&["total", "errors", "client_errors", "error_ratio"]),
+            summary_rows(v, summary, group.as_deref()),
+            grouped(&["total", "errors", "client_errors", "error_ratio"]),
         ),
         Kind::Latency if !series => (
-            summary_rows(v),
-            with_service(&["count", "p50", "p90", "p95", "p99", "max"]),
+            summary_rows(v, summary, group.as_deref()),
+            grouped(&["count", "p50", "p90", "p95", "p99", "max"]),
         ),
-        Kind::Volume => (rows_of(v), vec!["t", "events", "bytes_in", "bytes_out"]),
+        Kind::Volume => (
+            rows_of(v, group.as_deref()),
+            grouped(&["t", "events", "bytes_in", "bytes_out"]),
+        ),
         Kind::ErrorRate => (
-            rows_of(v),
-            with_service(&["t", "total", "errors", "client_errors", "error_ratio"]),
+            rows_of(v, group.as_deref()),
+            grouped(&["t", "total", "errors", "client_errors", "error_ratio"]),
         ),
         Kind::Latency => (
-            rows_of(v),
-            with_service(&["t", "count", "p50", "p90", "p95", "p99", "max"]),
+            rows_of(v, group.as_deref()),
+            grouped(&["t", "count", "p50", "p90", "p95", "p99", "max"]),
         ),
         Kind::TopTalkers => {
-            let mut cols: Vec<&str> = match v["by"].as_str() {
-                Some("src_ip+dst_ip") => vec!["src_ip", "dst_ip"],
-                Some(by) => vec![by],
+            let mut cols: Vec<String> = match v["by"].as_str() {
+                Some("src_ip+dst_ip") => vec!["src_ip".into(), "dst_ip".into()],
+                Some(by) => vec![by.to_string()],
                 None => vec![],
             };
-            cols.extend(["events", "bytes", "errors", "client_errors", "share"]);
+            cols.extend(
+                ["events", "bytes", "errors", "client_errors", "share"].map(String::from),
+            );
             (v["top"].as_array().cloned().unwrap_or_default(), cols)
         }
         Kind::Logs => (
             v["events"].as_array().cloned().unwrap_or_default(),
-            vec![
+            [
                 "timestamp",
                 "src_ip",
                 "src_port",
@@ -253,9 +274,12 @@ pub fn render(kind: Kind, v: &Value, series: bool) -> String {
                 "bytes_out",
                 "host",
                 "message",
-            ],
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
     };
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
     out.push_str(&table(&rows, &columns));
     if kind == Kind::Logs {
         if let Some(c) = v["next_cursor"].as_str() {
@@ -277,25 +301,26 @@ pub fn render(kind: Kind, v: &Value, series: bool) -> String {
     out
 }
 
-/// One row over the whole window: the answer's `overall`, or each group's with its `service`.
-fn summary_rows(v: &Value) -> Vec<Value> {
-    match v["groups"].as_array() {
-        Some(groups) => groups
+/// One row over the whole window: the answer's `summary` (`overall`, or volume's `total`), or each group's
+/// with its key.
+fn summary_rows(v: &Value, summary: &str, group: Option<&str>) -> Vec<Value> {
+    match (v["groups"].as_array(), group) {
+        (Some(groups), Some(key)) => groups
             .iter()
             .map(|g| {
-                let mut o = g["overall"].clone();
+                let mut o = g[summary].clone();
                 if let Some(obj) = o.as_object_mut() {
-                    obj.insert("service".into(), g["service"].clone());
+                    obj.insert(key.into(), g[key].clone());
                 }
                 o
             })
             .collect(),
-        None => vec![v["overall"].clone()],
+        _ => vec![v[summary].clone()],
     }
 }
 
-/// The series rows, or the rows of every group with the group's `service` added to each.
-fn rows_of(v: &Value) -> Vec<Value> {
+/// The series rows, or the rows of every group with the group's key added to each.
+fn rows_of(v: &Value, group: Option<&str>) -> Vec<Value> {
     if let Some(series) = v["series"].as_array() {
         return series.clone();
     }
@@ -303,8 +328,8 @@ fn rows_of(v: &Value) -> Vec<Value> {
     for g in v["groups"].as_array().into_iter().flatten() {
         for p in g["series"].as_array().into_iter().flatten() {
             let mut p = p.clone();
-            if let Some(obj) = p.as_object_mut() {
-                obj.insert("service".into(), g["service"].clone());
+            if let (Some(obj), Some(key)) = (p.as_object_mut(), group) {
+                obj.insert(key.into(), g[key].clone());
             }
             rows.push(p);
         }

@@ -199,6 +199,21 @@ async fn addresses_get_their_country_city_and_network() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total"]["events"], 1, "{v}");
+    // Grouped, as a table: one row per country, named by it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+        .args(["query", "volume", "--group-by", "src_country"])
+        .args(["--database-url", &app.db_url])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0][..2], ["src_country", "events"], "{table}");
+    assert!(lines.contains(&vec!["private", "2", "0", "0"]), "{table}");
     let (_, logs) = app.get_json("/api/logs?dst_asn=AS64500").await;
     let events = logs["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{logs}");
