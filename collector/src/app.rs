@@ -37,6 +37,8 @@ pub enum AppError {
     Spool(#[from] SpoolOpenError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::http::tls::TlsError),
+    #[error("redaction: {0}")]
+    Redact(#[from] crate::enrich::redact::RedactError),
 }
 
 /// The database the collector uses: an external URL, or a private server it owns and stops on exit.
@@ -187,7 +189,13 @@ pub async fn run(
     } else {
         Some(crate::enrich::Threats::open(cfg.threat_lists.clone()))
     };
+    let redactor = crate::enrich::Redactor::new(&cfg.redact_rules())?.map(Arc::new);
+    if let Some(r) = &redactor {
+        let rules: Vec<&str> = r.totals().map(|(name, _)| name).collect();
+        tracing::info!(rules = %rules.join(", "), "Redaction on: applied before anything is stored or spooled");
+    }
     let intake = Intake {
+        redactor,
         tail: Some(tail.clone()),
         geo: geo.clone(),
         threats: threats.clone(),

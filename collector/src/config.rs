@@ -269,6 +269,35 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_THREAT_LISTS", value_delimiter = ',')]
     pub threat_lists: Vec<crate::enrich::ThreatFile>,
 
+    /// Fields removed from every event before it is stored or spooled, comma-separated: host, message,
+    /// service, protocol, tags, or tags.<key> (unknown fields are tags).
+    #[arg(long, env = "COLLECTOR_REDACT_DROP", value_delimiter = ',')]
+    pub redact_drop: Vec<String>,
+
+    /// Fields replaced by a keyed hash (HMAC-SHA-256, 32 hex digits): host, message, service, tags.<key>.
+    #[arg(long, env = "COLLECTOR_REDACT_HASH", value_delimiter = ',')]
+    pub redact_hash: Vec<String>,
+
+    /// The hash's secret (16 bytes or more); keep it across restarts so equal values keep equal hashes.
+    #[arg(long, env = "COLLECTOR_REDACT_HASH_KEY", hide_env_values = true)]
+    pub redact_hash_key: Option<String>,
+
+    /// Patterns masked in `message`, comma-separated: email, bearer (Bearer tokens), ipv4.
+    #[arg(long, env = "COLLECTOR_REDACT_MASK", value_delimiter = ',')]
+    pub redact_mask: Vec<String>,
+
+    /// One more pattern (Rust regex syntax) masked in `message` as `[redacted]`.
+    #[arg(long, env = "COLLECTOR_REDACT_MASK_REGEX")]
+    pub redact_mask_regex: Option<String>,
+
+    /// Prefix length IPv4 addresses are stored with (24 keeps the /24); 32 keeps them whole.
+    #[arg(long, env = "COLLECTOR_REDACT_IPV4_PREFIX", default_value_t = 32)]
+    pub redact_ipv4_prefix: u8,
+
+    /// Prefix length IPv6 addresses are stored with (48 keeps the /48); 128 keeps them whole.
+    #[arg(long, env = "COLLECTOR_REDACT_IPV6_PREFIX", default_value_t = 128)]
+    pub redact_ipv6_prefix: u8,
+
     /// Days of raw events (and dead letters) kept: older daily partitions of comm_logs are dropped, hourly.
     /// Rollups keep their own retention (below). 0 keeps everything.
     #[arg(long, env = "COLLECTOR_RETENTION_DAYS", default_value_t = 0)]
@@ -315,6 +344,19 @@ impl ServeConfig {
             },
             max_errors: self.max_errors_reported,
             dead_letter_max_bytes: self.dead_letter_max_bytes,
+        }
+    }
+
+    /// The redaction rules.
+    pub fn redact_rules(&self) -> crate::enrich::RedactRules {
+        crate::enrich::RedactRules {
+            drop: self.redact_drop.clone(),
+            hash: self.redact_hash.clone(),
+            hash_key: self.redact_hash_key.clone(),
+            mask: self.redact_mask.clone(),
+            mask_regex: self.redact_mask_regex.clone(),
+            ipv4_prefix: self.redact_ipv4_prefix,
+            ipv6_prefix: self.redact_ipv6_prefix,
         }
     }
 

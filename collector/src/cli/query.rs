@@ -253,9 +253,7 @@ pub fn render(kind: Kind, v: &Value, series: bool) -> String {
                 Some(by) => vec![by.to_string()],
                 None => vec![],
             };
-            cols.extend(
-                ["events", "bytes", "errors", "client_errors", "share"].map(String::from),
-            );
+            cols.extend(["events", "bytes", "errors", "client_errors", "share"].map(String::from));
             (v["top"].as_array().cloned().unwrap_or_default(), cols)
         }
         Kind::Logs => (

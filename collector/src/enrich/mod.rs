@@ -4,6 +4,7 @@
 //! enrichment applies from when it is turned on.
 
 pub mod geo;
+pub mod redact;
 pub mod threat;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 pub use geo::{Geo, GeoFiles, Place};
+pub use redact::{RedactRules, Redactor};
 pub use threat::{ThreatFile, Threats};
 
 /// What enrichment found for one event: its addresses' places and the threat list it matched.

@@ -20,6 +20,7 @@ use crate::pipeline::budget::Reservation;
 use crate::pipeline::dedup;
 use crate::pipeline::intake::BodyHeaders;
 use crate::pipeline::queue::SubmitError;
+use crate::pipeline::spool::format::{encode_batch, Kind as RecordKind};
 use crate::pipeline::spool::Record;
 
 /// Bytes of body per event at most, for the room taken in the queue before decoding: an underestimate of the
@@ -215,8 +216,9 @@ pub(super) async fn accept(
             } else {
                 rand::random()
             };
+            let record = request.record(identity, &batch, state.intake.redactor.is_some());
             spool
-                .append(request.record(identity), batch)
+                .append(record, batch)
                 .await
                 .inspect_err(|_| state.stats.overload_responses.add(1))?;
         }
@@ -265,15 +267,28 @@ struct Request {
 }
 
 impl Request {
-    fn record(self, identity: dedup::Digest) -> Record {
+    /// The record of this request, which became `batch`: the body as received, or, when redacted (what was
+    /// sent must not reach the disk), the batch as built.
+    fn record(self, identity: dedup::Digest, batch: &Batch, redacted: bool) -> Record {
+        let (kind, body, content_type, content_encoding) = if redacted {
+            (RecordKind::Batch, encode_batch(batch), None, None)
+        } else {
+            (
+                RecordKind::Request,
+                self.body,
+                self.content_type,
+                self.content_encoding,
+            )
+        };
         Record {
             seq: 0,
             received_at_us: self.received_at_us,
             identity,
             producer: self.producer.to_string(),
-            content_type: self.content_type,
-            content_encoding: self.content_encoding,
-            body: self.body,
+            content_type,
+            content_encoding,
+            kind,
+            body,
         }
     }
 
@@ -285,18 +300,30 @@ impl Request {
         reason: String,
         room: Option<OwnedSemaphorePermit>,
     ) -> Result<(), ApiError> {
+        let raw = match &state.intake.redactor {
+            Some(r) => {
+                let mut counts = r.counts();
+                let raw = r.text(&self.body, &mut counts);
+                r.record(&counts);
+                Bytes::from(raw)
+            }
+            None => self.body.clone(),
+        };
         let reject = Reject::new(
             self.producer.clone(),
             self.received_at_us,
             None,
             reason,
-            self.body.clone(),
+            raw,
             state.intake.limits.dead_letter_max_bytes,
         );
         let batch = Batch::rejects_only(self.producer.clone(), self.received_at_us, vec![reject]);
         match (&state.spool, room) {
             // Its identity is its own: a client resending the body must hear the same refusal.
-            (Some(spool), _) => Ok(spool.append(self.record(rand::random()), batch).await?),
+            (Some(spool), _) => {
+                let record = self.record(rand::random(), &batch, state.intake.redactor.is_some());
+                Ok(spool.append(record, batch).await?)
+            }
             (None, Some(room)) => Ok(state.queue.submit_reserved(batch, Some(room))?),
             (None, None) => Ok(state.queue.try_submit(batch)?),
         }

@@ -35,6 +35,9 @@ pub(super) async fn metrics(
     if let Some(threats) = &state.intake.threats {
         render_threats(&mut body, threats);
     }
+    if let Some(redactor) = &state.intake.redactor {
+        render_redactions(&mut body, redactor);
+    }
     if let Some(spool) = &state.spool {
         render_spool(&mut body, &spool.status());
         spool.render_sync_histogram(&mut body);
@@ -91,6 +94,19 @@ fn render_threats(out: &mut String, threats: &crate::enrich::Threats) {
             out,
             "collector_threat_matches_total{{list=\"{name}\"}} {hits}"
         );
+    }
+}
+
+/// What each redaction rule changed.
+fn render_redactions(out: &mut String, redactor: &crate::enrich::Redactor) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP collector_redactions_total Values each redaction rule changed (fields dropped or hashed, \
+         matches masked, addresses cut).\n# TYPE collector_redactions_total counter"
+    );
+    for (rule, n) in redactor.totals() {
+        let _ = writeln!(out, "collector_redactions_total{{rule=\"{rule}\"}} {n}");
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::decode::{self, DecodeError, Format};
-use crate::enrich::{threat, Enriched, Geo, Threats};
+use crate::enrich::{redact, threat, Enriched, Geo, Redactor, Threats};
 use crate::event::{self, finish_event, FieldError, Limits, RawEvent, Scratch};
 use crate::pipeline::copy::encode_row;
 use crate::pipeline::tail::{Capture, TailBatch, TailHub};
@@ -23,6 +23,8 @@ pub struct Extras<'a> {
     pub geo: Option<&'a Geo>,
     /// Threat lists.
     pub threats: Option<&'a Threats>,
+    /// Redaction rules.
+    pub redactor: Option<&'a Redactor>,
 }
 
 /// A batch in flight between the request and the database.
@@ -77,6 +79,11 @@ struct Builder<'l> {
     threats: Option<threat::Snapshot>,
     /// The tags of an event that matched a threat list, with the list's name added.
     tags_buf: String,
+    redactor: Option<&'l Redactor>,
+    /// What each redaction rule changed in this batch.
+    redacted: redact::Counts,
+    /// The tags of an event a redaction rule changed.
+    redacted_tags: String,
 }
 
 impl Builder<'_> {
@@ -98,14 +105,29 @@ impl Builder<'_> {
                     dst: dst.as_deref(),
                     threat: None,
                 };
-                if let Some(lists) = &self.threats {
-                    let hit = |ip: Option<std::net::IpAddr>| ip.and_then(|ip| lists.matching(ip));
-                    let (on_src, on_dst) = (hit(event.src_ip), hit(event.dst_ip));
-                    enriched.threat = on_src.or(on_dst).map(|n| &**n);
-                    if enriched.threat.is_some() {
-                        with_threat_tags(&mut self.tags_buf, event.tags, on_src, on_dst);
-                        event.tags = Some(&self.tags_buf);
+                // Lists are matched with the addresses as sent, before redaction cuts them.
+                let (on_src, on_dst) = match &self.threats {
+                    Some(lists) => {
+                        let hit =
+                            |ip: Option<std::net::IpAddr>| ip.and_then(|ip| lists.matching(ip));
+                        (hit(event.src_ip), hit(event.dst_ip))
                     }
+                    None => (None, None),
+                };
+                if let Some(r) = self.redactor {
+                    match r.apply(&mut event, &mut self.redacted) {
+                        Some(Some(tags)) => {
+                            self.redacted_tags = tags;
+                            event.tags = Some(&self.redacted_tags);
+                        }
+                        Some(None) => event.tags = None,
+                        None => {}
+                    }
+                }
+                enriched.threat = on_src.or(on_dst).map(|n| &**n);
+                if enriched.threat.is_some() {
+                    with_threat_tags(&mut self.tags_buf, event.tags, on_src, on_dst);
+                    event.tags = Some(&self.tags_buf);
                 }
                 encode_row(
                     &mut self.rows,
@@ -292,7 +314,12 @@ impl Batch {
         limits: &BuildLimits,
         extras: Extras<'_>,
     ) -> Result<(Batch, Receipt), DecodeError> {
-        let Extras { tail, geo, threats } = extras;
+        let Extras {
+            tail,
+            geo,
+            threats,
+            redactor,
+        } = extras;
         let capture = tail.and_then(|t| t.capture());
         let mut b = Builder {
             // A binary row is no longer than its JSON (key names outweigh length prefixes), so this is one
@@ -309,6 +336,9 @@ impl Batch {
             geo,
             threats: threats.map(Threats::snapshot),
             tags_buf: String::new(),
+            redactor,
+            redacted: redactor.map(Redactor::counts).unwrap_or_default(),
+            redacted_tags: String::new(),
         };
         let mut scratch = Scratch::default();
         if decode::is_array(text, format) {
@@ -332,6 +362,7 @@ impl Batch {
             failed,
             receipt,
             tail: tail_events,
+            mut redacted,
             ..
         } = b;
         let mut rejects = Vec::with_capacity(failed.len());
@@ -342,6 +373,10 @@ impl Batch {
                 let raw = records
                     .get(index)
                     .map_or_else(Bytes::new, |r| source.slice_ref(r.text.as_bytes()));
+                let raw = match redactor {
+                    Some(r) => Bytes::from(r.text(&raw, &mut redacted)),
+                    None => raw,
+                };
                 rejects.push(Reject::new(
                     producer.clone(),
                     received_at_us,
@@ -352,12 +387,21 @@ impl Batch {
                 ));
             }
         }
+        if let Some(r) = redactor {
+            r.record(&redacted);
+        }
         let batch = Batch {
             producer,
             received_at_us,
             rows: Bytes::from(rows),
             row_refs,
-            source,
+            // Redacted, a batch keeps no text as sent: a row PostgreSQL refuses is dead-lettered from its
+            // (redacted) values instead.
+            source: if redactor.is_some() {
+                Bytes::new()
+            } else {
+                source
+            },
             format,
             rejects,
             permit: None,
@@ -408,9 +452,10 @@ impl Batch {
             .map(move |r| {
                 let row = self.rows.slice(start..r.row_end as usize);
                 start = r.row_end as usize;
-                let source = records
-                    .get(r.event_index as usize)
-                    .map_or_else(Bytes::new, |rec| self.source.slice_ref(rec.text.as_bytes()));
+                let source = records.get(r.event_index as usize).map_or_else(
+                    || Bytes::from(crate::pipeline::copy::row_json(&row)),
+                    |rec| self.source.slice_ref(rec.text.as_bytes()),
+                );
                 SingleRow {
                     row,
                     source,

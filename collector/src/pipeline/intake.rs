@@ -21,6 +21,8 @@ pub struct Intake {
     pub tail: Option<std::sync::Arc<crate::pipeline::tail::TailHub>>,
     /// GeoIP and ASN enrichment, when its databases are configured.
     pub geo: Option<std::sync::Arc<crate::enrich::Geo>>,
+    /// Redaction rules, when any is set.
+    pub redactor: Option<std::sync::Arc<crate::enrich::Redactor>>,
     /// Threat lists, when configured.
     pub threats: Option<std::sync::Arc<crate::enrich::Threats>>,
 }
@@ -87,6 +89,7 @@ impl Intake {
                 tail: self.tail.as_ref(),
                 geo: self.geo.as_deref(),
                 threats: self.threats.as_deref(),
+                redactor: self.redactor.as_deref(),
             },
         )?;
         built.1.bulk_items = bulk_items;

@@ -331,6 +331,7 @@ fn record(seq: u64, name: &str) -> Record {
         producer: PRODUCER.to_string(),
         content_type: Some("application/json".into()),
         content_encoding: None,
+        kind: Default::default(),
         body: Bytes::from(format!("[{}]", events.join(","))),
     }
 }

@@ -206,7 +206,11 @@ async fn addresses_get_their_country_city_and_network() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<Vec<&str>> = table
         .lines()
         .skip(1)
@@ -527,5 +531,164 @@ async fn threat_lists_mark_events_at_their_boundaries_and_reload() {
         ["tor"]
     );
     assert_eq!(app.count("SELECT count(*) FROM comm_logs").await, 6);
+    app.stop().await.unwrap();
+}
+
+/// Rules used by the redaction tests.
+fn redaction(c: &mut collector::config::ServeConfig) {
+    c.redact_drop = vec!["tags.session".into()];
+    c.redact_hash = vec!["host".into()];
+    c.redact_hash_key = Some("a-secret-of-16-bytes-or-more".into());
+    c.redact_mask = vec!["email".into(), "bearer".into()];
+    c.redact_ipv4_prefix = 24;
+    c.redact_ipv6_prefix = 48;
+}
+
+const SENSITIVE: &str = r#"[
+  {"src_ip": "203.0.113.77", "dst_ip": "2001:db8:1:2::9", "host": "db-primary", "session": "s-1",
+   "message": "login alice@example.com Authorization: Bearer tok.SECRET-123", "keep": "yes"},
+  {"src_ip": "198.51.100.200", "dst_port": "not-a-port", "message": "bob@example.org failed"}
+]"#;
+
+/// Each rule applied to the rows as stored, to the dead letter, and to the spool on disk; enrichment reads the
+/// addresses before they are cut.
+#[tokio::test]
+async fn redaction_applies_before_anything_is_stored_or_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("one.txt");
+    list(&lists, "203.0.113.77\n");
+    let lists = vec![lists.to_str().unwrap().parse().unwrap()];
+    let app = spawn_app_with(|c| {
+        redaction(c);
+        c.threat_lists = lists;
+    })
+    .await;
+    let (status, receipt) = app.ingest_json(SENSITIVE).await;
+    assert_eq!(status, 202, "{receipt}");
+    assert_eq!(receipt["errors"][0]["index"], 1, "{receipt}");
+    app.wait_rows(1).await;
+    let row = app
+        .db
+        .query_one(
+            "SELECT host(src_ip), host(dst_ip), host, message, tags::text, threat FROM comm_logs",
+            &[],
+        )
+        .await
+        .unwrap();
+    let text = |i: usize| row.get::<_, Option<String>>(i).unwrap_or_default();
+    assert_eq!(text(0), "203.0.113.0");
+    assert_eq!(text(1), "2001:db8:1::");
+    assert_eq!(text(2).len(), 32, "host hashed: {}", text(2));
+    assert!(text(2).bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        text(3),
+        "login [email] Authorization: Bearer [redacted] ok".replace(" ok", "")
+    );
+    assert_eq!(text(4), r#"{"keep": "yes", "threat_src": "one"}"#);
+    // Matched on the address as sent, a /32 the cut address is not.
+    assert_eq!(text(5), "one");
+    // The dead letter: the event's text with the same rules, as far as its text allows.
+    app.wait_count("SELECT count(*) FROM ingest_rejects", 1)
+        .await;
+    let raw = app
+        .texts("SELECT convert_from(raw, 'UTF8') FROM ingest_rejects")
+        .await
+        .remove(0);
+    let raw: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        raw,
+        json!({"src_ip": "198.51.100.0", "dst_port": "not-a-port", "message": "[email] failed"})
+    );
+    // Nothing as sent reached the spool: its records hold the redacted batch.
+    let spooled: Vec<u8> = std::fs::read_dir(app.spool_dir.as_ref().unwrap())
+        .unwrap()
+        .flat_map(|f| std::fs::read(f.unwrap().path()).unwrap())
+        .collect();
+    let spooled = String::from_utf8_lossy(&spooled);
+    assert!(spooled.contains("[email]"), "the batch is in the spool");
+    for secret in [
+        "alice@",
+        "bob@",
+        "SECRET",
+        "db-primary",
+        "s-1",
+        "203.0.113.77",
+        "198.51.100.200",
+    ] {
+        assert!(!spooled.contains(secret), "{secret} reached the spool");
+    }
+    let metrics = app.metrics_text().await;
+    for (rule, n) in [
+        ("drop:tags.session", 1),
+        ("hash:host", 1),
+        ("mask:email", 2),
+        ("mask:bearer", 1),
+        ("truncate:ipv4/24", 2),
+        ("truncate:ipv6/48", 1),
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "collector_redactions_total{{rule=\"{rule}\"}} {n}\n"
+            )),
+            "{rule} {n}: {metrics}"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+/// A redacted batch left in the spool by a crash is replayed as it was built: the same rows, nothing decoded
+/// again.
+#[tokio::test]
+async fn a_redacted_batch_in_the_spool_is_replayed_as_built() {
+    use collector::pipeline::spool::format;
+    let mut cfg = collector::config::ServeConfig::defaults();
+    redaction(&mut cfg);
+    let redactor = collector::enrich::Redactor::new(&cfg.redact_rules())
+        .unwrap()
+        .unwrap();
+    let text = bytes::Bytes::from_static(SENSITIVE.as_bytes());
+    let (batch, _) = collector::pipeline::batch::Batch::build_for(
+        text.clone(),
+        SENSITIVE,
+        collector::decode::Format::Json,
+        "replayer".into(),
+        chrono::Utc::now().timestamp_micros(),
+        &cfg.build_limits(),
+        collector::pipeline::batch::Extras {
+            redactor: Some(&redactor),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let record = format::Record {
+        seq: 1,
+        received_at_us: batch.received_at_us,
+        identity: [9; 16],
+        producer: "replayer".into(),
+        content_type: None,
+        content_encoding: None,
+        kind: format::Kind::Batch,
+        body: format::encode_batch(&batch),
+    };
+    let spool = tempfile::tempdir().unwrap();
+    let mut bytes = bytes::BytesMut::from(&format::segment_header()[..]);
+    format::encode(&mut bytes, &record);
+    std::fs::write(spool.path().join(format::segment_name(1)), &bytes).unwrap();
+    let app = spawn_app_with(|c| c.spool_dir = Some(spool.path().to_path_buf())).await;
+    app.wait_rows(1).await;
+    app.wait_count("SELECT count(*) FROM ingest_rejects", 1)
+        .await;
+    assert_eq!(
+        app.texts("SELECT producer || ' ' || host(src_ip) || ' ' || message FROM comm_logs")
+            .await,
+        ["replayer 203.0.113.0 login [email] Authorization: Bearer [redacted]"]
+    );
+    assert_eq!(
+        app.texts(
+            "SELECT event_index::text || ' ' || convert_from(raw, 'UTF8') FROM ingest_rejects"
+        )
+        .await,
+        [r#"1 {"dst_port":"not-a-port","message":"[email] failed","src_ip":"198.51.100.0"}"#]
+    );
     app.stop().await.unwrap();
 }

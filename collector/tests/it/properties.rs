@@ -261,6 +261,7 @@ fn spool_record() -> impl Strategy<Value = spool::Record> {
                 producer,
                 content_type: ct,
                 content_encoding: ce,
+                kind: Default::default(),
                 body: Bytes::from(body),
             },
         )

@@ -199,6 +199,7 @@ async fn spooled_bulk_and_otlp_requests_replay_in_their_own_format() {
                 producer: PRODUCER.to_string(),
                 content_type: Some(content_type.to_string()),
                 content_encoding: None,
+                kind: Default::default(),
                 body: Bytes::from(body),
             },
         );

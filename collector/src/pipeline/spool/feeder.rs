@@ -171,6 +171,20 @@ impl Feeder {
         };
         let mut batch = loop {
             let mut memory = self.intake.memory.reservation();
+            if record.kind == format::Kind::Batch {
+                // Built (and redacted) before it was spooled: queued as it is.
+                if memory.grow_to(record.body.len()).is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                match format::decode_batch(&record.body, producer.clone(), record.received_at_us) {
+                    Ok(mut batch) => {
+                        batch.memory = Some(memory);
+                        break batch;
+                    }
+                    Err(e) => break self.whole_body(&record, &producer, e),
+                }
+            }
             let built = crate::pipeline::cpu_bound(|| {
                 self.intake.prepare(
                     &record.body,

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! all integers little-endian. The body is the request body exactly as received (still compressed), so a record
-//! is smaller than the batch it becomes, and replaying it runs the same decoding the request did.
+//! is smaller than the batch it becomes, and replaying it runs the same decoding the request did (version 1).
+//! With redaction on, what was sent must not reach the disk: the record holds the batch as built instead, its
+//! redacted COPY rows and dead letters (version 2, [`encode_batch`]), and a replay queues them as they are.
 //!
 //! A segment file is preallocated with zeros (so that an fsync after a write does not also commit the file's
 //! new size to the filesystem journal, which waits behind every other writer on the disk); zeros where a frame
@@ -21,8 +23,11 @@
 //! whole record before the damage is returned; a record is returned only if its checksum matches, so damage
 //! never yields a record that was not written (short of a 1 in 2^32 checksum collision).
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::pipeline::batch::{Batch, Reject, RowRef};
 use crate::pipeline::dedup::Digest;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"SLSPOOL\0";
@@ -30,8 +35,20 @@ pub const SEGMENT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 16;
 const RECORD_MAGIC: u32 = 0x5245_434c; // "LCER" on disk
 const FRAME_LEN: usize = 12;
-/// The version of the record payload written now.
+/// The version of a payload holding a request body.
 pub const RECORD_VERSION: u8 = 1;
+/// The version of a payload holding a built batch ([`encode_batch`]).
+pub const BATCH_VERSION: u8 = 2;
+
+/// What a record's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// The request body as received.
+    #[default]
+    Request,
+    /// A batch as built ([`encode_batch`]): written when redaction is on.
+    Batch,
+}
 /// The fixed part of a payload before the strings: version, sequence, time, identity.
 const FIXED_LEN: usize = 1 + 8 + 8 + 16;
 
@@ -44,6 +61,7 @@ pub struct Record {
     pub producer: String,
     pub content_type: Option<String>,
     pub content_encoding: Option<String>,
+    pub kind: Kind,
     pub body: Bytes,
 }
 
@@ -95,7 +113,10 @@ pub fn encode_head(out: &mut BytesMut, r: &Record) -> usize {
     out.put_u32_le(u32::try_from(payload_len).unwrap_or(u32::MAX));
     out.put_u32_le(0); // checksum, filled below
     let payload_start = out.len();
-    out.put_u8(RECORD_VERSION);
+    out.put_u8(match r.kind {
+        Kind::Request => RECORD_VERSION,
+        Kind::Batch => BATCH_VERSION,
+    });
     out.put_u64_le(r.seq);
     out.put_i64_le(r.received_at_us);
     out.put_slice(&r.identity);
@@ -247,12 +268,13 @@ fn parse_payload(p: &Bytes) -> Result<Record, String> {
     if p.len() < FIXED_LEN + 6 {
         return Err("record too short".into());
     }
-    if p[0] != RECORD_VERSION {
-        return Err(format!(
-            "record format version {}, this collector reads {RECORD_VERSION}",
-            p[0]
-        ));
-    }
+    let kind = match p[0] {
+        RECORD_VERSION => Kind::Request,
+        BATCH_VERSION => Kind::Batch,
+        v => return Err(format!(
+            "record format version {v}, this collector reads {RECORD_VERSION} and {BATCH_VERSION}"
+        )),
+    };
     let u64_at = |i: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&p[i..i + 8]);
@@ -284,8 +306,103 @@ fn parse_payload(p: &Bytes) -> Result<Record, String> {
         producer,
         content_type,
         content_encoding,
+        kind,
         body: p.slice(at..),
     })
+}
+
+/// A batch's rows and dead letters as a record body:
+///
+/// ```text
+/// rows length u32 | rows | row count u32 | (row end u32, event index u32)*
+/// | dead letters u32 | (event index i32, -1 for none | truncated u8 | reason (u32 length, bytes) | raw (u32, bytes))*
+/// ```
+pub fn encode_batch(batch: &Batch) -> Bytes {
+    let rejects: usize = batch
+        .rejects
+        .iter()
+        .map(|r| 13 + r.reason.len() + r.raw.len())
+        .sum();
+    let mut out =
+        BytesMut::with_capacity(12 + batch.rows.len() + batch.row_refs.len() * 8 + rejects);
+    out.put_u32_le(batch.rows.len() as u32);
+    out.put_slice(&batch.rows);
+    out.put_u32_le(batch.row_refs.len() as u32);
+    for r in &batch.row_refs {
+        out.put_u32_le(r.row_end);
+        out.put_u32_le(r.event_index);
+    }
+    out.put_u32_le(batch.rejects.len() as u32);
+    for r in &batch.rejects {
+        out.put_i32_le(r.event_index.unwrap_or(-1));
+        out.put_u8(u8::from(r.raw_truncated));
+        for part in [r.reason.as_bytes(), &r.raw[..]] {
+            out.put_u32_le(part.len() as u32);
+            out.put_slice(part);
+        }
+    }
+    out.freeze()
+}
+
+/// The batch [`encode_batch`] wrote, sharing `body`'s bytes.
+pub fn decode_batch(
+    body: &Bytes,
+    producer: Arc<str>,
+    received_at_us: i64,
+) -> Result<Batch, String> {
+    let short = || "batch record too short".to_string();
+    let mut at = 0usize;
+    let u32_at = |at: &mut usize| -> Result<u32, String> {
+        let b = body.get(*at..*at + 4).ok_or_else(short)?;
+        *at += 4;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let take = |at: &mut usize, n: usize| -> Result<Bytes, String> {
+        let end = at
+            .checked_add(n)
+            .filter(|e| *e <= body.len())
+            .ok_or_else(short)?;
+        let b = body.slice(*at..end);
+        *at = end;
+        Ok(b)
+    };
+    let n = u32_at(&mut at)? as usize;
+    let rows = take(&mut at, n)?;
+    let refs = u32_at(&mut at)? as usize;
+    let mut row_refs = Vec::with_capacity(refs.min(body.len() / 8));
+    for _ in 0..refs {
+        let row_end = u32_at(&mut at)?;
+        let event_index = u32_at(&mut at)?;
+        if row_end as usize > rows.len() {
+            return Err("a row ends past the rows".into());
+        }
+        row_refs.push(RowRef {
+            row_end,
+            event_index,
+        });
+    }
+    let count = u32_at(&mut at)? as usize;
+    let mut rejects = Vec::with_capacity(count.min(body.len() / 13));
+    for _ in 0..count {
+        let index = u32_at(&mut at)? as i32;
+        let truncated = take(&mut at, 1)?[0] != 0;
+        let n = u32_at(&mut at)? as usize;
+        let reason = String::from_utf8_lossy(&take(&mut at, n)?).into_owned();
+        let n = u32_at(&mut at)? as usize;
+        let raw = take(&mut at, n)?;
+        rejects.push(Reject {
+            producer: producer.clone(),
+            received_at_us,
+            event_index: (index >= 0).then_some(index),
+            reason,
+            raw,
+            raw_truncated: truncated,
+        });
+    }
+    let mut batch = Batch::rejects_only(producer, received_at_us, rejects);
+    batch.rows = rows;
+    batch.row_refs = row_refs;
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -300,6 +417,7 @@ mod tests {
             producer: "p".into(),
             content_type: Some("application/json".into()),
             content_encoding: None,
+            kind: Kind::Request,
             body: Bytes::from(body.to_string()),
         }
     }
