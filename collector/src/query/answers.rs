@@ -322,7 +322,7 @@ pub async fn volume(
             }
         })
         .collect();
-    out.sort_by(|a, b| b.total.events.cmp(&a.total.events));
+    out.sort_by_key(|g| std::cmp::Reverse(g.total.events));
     Ok(Volume {
         window,
         total: point(f.from, all),
