@@ -49,6 +49,8 @@ pub enum Suite {
     All,
     Ingest,
     Queries,
+    /// Ingest with GeoIP, ASN, a threat list and redaction against plain ingest (its own section).
+    Enrich,
 }
 
 /// The API key the benchmark's collector accepts.

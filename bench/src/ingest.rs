@@ -51,12 +51,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     partitions::ensure(&pool, 1).await?;
 
     let previous = std::fs::read_to_string(&args.output).unwrap_or_default();
+    let enrich_section = match args.suite {
+        Suite::Enrich => Some(crate::enrich::run(&args, &url, &pool).await?),
+        _ => None,
+    };
     let ingest_section = match args.suite {
-        Suite::Queries => None,
+        Suite::Queries | Suite::Enrich => None,
         _ => Some(ingest(&args, &cfg, &pool, &url).await?),
     };
     let queries_section = match args.suite {
-        Suite::Ingest => None,
+        Suite::Ingest | Suite::Enrich => None,
         _ => {
             truncate(&pool).await?;
             Some(queries::run(&pool, &url, &cfg, args.query_rows, args.seed).await?)
@@ -82,7 +86,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     };
     let mut report = header(&args, &cfg, &pg_version)
         + &section(&previous, "ingest", ingest_new)
-        + &section(&previous, "ingest-pinned", pinned_new);
+        + &section(&previous, "ingest-pinned", pinned_new)
+        + &section(&previous, "enrich", enrich_section);
     for rows in sizes {
         let new = (rows == args.query_rows)
             .then(|| queries_section.clone())
@@ -96,7 +101,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The benchmark's files: PostgreSQL's data directory and the collector's spool, on one disk.
-fn bench_dir() -> std::path::PathBuf {
+pub(crate) fn bench_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("collector-bench-{}", std::process::id()))
 }
 
@@ -216,7 +221,7 @@ async fn ingest(
     truncate(pool).await?;
     eprintln!("End to end, full speed, 5 live tails and a dashboard refreshing ...");
     let (watched, _) =
-        end_to_end_watched(cfg, url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
+        end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
     let watched_rate = watched.rate();
     // Runs here differ by up to ±20%: a second plain and watched pair, alternated, and the ratio of the sums.
     truncate(pool).await?;
@@ -224,7 +229,7 @@ async fn ingest(
     let (plain2, _) = end_to_end(cfg, url, pool, &batches, args.clients, None, Ack::Spool).await?;
     truncate(pool).await?;
     let (watched2, _) =
-        end_to_end_watched(cfg, url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
+        end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
     let (plain2_rate, watched2_rate) = (plain2.rate(), watched2.rate());
     results.push(Measured {
         label: format!(
@@ -470,7 +475,7 @@ fn encode_all(batches: &[Bytes], limits: &BuildLimits) -> anyhow::Result<Vec<Byt
 /// and puts the pair seal at now: each measurement starts from an empty, consistent database. Rollups left from
 /// the ingest runs, without their events, would disagree with comm_logs in the query run, and mislead the
 /// answers that use them to narrow a window or to guess top talkers.
-async fn truncate(pool: &Pool) -> anyhow::Result<()> {
+pub(crate) async fn truncate(pool: &Pool) -> anyhow::Result<()> {
     pool.get()
         .await?
         .batch_execute(
@@ -542,14 +547,15 @@ async fn end_to_end(
     rate: Option<f64>,
     durability: Ack,
 ) -> anyhow::Result<(Measured, Resources)> {
-    end_to_end_watched(base, url, pool, batches, clients, rate, durability, 0).await
+    let _ = base;
+    end_to_end_watched(&[], url, pool, batches, clients, rate, durability, 0).await
 }
 
 /// [`end_to_end`] with `tails` live tails following all events (at their rate) and, when there are any, a dashboard
 /// refreshing every 10 s (the reads its page makes).
 #[allow(clippy::too_many_arguments)]
-async fn end_to_end_watched(
-    base: &ServeConfig,
+pub(crate) async fn end_to_end_watched(
+    env: &[(String, String)],
     url: &str,
     pool: &Pool,
     batches: &[Bytes],
@@ -558,8 +564,8 @@ async fn end_to_end_watched(
     durability: Ack,
     tails: usize,
 ) -> anyhow::Result<(Measured, Resources)> {
-    let _ = base;
-    let collector = Collector::start_process(url, durability, &bench_dir().join("spool")).await?;
+    let collector =
+        Collector::start_process(url, durability, &bench_dir().join("spool"), env).await?;
     let watchers = crate::watch::start(collector.addr, tails).await?;
     let pid = collector
         .pid()
@@ -705,7 +711,7 @@ async fn end_to_end_watched(
 
 /// The collector process's own cost during a run.
 pub(crate) struct Resources {
-    cpu_secs: f64,
+    pub(crate) cpu_secs: f64,
     peak_rss_mib: f64,
     /// POSTs sent, retries included, and how many were answered 503.
     requests: usize,

@@ -6,6 +6,7 @@
 mod args;
 mod baseline;
 mod data;
+mod enrich;
 mod ingest;
 mod process;
 mod queries;

@@ -61,6 +61,7 @@ impl Collector {
         url: &str,
         durability: Durability,
         spool_dir: &std::path::Path,
+        env: &[(String, String)],
     ) -> anyhow::Result<Collector> {
         use tokio::io::AsyncBufReadExt;
         let _ = std::fs::remove_dir_all(spool_dir);
@@ -83,6 +84,7 @@ impl Collector {
             .arg("--spool-dir")
             .arg(spool_dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -271,9 +271,11 @@ fn parse_payload(p: &Bytes) -> Result<Record, String> {
     let kind = match p[0] {
         RECORD_VERSION => Kind::Request,
         BATCH_VERSION => Kind::Batch,
-        v => return Err(format!(
+        v => {
+            return Err(format!(
             "record format version {v}, this collector reads {RECORD_VERSION} and {BATCH_VERSION}"
-        )),
+        ))
+        }
     };
     let u64_at = |i: usize| {
         let mut b = [0u8; 8];
