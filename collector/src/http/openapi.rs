@@ -107,14 +107,19 @@ pub struct CommonFilters {
     src_asn: Option<i64>,
     /// Destination network's AS number.
     dst_asn: Option<i64>,
+    /// `any`, or a threat list's name: events whose source or destination is on a list. Reads raw events.
+    threat: Option<String>,
 }
 
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
-pub struct BucketParams {
+pub struct SeriesGroupParams {
     /// `1m`, `5m`, `1h` or `1d`; default: the smallest giving at most 360 buckets. The window widens to whole buckets.
     bucket: Option<String>,
+    /// `service`, `src_country`, `dst_country`, `src_asn` or `dst_asn`: one series per value (the enrichment
+    /// columns read raw events).
+    group_by: Option<String>,
 }
 
 #[derive(IntoParams)]
@@ -132,7 +137,7 @@ pub struct GroupParams {
 #[allow(dead_code)]
 pub struct TopParams {
     /// `src_ip` (default), `dst_ip`, `pair`, `dst_port`, `service`, `protocol`, `src_country`, `dst_country`,
-    /// `src_asn` or `dst_asn`.
+    /// `src_asn`, `dst_asn` or `threat`.
     by: Option<String>,
     /// `events` (default) or `bytes` (in + out).
     metric: Option<String>,
@@ -162,7 +167,7 @@ pub struct LogsPage {
 }
 
 /// Events and bytes per time bucket.
-#[utoipa::path(get, path = "/metrics/volume", tag = "read", params(CommonFilters, BucketParams),
+#[utoipa::path(get, path = "/metrics/volume", tag = "read", params(CommonFilters, SeriesGroupParams),
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, body = Volume), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 504, description = "A statement ran over COLLECTOR_QUERY_TIMEOUT_MS", body = ErrorBody)))]
@@ -170,7 +175,7 @@ pub struct LogsPage {
 fn volume() {}
 
 /// Errors (status ≥ 500), client errors (4xx) and totals per bucket and overall.
-#[utoipa::path(get, path = "/metrics/error-rate", tag = "read", params(CommonFilters, GroupParams),
+#[utoipa::path(get, path = "/metrics/error-rate", tag = "read", params(CommonFilters, SeriesGroupParams),
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, body = ErrorRate), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 504, description = "A statement ran over COLLECTOR_QUERY_TIMEOUT_MS", body = ErrorBody)))]
