@@ -91,6 +91,29 @@ $$;
 
 
 --
+-- Name: comm_rollup_geo_rebuild(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_geo_rebuild(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r integer;
+BEGIN
+    DELETE FROM comm_rollup_geo WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_geo_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    FOREACH r IN ARRAY ARRAY[60, 300, 3600] LOOP
+        INSERT INTO comm_rollup_geo
+        SELECT r, date_bin(r * interval '1 second', ts, to_timestamp(0)), src_country, src_asn, dst_country,
+               dst_asn, threat, count(*), coalesce(sum(bytes_in), 0), coalesce(sum(bytes_out), 0),
+               count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
+        FROM comm_logs WHERE ts >= from_ts AND ts < to_ts GROUP BY 2, 3, 4, 5, 6, 7;
+    END LOOP;
+END
+$$;
+
+
+--
 -- Name: comm_rollup_pair_rebuild(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -112,6 +135,20 @@ $$;
 --
 
 CREATE FUNCTION public.comm_rollup_rebuild(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM comm_rollup_rebuild_before_geo(from_ts, to_ts);
+    PERFORM comm_rollup_geo_rebuild(from_ts, to_ts);
+END
+$$;
+
+
+--
+-- Name: comm_rollup_rebuild_before_geo(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_rebuild_before_geo(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -440,6 +477,47 @@ CREATE TABLE public.comm_rollup_dst_delta (
 
 
 --
+-- Name: comm_rollup_geo; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_geo (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_country text,
+    src_asn bigint,
+    dst_country text,
+    dst_asn bigint,
+    threat text,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: comm_rollup_geo_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_geo_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_country text,
+    src_asn bigint,
+    dst_country text,
+    dst_asn bigint,
+    threat text,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+);
+
+
+--
 -- Name: comm_rollup_pair; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -757,6 +835,14 @@ ALTER TABLE ONLY public.comm_pair_seal
 
 ALTER TABLE ONLY public.comm_rollup_dst
     ADD CONSTRAINT comm_rollup_dst_key UNIQUE NULLS NOT DISTINCT (res, bucket, dst_ip);
+
+
+--
+-- Name: comm_rollup_geo comm_rollup_geo_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_geo
+    ADD CONSTRAINT comm_rollup_geo_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_country, src_asn, dst_country, dst_asn, threat);
 
 
 --

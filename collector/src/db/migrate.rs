@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "threat column",
         include_str!("../../../db/migrations/0015_threat.sql"),
     ),
+    (
+        16,
+        "geo rollup",
+        include_str!("../../../db/migrations/0016_geo_rollup.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

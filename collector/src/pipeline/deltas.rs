@@ -34,6 +34,11 @@ mod col {
     pub const BYTES_OUT: usize = 11;
     pub const LATENCY: usize = 12;
     pub const HOST: usize = 13;
+    pub const SRC_COUNTRY: usize = 16;
+    pub const SRC_ASN: usize = 18;
+    pub const DST_COUNTRY: usize = 20;
+    pub const DST_ASN: usize = 22;
+    pub const THREAT: usize = 24;
     pub const COUNT: usize = 25;
 }
 
@@ -44,6 +49,7 @@ pub enum Value<'a> {
     Null,
     Text(&'a str),
     Int(i32),
+    Int8(i64),
     Inet(IpAddr),
 }
 
@@ -58,6 +64,13 @@ impl<'a> Value<'a> {
     pub fn int(self) -> Option<i32> {
         match self {
             Value::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn int8(self) -> Option<i64> {
+        match self {
+            Value::Int8(v) => Some(v),
             _ => None,
         }
     }
@@ -307,6 +320,11 @@ struct RowKeys<'a> {
     status: Option<i32>,
     src_ip: Option<IpAddr>,
     dst_ip: Option<IpAddr>,
+    src_country: Option<&'a str>,
+    src_asn: Option<i64>,
+    dst_country: Option<&'a str>,
+    dst_asn: Option<i64>,
+    threat: Option<&'a str>,
 }
 
 impl<'a> RowKeys<'a> {
@@ -320,6 +338,11 @@ impl<'a> RowKeys<'a> {
             status: f.int4(col::STATUS)?,
             src_ip: f.inet(col::SRC_IP)?,
             dst_ip: f.inet(col::DST_IP)?,
+            src_country: f.text(col::SRC_COUNTRY)?,
+            src_asn: f.int8(col::SRC_ASN)?,
+            dst_country: f.text(col::DST_COUNTRY)?,
+            dst_asn: f.int8(col::DST_ASN)?,
+            threat: f.text(col::THREAT)?,
         })
     }
 
@@ -327,6 +350,7 @@ impl<'a> RowKeys<'a> {
         let text = |v: Option<&'a str>| v.map_or(Value::Null, Value::Text);
         let int = |v: Option<i32>| v.map_or(Value::Null, Value::Int);
         let inet = |v: Option<IpAddr>| v.map_or(Value::Null, Value::Inet);
+        let int8 = |v: Option<i64>| v.map_or(Value::Null, Value::Int8);
         match source {
             Source::Producer => text(self.producer),
             Source::Service => text(self.service),
@@ -337,6 +361,11 @@ impl<'a> RowKeys<'a> {
             Source::SrcIp => inet(self.src_ip),
             Source::DstIp => inet(self.dst_ip),
             Source::SrcNet => inet(self.src_ip.map(src_network)),
+            Source::SrcCountry => text(self.src_country),
+            Source::SrcAsn => int8(self.src_asn),
+            Source::DstCountry => text(self.dst_country),
+            Source::DstAsn => int8(self.dst_asn),
+            Source::Threat => text(self.threat),
         }
     }
 }

@@ -41,6 +41,7 @@ pub fn key_arrays<'a>(
             match c.source.column_type() {
                 ColumnType::Text => Box::new(values.map(Value::text).collect::<Vec<_>>()),
                 ColumnType::Int4 => Box::new(values.map(Value::int).collect::<Vec<_>>()),
+                ColumnType::Int8 => Box::new(values.map(Value::int8).collect::<Vec<_>>()),
                 ColumnType::Inet => Box::new(values.map(Value::inet).collect::<Vec<_>>()),
             }
         })
@@ -58,6 +59,9 @@ fn key_of_row<'r>(shape: &Shape, r: &'r Row) -> Result<KeyValues<'r>, tokio_post
             ColumnType::Int4 => r
                 .try_get::<_, Option<i32>>(at)?
                 .map_or(Value::Null, Value::Int),
+            ColumnType::Int8 => r
+                .try_get::<_, Option<i64>>(at)?
+                .map_or(Value::Null, Value::Int8),
             ColumnType::Inet => r
                 .try_get::<_, Option<IpAddr>>(at)?
                 .map_or(Value::Null, Value::Inet),

@@ -41,7 +41,7 @@ impl Dims {
     pub const STATUS: Dims = Dims(1 << 5);
     pub const SRC_IP: Dims = Dims(1 << 6);
     pub const DST_IP: Dims = Dims(1 << 7);
-    /// Country and network (enrichment): in no rollup yet, so read from the raw events.
+    /// Country, AS number and threat list of either side (enrichment).
     pub const GEO: Dims = Dims(1 << 8);
     pub const ALL: Dims = Dims(u16::MAX);
 
@@ -70,6 +70,11 @@ pub enum Source {
     DstIp,
     /// The source address's network ([`src_network`]).
     SrcNet,
+    SrcCountry,
+    SrcAsn,
+    DstCountry,
+    DstAsn,
+    Threat,
 }
 
 /// How a key column's values are typed, in Rust and in SQL.
@@ -77,6 +82,7 @@ pub enum Source {
 pub enum ColumnType {
     Text,
     Int4,
+    Int8,
     Inet,
 }
 
@@ -85,6 +91,7 @@ impl ColumnType {
         match self {
             ColumnType::Text => "text",
             ColumnType::Int4 => "int4",
+            ColumnType::Int8 => "int8",
             ColumnType::Inet => "inet",
         }
     }
@@ -93,10 +100,15 @@ impl ColumnType {
 impl Source {
     pub fn column_type(self) -> ColumnType {
         match self {
-            Source::Producer | Source::Service | Source::Protocol | Source::Host => {
-                ColumnType::Text
-            }
+            Source::Producer
+            | Source::Service
+            | Source::Protocol
+            | Source::Host
+            | Source::SrcCountry
+            | Source::DstCountry
+            | Source::Threat => ColumnType::Text,
             Source::DstPort | Source::Status => ColumnType::Int4,
+            Source::SrcAsn | Source::DstAsn => ColumnType::Int8,
             Source::SrcIp | Source::DstIp | Source::SrcNet => ColumnType::Inet,
         }
     }
@@ -275,9 +287,28 @@ pub static PAIR: Shape = Shape {
     sealed: true,
 };
 
+/// Per country, AS number and threat list of both sides (db/migrations/0016_geo_rollup.sql).
+pub static GEO: Shape = Shape {
+    table: "comm_rollup_geo",
+    keys: &[
+        key("src_country", Source::SrcCountry),
+        key("src_asn", Source::SrcAsn),
+        key("dst_country", Source::DstCountry),
+        key("dst_asn", Source::DstAsn),
+        key("threat", Source::Threat),
+    ],
+    tiers: &TIERS,
+    dims: Dims::GEO,
+    latency: false,
+    percentiles: false,
+    top_lists: None,
+    src_networks: false,
+    sealed: false,
+};
+
 /// Every shape, narrowest first: the read planner takes the first that holds what a query needs, and writes go
 /// in this order (a fixed order of row locks across writers).
-pub static SHAPES: [&Shape; 6] = [&SERVICE, &SRC_NET, &SRC, &DST, &PAIR, &FULL];
+pub static SHAPES: [&Shape; 7] = [&SERVICE, &SRC_NET, &SRC, &DST, &GEO, &PAIR, &FULL];
 
 const _: () = {
     let mut i = 0;

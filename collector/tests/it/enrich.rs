@@ -156,7 +156,8 @@ async fn addresses_get_their_country_city_and_network() {
             ]),
         ]
     );
-    // Queries by country and network (from the raw events: no rollup holds them yet).
+    // Queries by country and network, from their rollup, which holds exactly what the rows do.
+    app.assert_rollup_matches_raw().await;
     let (status, top) = app.get_json("/metrics/top-talkers?by=src_country").await;
     assert_eq!(status, 200, "{top}");
     let mut by: Vec<(String, i64)> = top["top"]
@@ -235,6 +236,7 @@ async fn addresses_get_their_country_city_and_network() {
         .collect();
     assert_eq!(groups[0], (json!("private"), json!(2)), "{volume}");
     assert_eq!(groups.len(), 3, "{volume}");
+    assert_eq!(volume["source"], "comm_rollup_geo", "{volume}");
     assert_eq!(volume["total"]["events"], 4);
     let (status, errors) = app.get_json("/metrics/error-rate?group_by=dst_asn").await;
     assert_eq!(status, 200, "{errors}");
@@ -484,6 +486,8 @@ async fn threat_lists_mark_events_at_their_boundaries_and_reload() {
     sources.sort_unstable();
     assert_eq!(sources, ["10.0.0.1", "192.0.2.127", "192.0.2.128"], "{top}");
     let top = app.ok_json("/metrics/top-talkers?by=threat").await;
+    assert_eq!(top["source"], "comm_rollup_geo", "{top}");
+    app.assert_rollup_matches_raw().await;
     let mut by: Vec<(String, i64)> = top["top"]
         .as_array()
         .unwrap()

@@ -238,12 +238,13 @@ impl Drop for TestApp {
 /// computes: counts, bytes, latency sums and the histograms themselves. The writer's rollups are restored
 /// afterwards (the check runs in a transaction it rolls back).
 pub async fn assert_rollup_matches_raw(db: &tokio_postgres::Client) {
-    const TABLES: [&str; 5] = [
+    const TABLES: [&str; 6] = [
         "comm_rollup",
         "comm_rollup_service",
         "comm_rollup_src",
         "comm_rollup_dst",
         "comm_rollup_src_net",
+        "comm_rollup_geo",
     ];
     // The writers append deltas; the compactor moves them into the keyed rows within a second or so.
     let deltas = TABLES
