@@ -540,17 +540,19 @@ async fn threat_lists_mark_events_at_their_boundaries_and_reload() {
 
 /// Rules used by the redaction tests.
 fn redaction(c: &mut collector::config::ServeConfig) {
-    c.redact_drop = vec!["tags.session".into()];
-    c.redact_hash = vec!["host".into()];
+    c.redact_drop = vec!["tags.session".into(), "protocol".into()];
+    c.redact_hash = vec!["host".into(), "tags.user".into()];
     c.redact_hash_key = Some("a-secret-of-16-bytes-or-more".into());
-    c.redact_mask = vec!["email".into(), "bearer".into()];
+    c.redact_mask = vec!["email".into(), "bearer".into(), "ipv4".into()];
+    c.redact_mask_regex = Some(r"secret=\S+".into());
     c.redact_ipv4_prefix = 24;
     c.redact_ipv6_prefix = 48;
 }
 
 const SENSITIVE: &str = r#"[
   {"src_ip": "203.0.113.77", "dst_ip": "2001:db8:1:2::9", "host": "db-primary", "session": "s-1",
-   "message": "login alice@example.com Authorization: Bearer tok.SECRET-123", "keep": "yes"},
+   "protocol": "tcp", "user": "mallory", "keep": "yes",
+   "message": "login alice@example.com Authorization: Bearer tok.SECRET-123 from 10.9.8.7 secret=hunter2"},
   {"src_ip": "198.51.100.200", "dst_port": "not-a-port", "message": "bob@example.org failed"}
 ]"#;
 
@@ -574,7 +576,7 @@ async fn redaction_applies_before_anything_is_stored_or_spooled() {
     let row = app
         .db
         .query_one(
-            "SELECT host(src_ip), host(dst_ip), host, message, tags::text, threat FROM comm_logs",
+            "SELECT host(src_ip), host(dst_ip), host, message, tags::text, threat, protocol FROM comm_logs",
             &[],
         )
         .await
@@ -586,11 +588,20 @@ async fn redaction_applies_before_anything_is_stored_or_spooled() {
     assert!(text(2).bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(
         text(3),
-        "login [email] Authorization: Bearer [redacted] ok".replace(" ok", "")
+        "login [email] Authorization: Bearer [redacted] from [ipv4] [redacted]"
     );
-    assert_eq!(text(4), r#"{"keep": "yes", "threat_src": "one"}"#);
+    let tags: Value = serde_json::from_str(&text(4)).unwrap();
+    let user = tags["user"].as_str().unwrap_or_default().to_string();
+    assert_eq!(user.len(), 32, "{tags}");
+    assert_ne!(user, text(2), "each value has its own hash");
+    assert_eq!(
+        tags,
+        json!({"keep": "yes", "user": user, "threat_src": "one"}),
+        "session dropped, user hashed"
+    );
     // Matched on the address as sent, a /32 the cut address is not.
     assert_eq!(text(5), "one");
+    assert_eq!(text(6), "", "protocol dropped");
     // The dead letter: the event's text with the same rules, as far as its text allows.
     app.wait_count("SELECT count(*) FROM ingest_rejects", 1)
         .await;
@@ -624,9 +635,13 @@ async fn redaction_applies_before_anything_is_stored_or_spooled() {
     let metrics = app.metrics_text().await;
     for (rule, n) in [
         ("drop:tags.session", 1),
+        ("drop:protocol", 1),
         ("hash:host", 1),
+        ("hash:tags.user", 1),
         ("mask:email", 2),
         ("mask:bearer", 1),
+        ("mask:ipv4", 1),
+        ("mask:regex", 1),
         ("truncate:ipv4/24", 2),
         ("truncate:ipv6/48", 1),
     ] {
@@ -685,7 +700,7 @@ async fn a_redacted_batch_in_the_spool_is_replayed_as_built() {
     assert_eq!(
         app.texts("SELECT producer || ' ' || host(src_ip) || ' ' || message FROM comm_logs")
             .await,
-        ["replayer 203.0.113.0 login [email] Authorization: Bearer [redacted]"]
+        ["replayer 203.0.113.0 login [email] Authorization: Bearer [redacted] from [ipv4] [redacted]"]
     );
     assert_eq!(
         app.texts(
