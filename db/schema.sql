@@ -294,6 +294,146 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: alert_incident_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.alert_incident_events (
+    id bigint NOT NULL,
+    incident_id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    kind text NOT NULL,
+    actor text,
+    value double precision,
+    evidence jsonb,
+    comment text
+);
+
+
+--
+-- Name: alert_incident_events_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.alert_incident_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.alert_incident_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: alert_incidents; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.alert_incidents (
+    id bigint NOT NULL,
+    rule_id text NOT NULL,
+    tenant text,
+    group_key text NOT NULL,
+    status text NOT NULL,
+    opened_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    resolved_at timestamp with time zone
+);
+
+
+--
+-- Name: alert_incidents_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.alert_incidents ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.alert_incidents_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: alert_outbox; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.alert_outbox (
+    id uuid NOT NULL,
+    rule_id text NOT NULL,
+    incident_id bigint,
+    url text NOT NULL,
+    format text NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    delivered_at timestamp with time zone,
+    dead_at timestamp with time zone,
+    last_status integer,
+    last_error text
+);
+
+
+--
+-- Name: alert_rules; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.alert_rules (
+    id text NOT NULL,
+    name text NOT NULL,
+    tenant text,
+    spec jsonb NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: alert_states; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.alert_states (
+    rule_id text NOT NULL,
+    group_key text NOT NULL,
+    state text NOT NULL,
+    since timestamp with time zone NOT NULL,
+    value double precision,
+    incident_id bigint,
+    resolved_at timestamp with time zone
+);
+
+
+--
+-- Name: alert_transitions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.alert_transitions (
+    id bigint NOT NULL,
+    rule_id text NOT NULL,
+    group_key text NOT NULL,
+    from_state text NOT NULL,
+    to_state text NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    value double precision
+);
+
+
+--
+-- Name: alert_transitions_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.alert_transitions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.alert_transitions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
 -- Name: api_keys; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -814,6 +954,54 @@ ALTER TABLE ONLY public.comm_logs ATTACH PARTITION public.comm_logs_default DEFA
 
 
 --
+-- Name: alert_incident_events alert_incident_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.alert_incident_events
+    ADD CONSTRAINT alert_incident_events_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: alert_incidents alert_incidents_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.alert_incidents
+    ADD CONSTRAINT alert_incidents_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: alert_outbox alert_outbox_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.alert_outbox
+    ADD CONSTRAINT alert_outbox_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: alert_rules alert_rules_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.alert_rules
+    ADD CONSTRAINT alert_rules_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: alert_states alert_states_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.alert_states
+    ADD CONSTRAINT alert_states_pkey PRIMARY KEY (rule_id, group_key);
+
+
+--
+-- Name: alert_transitions alert_transitions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.alert_transitions
+    ADD CONSTRAINT alert_transitions_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: api_keys api_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -971,6 +1159,34 @@ ALTER TABLE ONLY public.rollup_pruned
 
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: alert_incident_events_incident; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX alert_incident_events_incident ON public.alert_incident_events USING btree (incident_id, at);
+
+
+--
+-- Name: alert_incidents_status; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX alert_incidents_status ON public.alert_incidents USING btree (status, opened_at);
+
+
+--
+-- Name: alert_outbox_due; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX alert_outbox_due ON public.alert_outbox USING btree (next_attempt_at) WHERE ((delivered_at IS NULL) AND (dead_at IS NULL));
+
+
+--
+-- Name: alert_transitions_rule; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX alert_transitions_rule ON public.alert_transitions USING btree (rule_id, at);
 
 
 --

@@ -287,7 +287,35 @@ pub async fn run(
         cfg.read_connections.max(1),
         Some(Duration::from_millis(cfg.read_pool_wait_ms)),
     )?;
+    let alert_stats = Arc::new(crate::alerts::AlertStats::default());
+    if cfg.alert_eval_ms > 0 {
+        let evaluator = crate::alerts::evaluate::Evaluator {
+            pool: pool.clone(),
+            read_pool: read_pool.clone(),
+            keys: key_ring.clone(),
+            stats: alert_stats.clone(),
+            public_url: cfg.public_url.trim_end_matches('/').to_string(),
+        };
+        tokio::spawn(evaluator.run(
+            Duration::from_millis(cfg.alert_eval_ms),
+            maintenance_stop.clone(),
+        ));
+    }
+    let notifier = crate::alerts::notify::Notifier {
+        pool: pool.clone(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| AppError::Io {
+                what: "making the webhook client".into(),
+                error: std::io::Error::other(e),
+            })?,
+        max_attempts: cfg.alert_max_attempts.max(1),
+        stats: alert_stats.clone(),
+    };
+    tokio::spawn(notifier.run(Duration::from_secs(1), maintenance_stop.clone()));
     let state = AppState {
+        alerts: alert_stats,
         pool: pool.clone(),
         read_pool,
         raw_reads: http::RawReads::new(cfg.raw_reads_per_key),

@@ -294,6 +294,20 @@ pub struct ServeConfig {
     #[arg(long, env = "COLLECTOR_REDACT_IPV4_PREFIX", default_value_t = 32)]
     pub redact_ipv4_prefix: u8,
 
+    /// How often alert rules are evaluated (one collector at a time per database), in milliseconds; 0: never.
+    #[arg(long, env = "COLLECTOR_ALERT_EVAL_MS", default_value_t = 10_000)]
+    pub alert_eval_ms: u64,
+
+    /// Attempts at delivering one alert notification before it is given up (retried with backoff from 2 s to
+    /// 5 minutes between them).
+    #[arg(long, env = "COLLECTOR_ALERT_MAX_ATTEMPTS", default_value_t = 12)]
+    pub alert_max_attempts: i32,
+
+    /// The collector's address as its users reach it (`https://logs.example.com`): the prefix of the links in
+    /// alert notifications. Empty: the links are paths.
+    #[arg(long, env = "COLLECTOR_PUBLIC_URL", default_value = "")]
+    pub public_url: String,
+
     /// Prefix length IPv6 addresses are stored with (48 keeps the /48); 128 keeps them whole.
     #[arg(long, env = "COLLECTOR_REDACT_IPV6_PREFIX", default_value_t = 128)]
     pub redact_ipv6_prefix: u8,

@@ -22,6 +22,7 @@
 //!   (`collector query`, `collector seed`); [`traffic`]: the deterministic traffic generator (seed and the
 //!   benchmark crate); [`telemetry`]: logs and counters.
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod cli;

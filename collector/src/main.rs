@@ -13,7 +13,11 @@ fn main() -> ExitCode {
     // The query CLI's output is its answer: keep its stderr quiet unless asked (RUST_LOG).
     if !matches!(
         cli.command,
-        Command::Query(_) | Command::Seed(_) | Command::Import(_) | Command::Keys(_)
+        Command::Query(_)
+            | Command::Seed(_)
+            | Command::Import(_)
+            | Command::Keys(_)
+            | Command::Alerts(_)
     ) || std::env::var_os("RUST_LOG").is_some()
     {
         collector::telemetry::init(json_logs);
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
                 println!("Applied {ran} migration(s); the schema is up to date.");
             }
             Command::Keys(args) => collector::cli::keys::run(*args).await?,
+            Command::Alerts(args) => collector::cli::alerts::run(*args).await?,
             Command::Query(args) => collector::cli::query::run(*args).await?,
             Command::Seed(args) => collector::cli::seed::run(*args).await?,
             Command::Import(args) => collector::cli::import::run(*args).await?,

@@ -89,7 +89,7 @@ impl KeyRing {
     }
 
     /// The producers whose events `tenant` may read.
-    fn tenant_producers(&self, tenant: &str) -> Arc<[String]> {
+    pub(crate) fn tenant_producers(&self, tenant: &str) -> Arc<[String]> {
         self.snapshot()
             .tenants
             .get(tenant)

@@ -1,5 +1,6 @@
 //! The command line: `collector serve | migrate | keys | seed | import | query`. Parsing only; `main` dispatches.
 
+pub mod alerts;
 pub mod import;
 pub mod keys;
 pub mod query;
@@ -28,6 +29,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Make, list, revoke and rotate stored API keys (scopes, tenants).
     Keys(Box<keys::KeysArgs>),
+    /// Alert rules and incidents: make, list, change, delete rules; list, show, acknowledge, resolve incidents.
+    Alerts(Box<alerts::AlertsArgs>),
     /// Send realistic, deterministic traffic to a collector (smoke tests, demos, load).
     Seed(Box<seed::SeedArgs>),
     /// Backfill log files (NDJSON, Zeek, Suricata EVE) through a running collector, resumably.

@@ -351,7 +351,7 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn table(rows: &[Value], columns: &[&str]) -> String {
+pub(crate) fn table(rows: &[Value], columns: &[&str]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())

@@ -86,6 +86,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "geo rollup",
         include_str!("../../../db/migrations/0016_geo_rollup.sql"),
     ),
+    (
+        17,
+        "alerts",
+        include_str!("../../../db/migrations/0017_alerts.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

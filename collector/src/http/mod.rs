@@ -1,5 +1,6 @@
 //! The HTTP API. Each module exports `router()`; handlers are thin and call named functions.
 
+mod alerts;
 mod compat;
 mod dashboard;
 pub mod error;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// Longest one statement of a read may run (`None`: no limit).
     pub query_timeout: Option<std::time::Duration>,
     pub stats: Arc<Stats>,
+    /// What alert evaluation and delivery cost and did.
+    pub alerts: Arc<crate::alerts::AlertStats>,
 }
 
 /// Rate limiting is per API key, so one noisy producer cannot starve the others.
@@ -122,10 +125,16 @@ pub fn router(state: AppState, rate: Option<(u32, u32)>) -> Router {
     let api = read::router()
         .merge(live::router())
         .layer(middleware::from_fn_with_state(state.clone(), require_read));
+    // Reading alerts needs the read scope, changing them the admin scope: each handler says which.
+    let alerts = alerts::router().layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_read_or_admin,
+    ));
     let admin = keys::router().layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .merge(ingest)
         .merge(api)
+        .merge(alerts)
         .merge(admin)
         .merge(health::router())
         .merge(prometheus::router())
@@ -158,20 +167,29 @@ async fn time_ingest(State(state): State<AppState>, req: Request, next: Next) ->
 }
 
 async fn require_ingest(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    authorize(Scope::Ingest, &state, req, next).await
+    authorize(&[Scope::Ingest], &state, req, next).await
 }
 
 async fn require_read(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    authorize(Scope::Read, &state, req, next).await
+    authorize(&[Scope::Read], &state, req, next).await
 }
 
 async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    authorize(Scope::Admin, &state, req, next).await
+    authorize(&[Scope::Admin], &state, req, next).await
+}
+
+async fn require_read_or_admin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    authorize(&[Scope::Read, Scope::Admin], &state, req, next).await
 }
 
 /// Who the request is, from its key or else its client certificate (which may only ingest); refused unless
-/// that identity holds `scope`. The handlers find the [`Principal`] and its [`Producer`] in the extensions.
-async fn authorize(scope: Scope, state: &AppState, mut req: Request, next: Next) -> Response {
+/// that identity holds one of `scopes`. The handlers find the [`Principal`] and its [`Producer`] in the
+/// extensions.
+async fn authorize(scopes: &[Scope], state: &AppState, mut req: Request, next: Next) -> Response {
     // A key, when one is sent, decides (a wrong one is refused, not replaced by the certificate).
     let principal = if crate::auth::presented_key(req.headers()).is_some() {
         state.keys.authenticate(req.headers())
@@ -188,13 +206,14 @@ async fn authorize(scope: Scope, state: &AppState, mut req: Request, next: Next)
     let Some(principal) = principal else {
         return ApiError::Unauthorized.into_response();
     };
-    if !principal.scopes.contains(scope) {
+    if !scopes.iter().any(|s| principal.scopes.contains(*s)) {
+        let needed: Vec<&str> = scopes.iter().map(|s| s.name()).collect();
         return ApiError::Forbidden(format!(
             "this key ({}) has the scopes [{}]; {} needs the {} scope",
             principal.producer.0,
             principal.scopes.names().join(", "),
             req.uri().path(),
-            scope.name()
+            needed.join(" or ")
         ))
         .into_response();
     }

@@ -48,13 +48,25 @@ use crate::query::plan::Table;
         super::keys::list,
         super::keys::revoke,
         super::keys::rotate,
+        super::alerts::list_rules,
+        super::alerts::create_rule,
+        super::alerts::get_rule,
+        super::alerts::update_rule,
+        super::alerts::delete_rule,
+        super::alerts::list_incidents,
+        super::alerts::get_incident,
+        super::alerts::act,
         super::prometheus::metrics,
         super::health::healthz,
         super::health::readyz
     ),
     components(schemas(
         Receipt, EventError, ErrorBody, Volume, VolumePoint, Window, Table, ErrorRate, ErrorPoint, ErrorGroup,
-        LatencyAnswer, LatencyPoint, LatencyGroup, TopTalkers, TopTalker, LogsPage, LogRow, NewKey, KeyInfo, CreatedKey
+        LatencyAnswer, LatencyPoint, LatencyGroup, TopTalkers, TopTalker, LogsPage, LogRow, NewKey, KeyInfo, CreatedKey,
+        crate::alerts::rules::Rule, crate::alerts::rules::RuleSpec, crate::alerts::rules::RuleKind,
+        crate::alerts::rules::Op, crate::alerts::rules::Webhook, crate::alerts::rules::WebhookFormat,
+        crate::alerts::incidents::Incident, crate::alerts::incidents::TimelineEntry,
+        crate::alerts::incidents::Delivery
     )),
     modifiers(&Security)
 )]
@@ -117,8 +129,8 @@ pub struct CommonFilters {
 pub struct SeriesGroupParams {
     /// `1m`, `5m`, `1h` or `1d`; default: the smallest giving at most 360 buckets. The window widens to whole buckets.
     bucket: Option<String>,
-    /// `service`, `src_country`, `dst_country`, `src_asn` or `dst_asn`: one series per value (the enrichment
-    /// columns read raw events).
+    /// `service`, `producer`, `host`, `src_country`, `dst_country`, `src_asn` or `dst_asn`: one series per
+    /// value.
     group_by: Option<String>,
 }
 

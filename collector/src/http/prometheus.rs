@@ -38,6 +38,7 @@ pub(super) async fn metrics(
     if let Some(redactor) = &state.intake.redactor {
         render_redactions(&mut body, redactor);
     }
+    state.alerts.render(&mut body);
     if let Some(spool) = &state.spool {
         render_spool(&mut body, &spool.status());
         spool.render_sync_histogram(&mut body);

@@ -109,14 +109,18 @@ pub fn parse_bucket(
 pub enum GroupBy {
     None,
     Service,
+    Producer,
+    Host,
     SrcCountry,
     DstCountry,
     SrcAsn,
     DstAsn,
 }
 
-const GROUPINGS: [(&str, GroupBy); 5] = [
+const GROUPINGS: [(&str, GroupBy); 7] = [
     ("service", GroupBy::Service),
+    ("producer", GroupBy::Producer),
+    ("host", GroupBy::Host),
     ("src_country", GroupBy::SrcCountry),
     ("dst_country", GroupBy::DstCountry),
     ("src_asn", GroupBy::SrcAsn),
@@ -137,6 +141,8 @@ impl GroupBy {
         match self {
             GroupBy::None => "NULL::text",
             GroupBy::Service => "service",
+            GroupBy::Producer => "producer",
+            GroupBy::Host => "host",
             GroupBy::SrcCountry => "src_country",
             GroupBy::DstCountry => "dst_country",
             GroupBy::SrcAsn => "src_asn::text",
@@ -148,13 +154,15 @@ impl GroupBy {
         match self {
             GroupBy::None => Dims::NONE,
             GroupBy::Service => Dims::SERVICE,
+            GroupBy::Producer => Dims::PRODUCER,
+            GroupBy::Host => Dims::HOST,
             _ => Dims::GEO,
         }
     }
 }
 
-/// The `group_by` parameter: `service` for every series; the enrichment columns (country, AS number) for
-/// volume and error rate only, whose latency would need each group's histogram from raw events.
+/// The `group_by` parameter: `service` for every series; producer, host and the enrichment columns (country,
+/// AS number) for volume and error rate only.
 pub fn parse_group_by(
     params: &HashMap<String, String>,
     latency: bool,

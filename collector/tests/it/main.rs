@@ -1,6 +1,7 @@
 //! Integration tests: real PostgreSQL, real HTTP, real files. One binary, one shared harness (`support`).
 
 mod agents;
+mod alerts;
 mod dashboard;
 mod durability;
 mod enrich;

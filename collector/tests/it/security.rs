@@ -82,7 +82,7 @@ async fn every_route_admits_exactly_the_scopes_it_needs() {
     // (method, path, body, content type, what it needs). Bodies are valid where a route stores something, and
     // the admin routes are asked for what does not exist (404) or is invalid (400), so the table changes
     // nothing whoever is allowed.
-    let routes: [(&str, &str, &str, &str, Needs); 25] = [
+    let routes: [(&str, &str, &str, &str, Needs); 33] = [
         (
             "POST",
             "/ingest",
@@ -151,6 +151,50 @@ async fn every_route_admits_exactly_the_scopes_it_needs() {
             "",
             Needs::Scope("admin"),
         ),
+        ("GET", "/api/alerts/rules", "", "", Needs::Scope("read")),
+        (
+            "POST",
+            "/api/alerts/rules",
+            "{}",
+            "application/json",
+            Needs::Scope("admin"),
+        ),
+        (
+            "GET",
+            "/api/alerts/rules/nope",
+            "",
+            "",
+            Needs::Scope("read"),
+        ),
+        (
+            "PUT",
+            "/api/alerts/rules/nope",
+            "{}",
+            "application/json",
+            Needs::Scope("admin"),
+        ),
+        (
+            "DELETE",
+            "/api/alerts/rules/nope",
+            "",
+            "",
+            Needs::Scope("admin"),
+        ),
+        ("GET", "/api/alerts/incidents", "", "", Needs::Scope("read")),
+        (
+            "GET",
+            "/api/alerts/incidents/nope",
+            "",
+            "",
+            Needs::Scope("read"),
+        ),
+        (
+            "POST",
+            "/api/alerts/incidents/nope/acknowledge",
+            "",
+            "",
+            Needs::Scope("admin"),
+        ),
         ("GET", "/metrics", "", "", Needs::Nothing),
         ("GET", "/healthz", "", "", Needs::Nothing),
         ("GET", "/readyz", "", "", Needs::Nothing),
@@ -160,7 +204,10 @@ async fn every_route_admits_exactly_the_scopes_it_needs() {
     // Every documented path is in the table: a new route cannot skip it.
     let (_, spec) = get(&app, KEY, "/openapi.json").await;
     for path in spec["paths"].as_object().unwrap().keys() {
-        let concrete = path.replace("{id}", "nope").replace("{index}", "logs");
+        let concrete = path
+            .replace("{id}", "nope")
+            .replace("{index}", "logs")
+            .replace("{action}", "acknowledge");
         assert!(
             routes.iter().any(|r| r.1 == concrete),
             "{path} is routed but not in this table"

@@ -1,0 +1,564 @@
+//! The evaluation cycle: every `COLLECTOR_ALERT_EVAL_MS`, one collector (an advisory lock: the others pass their
+//! turn) reads each enabled rule's answer through the read API (so from the rollups, exactly), decides each
+//! group's step, and records it in one transaction per rule: state, transition, incident and its timeline, and
+//! the notifications to send (the outbox). It runs on the read pool and its own tasks: ingest never waits on it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::rules::{self, Rule, RuleKind};
+use super::state::{self, State, Step};
+use super::AlertStats;
+use crate::auth::KeyRing;
+use crate::db::{locks, DbError};
+use crate::query::api::{self, Kind as QueryKind, QueryError};
+
+/// What the cycle needs.
+#[derive(Clone)]
+pub struct Evaluator {
+    pub pool: Pool,
+    pub read_pool: Pool,
+    pub keys: Arc<KeyRing>,
+    pub stats: Arc<AlertStats>,
+    /// Prefix of the links in notifications (`COLLECTOR_PUBLIC_URL`); relative links without it.
+    pub public_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("reading the rule's answer: {0}")]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Rule(#[from] rules::RuleError),
+}
+
+impl From<tokio_postgres::Error> for AlertError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AlertError::Db(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AlertError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        AlertError::Db(e.into())
+    }
+}
+
+/// One group's figure at this evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub group: String,
+    /// The figure compared (for `change`, the ratio); `None` when the answer has none (no latency).
+    pub value: Option<f64>,
+    pub events: i64,
+    pub holds: bool,
+}
+
+/// The key of an ungrouped answer.
+pub const OVERALL: &str = "*";
+/// The key of the group of events without the grouped value.
+pub const NONE: &str = "(none)";
+
+impl Evaluator {
+    /// Evaluates every `every` until cancelled.
+    pub async fn run(self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.cycle().await {
+                tracing::warn!(error = %e, "Alert evaluation failed; retried next cycle");
+            }
+        }
+    }
+
+    /// One cycle, if no other collector is running one. Returns the rules evaluated (`None`: another had the
+    /// turn).
+    pub async fn cycle(&self) -> Result<Option<usize>, AlertError> {
+        let started = Instant::now();
+        let lock = self.pool.get().await?;
+        let got: bool = lock
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&locks::ALERTS])
+            .await?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        let result = self.evaluate_all().await;
+        let _ = lock
+            .execute("SELECT pg_advisory_unlock($1)", &[&locks::ALERTS])
+            .await;
+        self.stats.cycle(started.elapsed());
+        result.map(Some)
+    }
+
+    async fn evaluate_all(&self) -> Result<usize, AlertError> {
+        let rules = rules::list(&self.pool.get().await?, None).await?;
+        let now = Utc::now();
+        let mut n = 0;
+        for rule in rules.iter().filter(|r| r.spec.enabled) {
+            let started = Instant::now();
+            let outcome = match self.observe(rule, now).await {
+                Ok(obs) => self.apply(rule, &obs, now).await,
+                Err(e) => Err(e),
+            };
+            self.stats.rule(started.elapsed());
+            if let Err(e) = outcome {
+                tracing::warn!(rule = %rule.id, name = %rule.spec.name, error = %e, "Alert rule not evaluated");
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The rule's answer over `[from, to)`.
+    async fn answer(
+        &self,
+        rule: &Rule,
+        query: QueryKind,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Value, AlertError> {
+        let mut params: HashMap<String, String> = params.clone().into_iter().collect();
+        params.insert("from".into(), from.to_rfc3339());
+        params.insert("to".into(), to.to_rfc3339());
+        let visible = rule
+            .tenant
+            .as_deref()
+            .map(|t| self.keys.tenant_producers(t));
+        let mut client = self.read_pool.get().await?;
+        Ok(api::execute(query, &params, &mut client, None, None, visible.as_deref()).await?)
+    }
+
+    /// Each group's figure and whether the condition holds.
+    pub async fn observe(
+        &self,
+        rule: &Rule,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Observation>, AlertError> {
+        let spec = &rule.spec;
+        let query = spec.query_kind().unwrap_or(QueryKind::Volume);
+        let window = chrono::Duration::seconds(spec.window_secs as i64);
+        let field = spec.field();
+        let current = figures(
+            &self
+                .answer(rule, query, now - window, now, &spec.params)
+                .await?,
+            spec.group_by(),
+            field,
+        );
+        let (op, threshold) = (spec.op.unwrap_or(rules::Op::Gt), spec.value.unwrap_or(0.0));
+        let judged = |events: i64| spec.min_events.is_none_or(|m| events >= m);
+        Ok(match spec.kind {
+            RuleKind::Threshold => current
+                .into_iter()
+                .map(|(group, (value, events))| Observation {
+                    holds: judged(events) && value.is_some_and(|v| op.holds(v, threshold)),
+                    group,
+                    value,
+                    events,
+                })
+                .collect(),
+            RuleKind::Change => {
+                let offset = chrono::Duration::seconds(spec.offset_secs.unwrap_or(86_400) as i64);
+                let before = figures(
+                    &self
+                        .answer(
+                            rule,
+                            query,
+                            now - offset - window,
+                            now - offset,
+                            &spec.params,
+                        )
+                        .await?,
+                    spec.group_by(),
+                    field,
+                );
+                let mut groups: Vec<String> =
+                    current.keys().chain(before.keys()).cloned().collect();
+                groups.sort();
+                groups.dedup();
+                groups
+                    .into_iter()
+                    .map(|group| {
+                        let (now_v, events) =
+                            current.get(&group).copied().unwrap_or((Some(0.0), 0));
+                        let then_v = before.get(&group).and_then(|(v, _)| *v).unwrap_or(0.0);
+                        let ratio = now_v.map(|n| match (n, then_v) {
+                            (n, t) if t > 0.0 => n / t,
+                            (n, _) if n > 0.0 => f64::INFINITY,
+                            _ => 1.0,
+                        });
+                        Observation {
+                            holds: judged(events) && ratio.is_some_and(|r| op.holds(r, threshold)),
+                            value: ratio.filter(|r| r.is_finite()),
+                            group,
+                            events,
+                        }
+                    })
+                    .collect()
+            }
+            RuleKind::NoData => {
+                let lookback = chrono::Duration::seconds(spec.lookback_secs.unwrap_or(3600) as i64);
+                let expected = figures(
+                    &self
+                        .answer(
+                            rule,
+                            query,
+                            now - window - lookback,
+                            now - window,
+                            &spec.params,
+                        )
+                        .await?,
+                    spec.group_by(),
+                    "events",
+                );
+                let mut out: Vec<Observation> = expected
+                    .into_iter()
+                    .filter(|(_, (_, events))| *events > 0)
+                    .map(|(group, _)| {
+                        let events = current.get(&group).map_or(0, |(_, e)| *e);
+                        Observation {
+                            holds: events == 0,
+                            value: Some(events as f64),
+                            group,
+                            events,
+                        }
+                    })
+                    .collect();
+                for (group, (_, events)) in current {
+                    if !out.iter().any(|o| o.group == group) {
+                        out.push(Observation {
+                            group,
+                            value: Some(events as f64),
+                            events,
+                            holds: false,
+                        });
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// Records each group's step in one transaction: states, transitions, incidents, outbox.
+    pub async fn apply(
+        &self,
+        rule: &Rule,
+        observations: &[Observation],
+        now: DateTime<Utc>,
+    ) -> Result<(), AlertError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT group_key, state, since, incident_id FROM alert_states WHERE rule_id = $1 FOR UPDATE",
+                &[&rule.id],
+            )
+            .await?;
+        let mut known: BTreeMap<String, (State, DateTime<Utc>, Option<i64>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    (State::parse(r.get(1)), r.get(2), r.get(3)),
+                )
+            })
+            .collect();
+        let mut seen: Vec<Observation> = observations.to_vec();
+        // A group the answer no longer has does not hold.
+        for group in known.keys() {
+            if !seen.iter().any(|o| &o.group == group) {
+                seen.push(Observation {
+                    group: group.clone(),
+                    value: None,
+                    events: 0,
+                    holds: false,
+                });
+            }
+        }
+        let spec = &rule.spec;
+        for o in &seen {
+            let (current, since, incident) =
+                known.remove(&o.group).unwrap_or((State::Ok, now, None));
+            let step = state::step(
+                current,
+                since,
+                o.holds,
+                now,
+                spec.for_secs,
+                spec.cooldown_secs,
+            );
+            let next = state::after(current, step);
+            if step == Step::Stay {
+                if current != State::Ok {
+                    tx.execute(
+                        "UPDATE alert_states SET value = $3 WHERE rule_id = $1 AND group_key = $2",
+                        &[&rule.id, &o.group, &o.value],
+                    )
+                    .await?;
+                }
+                continue;
+            }
+            let incident = match step {
+                Step::Fire => Some(self.open_incident(&tx, rule, o, now).await?),
+                Step::Refire | Step::Recover | Step::Resolve => {
+                    if let Some(id) = incident {
+                        let kind = match step {
+                            Step::Refire => "refired",
+                            Step::Recover => "recovered",
+                            _ => "resolved",
+                        };
+                        tx.execute(
+                            "INSERT INTO alert_incident_events (incident_id, at, kind, value) VALUES ($1, $2, $3, $4)",
+                            &[&id, &now, &kind, &o.value],
+                        )
+                        .await?;
+                        if step == Step::Resolve {
+                            tx.execute(
+                                "UPDATE alert_incidents SET status = 'resolved', resolved_at = $2, updated_at = $2
+                                 WHERE id = $1 AND status <> 'resolved'",
+                                &[&id, &now],
+                            )
+                            .await?;
+                            self.notify(&tx, rule, o, id, "resolved", now, Value::Null)
+                                .await?;
+                        } else {
+                            tx.execute(
+                                "UPDATE alert_incidents SET updated_at = $2 WHERE id = $1",
+                                &[&id, &now],
+                            )
+                            .await?;
+                        }
+                    }
+                    incident
+                }
+                _ => incident,
+            };
+            let incident = if next == State::Ok { None } else { incident };
+            tx.execute(
+                "INSERT INTO alert_states (rule_id, group_key, state, since, value, incident_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (rule_id, group_key) DO UPDATE
+                 SET state = $3, since = $4, value = $5, incident_id = $6",
+                &[&rule.id, &o.group, &next.name(), &now, &o.value, &incident],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO alert_transitions (rule_id, group_key, from_state, to_state, at, value)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&rule.id, &o.group, &current.name(), &next.name(), &now, &o.value],
+            )
+            .await?;
+            tracing::info!(rule = %rule.spec.name, group = %o.group, from = current.name(), to = next.name(),
+                value = ?o.value, "Alert transition");
+        }
+        // Groups back to ok with nothing pending need no row.
+        tx.execute(
+            "DELETE FROM alert_states WHERE rule_id = $1 AND state = 'ok'",
+            &[&rule.id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn open_incident(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        rule: &Rule,
+        o: &Observation,
+        now: DateTime<Utc>,
+    ) -> Result<i64, AlertError> {
+        let evidence = self.evidence(rule, o, now).await;
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO alert_incidents (rule_id, tenant, group_key, status, opened_at, updated_at)
+                 VALUES ($1, $2, $3, 'open', $4, $4) RETURNING id",
+                &[&rule.id, &rule.tenant, &o.group, &now],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            "INSERT INTO alert_incident_events (incident_id, at, kind, value, evidence) VALUES ($1, $2, 'fired', $3, $4)",
+            &[&id, &now, &o.value, &evidence],
+        )
+        .await?;
+        self.notify(tx, rule, o, id, "fired", now, evidence).await?;
+        Ok(id)
+    }
+
+    /// The numbers behind a firing: the figure, the condition, the window, and the top talkers of the group.
+    async fn evidence(&self, rule: &Rule, o: &Observation, now: DateTime<Utc>) -> Value {
+        let spec = &rule.spec;
+        let from = now - chrono::Duration::seconds(spec.window_secs as i64);
+        let mut params = self.group_filters(rule, &o.group);
+        params.insert("limit".into(), "5".into());
+        let top = self
+            .answer(rule, QueryKind::TopTalkers, from, now, &params)
+            .await
+            .map(|v| v["top"].clone())
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        json!({
+            "field": spec.field(),
+            "op": spec.op.map(rules::Op::symbol),
+            "threshold": spec.value,
+            "value": o.value,
+            "events": o.events,
+            "from": from,
+            "to": now,
+            "top_talkers": top,
+        })
+    }
+
+    /// The rule's filters narrowed to one group (its `group_by` becomes a filter of the same name).
+    fn group_filters(&self, rule: &Rule, group: &str) -> BTreeMap<String, String> {
+        let mut params = rule.spec.params.clone();
+        if let Some(by) = params.remove("group_by") {
+            if group != NONE && group != OVERALL {
+                params.insert(by, group.to_string());
+            }
+        }
+        params
+    }
+
+    fn links(&self, rule: &Rule, group: &str, now: DateTime<Utc>) -> Value {
+        let from = now - chrono::Duration::seconds(rule.spec.window_secs as i64);
+        let mut params = self.group_filters(rule, group);
+        params.insert("from".into(), from.to_rfc3339());
+        params.insert("to".into(), now.to_rfc3339());
+        let query: String = params
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        json!({
+            "metrics": format!("{}/metrics/{}?{query}", self.public_url, rule.spec.query),
+            "logs": format!("{}/api/logs?{query}", self.public_url),
+        })
+    }
+
+    /// Queues a notification of `event` for the rule's webhook, in the transaction that records it.
+    #[allow(clippy::too_many_arguments)]
+    async fn notify(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        rule: &Rule,
+        o: &Observation,
+        incident: i64,
+        event: &str,
+        now: DateTime<Utc>,
+        evidence: Value,
+    ) -> Result<(), AlertError> {
+        let Some(hook) = &rule.spec.webhook else {
+            return Ok(());
+        };
+        let id = uuid::Uuid::new_v4();
+        let spec = &rule.spec;
+        let condition = match spec.kind {
+            RuleKind::NoData => format!("no events for {} s", spec.window_secs),
+            RuleKind::Change => format!(
+                "{} now ÷ {} s earlier {} {}",
+                spec.field(),
+                spec.offset_secs.unwrap_or(86_400),
+                spec.op.map_or("", rules::Op::symbol),
+                spec.value.unwrap_or_default()
+            ),
+            RuleKind::Threshold => format!(
+                "{} {} {}",
+                spec.field(),
+                spec.op.map_or("", rules::Op::symbol),
+                spec.value.unwrap_or_default()
+            ),
+        };
+        let payload = json!({
+            "id": id.to_string(),
+            "event": event,
+            "at": now,
+            "rule": { "id": rule.id, "name": spec.name, "kind": spec.kind },
+            "group_by": spec.group_by(),
+            "group": o.group,
+            "value": o.value,
+            "condition": condition,
+            "window_secs": spec.window_secs,
+            "incident": { "id": incident, "url": format!("{}/api/alerts/incidents/{incident}", self.public_url) },
+            "links": self.links(rule, &o.group, now),
+            "evidence": evidence,
+        });
+        let format = match hook.format {
+            rules::WebhookFormat::Json => "json",
+            rules::WebhookFormat::Slack => "slack",
+        };
+        tx.execute(
+            "INSERT INTO alert_outbox (id, rule_id, incident_id, url, format, payload) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&id, &rule.id, &incident, &hook.url, &format, &payload],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Each group's figure (and events) in an answer: `groups[]` keyed by their `group_by` value, or the whole
+/// answer as [`OVERALL`].
+pub fn figures(
+    answer: &Value,
+    group_by: Option<&str>,
+    field: &str,
+) -> BTreeMap<String, (Option<f64>, i64)> {
+    let of = |m: &Value| -> (Option<f64>, i64) {
+        let value = match field {
+            "bytes" => {
+                Some(m["bytes_in"].as_f64().unwrap_or(0.0) + m["bytes_out"].as_f64().unwrap_or(0.0))
+            }
+            f => m[f].as_f64(),
+        };
+        let events = ["events", "total", "count"]
+            .iter()
+            .find_map(|k| m[*k].as_i64())
+            .unwrap_or(0);
+        (value, events)
+    };
+    let summary = |g: &Value| -> Value {
+        if g.get("overall").is_some_and(|o| !o.is_null()) {
+            g["overall"].clone()
+        } else {
+            g["total"].clone()
+        }
+    };
+    match (answer["groups"].as_array(), group_by) {
+        (Some(groups), Some(by)) => groups
+            .iter()
+            .map(|g| {
+                let key = match &g[by] {
+                    Value::Null => NONE.to_string(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (key, of(&summary(g)))
+            })
+            .collect(),
+        _ => BTreeMap::from([(OVERALL.to_string(), of(&summary(answer)))]),
+    }
+}

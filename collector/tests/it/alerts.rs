@@ -1,0 +1,387 @@
+//! Alerts end to end: rules made over the API, evaluated from the rollups, incidents, and notifications to a real
+//! local HTTP receiver that checks their signatures the way the README tells a user to.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::support::{pg, spawn_app_at, spawn_app_with, TestApp};
+
+const SECRET: &str = "whsec-0123456789abcdef";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    delivery: String,
+    body: Value,
+    signed: bool,
+    /// Answered 2xx.
+    accepted: bool,
+}
+
+/// A webhook receiver: refuses the first `fail_first` requests with 503, then accepts; records everything.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+/// The receiver's check, as README "Alerts" gives it: HMAC-SHA-256 of `<t>.<body>` under the secret, compared
+/// with `v1`, and `t` recent.
+fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
+    let Some(sig) = headers
+        .get("x-collector-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut t = None;
+    let mut v1 = None;
+    for part in sig.split(',') {
+        match part.split_once('=') {
+            Some(("t", x)) => t = x.parse::<i64>().ok(),
+            Some(("v1", x)) => v1 = Some(x.to_string()),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    if (chrono::Utc::now().timestamp() - t).abs() > 300 {
+        return false;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    want == v1
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+    let failures = Arc::new(AtomicUsize::new(fail_first));
+    let record = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (record, failures) = (record.clone(), failures.clone());
+            async move {
+                let fail = failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                record.lock().unwrap().push(Got {
+                    delivery: headers
+                        .get("x-collector-delivery")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    signed: verify(&headers, &body),
+                    accepted: !fail,
+                });
+                if fail {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, got }
+}
+
+impl Receiver {
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests were accepted.
+    async fn wait_accepted(&self, n: usize, within: Duration) -> Vec<Got> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.got();
+            if got.iter().filter(|g| g.accepted).count() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} accepted deliveries not seen: {got:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn post_rule(app: &TestApp, rule: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/alerts/rules", app.url))
+        .header("x-api-key", crate::support::app::KEY)
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn events(
+    service: &str,
+    host: &str,
+    statuses: &[i32],
+    ts: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let list: Vec<Value> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut e = json!({"src_ip": format!("10.7.0.{}", i % 3 + 1), "dst_ip": "10.0.0.1", "service": service,
+                               "host": host, "status": s, "latency_ms": 5.0});
+            if let Some(ts) = ts {
+                e["timestamp"] = json!(ts.to_rfc3339());
+            }
+            e
+        })
+        .collect();
+    Value::Array(list).to_string()
+}
+
+async fn send(app: &TestApp, body: &str) {
+    let (status, receipt) = app.ingest_json(body).await;
+    assert_eq!(status, 202, "{receipt}");
+}
+
+/// An error-rate threshold per service fires for the failing service only, notifies a receiver that refuses
+/// twice (one notification, the same id on every attempt, signed), and resolves when the ratio drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_fires_notifies_once_through_failures_and_resolves() {
+    let hook = receiver(2).await;
+    let app = spawn_app_with(|c| c.alert_eval_ms = 200).await;
+    let (status, rule) = post_rule(
+        &app,
+        json!({"name": "5xx by service", "kind": "threshold", "query": "error-rate",
+               "params": {"group_by": "service"}, "op": ">", "value": 0.2, "min_events": 5,
+               "window_secs": 300, "for_secs": 0, "cooldown_secs": 0,
+               "webhook": {"url": hook.url, "secret": SECRET}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{rule}");
+    assert!(
+        rule["webhook"].get("secret").is_none(),
+        "the secret is never shown: {rule}"
+    );
+    send(
+        &app,
+        &events(
+            "web",
+            "h1",
+            &[500, 200, 502, 200, 503, 200, 500, 200, 500, 200],
+            None,
+        ),
+    )
+    .await;
+    send(&app, &events("db", "h1", &[200; 10], None)).await;
+    app.wait_rows(20).await;
+
+    let got = hook.wait_accepted(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 3, "two refusals then one acceptance: {got:#?}");
+    assert!(
+        got.iter()
+            .all(|g| g.delivery == got[0].delivery && g.signed),
+        "{got:#?}"
+    );
+    let fired = &got[2].body;
+    assert_eq!(fired["event"], "fired");
+    assert_eq!(
+        fired["group"], "web",
+        "only the failing service fires: {fired}"
+    );
+    assert_eq!(fired["value"], 0.5);
+    assert_eq!(fired["id"], got[0].delivery.as_str());
+    assert!(
+        fired["links"]["metrics"]
+            .as_str()
+            .unwrap()
+            .contains("service=web"),
+        "{fired}"
+    );
+    let top = fired["evidence"]["top_talkers"].as_array().unwrap();
+    assert!(!top.is_empty(), "{fired}");
+
+    let open = app.ok_json("/api/alerts/incidents?status=open").await;
+    let incidents = open["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{open}");
+    assert_eq!(incidents[0]["group"], "web");
+    let id = incidents[0]["id"].as_i64().unwrap();
+
+    // The ratio drops under the threshold: resolved, and notified once more.
+    send(&app, &events("web", "h1", &[200; 40], None)).await;
+    let got = hook.wait_accepted(2, Duration::from_secs(30)).await;
+    let resolved = &got.last().unwrap().body;
+    assert_eq!(resolved["event"], "resolved", "{resolved}");
+    assert_eq!(resolved["incident"]["id"], id);
+    let detail = app.ok_json(&format!("/api/alerts/incidents/{id}")).await;
+    assert_eq!(detail["incident"]["status"], "resolved", "{detail}");
+    let kinds: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["fired", "resolved"], "{detail}");
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries[0]["attempts"], 3, "{detail}");
+    assert!(
+        deliveries.iter().all(|d| !d["delivered_at"].is_null()),
+        "{detail}"
+    );
+    // No further notification: the state is ok, nothing is left to send.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hook.got().iter().filter(|g| g.accepted).count(), 2);
+    let metrics = app.metrics_text().await;
+    for line in [
+        "collector_alert_notifications_delivered_total 2",
+        "collector_alert_notification_failures_total 2",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+    assert!(
+        !metrics.contains("collector_alert_rule_evaluations_total 0\n"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// A host that stopped sending fires `no_data`; a drop against the same window earlier fires `change`; a host
+/// still sending fires neither. People acknowledge and comment; a bad rule is a 400 naming its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_data_and_change_rules_find_the_silent_host() {
+    let app = spawn_app_with(|c| c.alert_eval_ms = 200).await;
+    let earlier = chrono::Utc::now() - chrono::Duration::minutes(12);
+    send(&app, &events("web", "quiet", &[200; 20], Some(earlier))).await;
+    send(&app, &events("web", "busy", &[200; 20], Some(earlier))).await;
+    send(&app, &events("web", "busy", &[200; 20], None)).await;
+    app.wait_rows(60).await;
+    let (status, silent) = post_rule(
+        &app,
+        json!({"name": "silent host", "kind": "no_data", "query": "volume", "params": {"group_by": "host"},
+               "window_secs": 300, "lookback_secs": 3600}),
+    )
+    .await;
+    assert_eq!(status, 201, "{silent}");
+    let (status, drop) = post_rule(
+        &app,
+        json!({"name": "traffic halved", "kind": "change", "query": "volume", "params": {"group_by": "host"},
+               "field": "events", "op": "<", "value": 0.5, "window_secs": 300, "offset_secs": 600}),
+    )
+    .await;
+    assert_eq!(status, 201, "{drop}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let open = loop {
+        let open = app.ok_json("/api/alerts/incidents?status=open").await;
+        if open["incidents"].as_array().unwrap().len() >= 2 {
+            break open;
+        }
+        assert!(Instant::now() < deadline, "{open}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut fired: Vec<(String, String)> = open["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["rule_name"].as_str().unwrap().to_string(),
+                i["group"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    fired.sort();
+    assert_eq!(
+        fired,
+        [
+            ("silent host".to_string(), "quiet".to_string()),
+            ("traffic halved".into(), "quiet".into())
+        ]
+    );
+    // People's actions go to the timeline.
+    let id = open["incidents"][0]["id"].as_i64().unwrap();
+    for (action, body) in [
+        ("acknowledge", json!({})),
+        ("comment", json!({"comment": "looking"})),
+    ] {
+        let r = app
+            .http
+            .post(format!("{}/api/alerts/incidents/{id}/{action}", app.url))
+            .header("x-api-key", crate::support::app::KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{action}");
+    }
+    let detail = app.ok_json(&format!("/api/alerts/incidents/{id}")).await;
+    assert_eq!(detail["incident"]["status"], "acknowledged");
+    let last = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["comment"].as_str()),
+        (Some("comment"), Some("looking"))
+    );
+    // A rule that cannot work says which field and why.
+    let (status, bad) = post_rule(
+        &app,
+        json!({"name": "x", "kind": "threshold", "query": "latency", "field": "error_ratio", "op": ">", "value": 1}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        bad["detail"].as_str().unwrap().starts_with("field:"),
+        "{bad}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// Two collectors on one database: the rule is evaluated once a cycle and its notification sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_database_notify_once() {
+    let hook = receiver(0).await;
+    let db_url = pg::fresh_database().await;
+    let a = spawn_app_at(db_url.clone(), |c| c.alert_eval_ms = 100).await;
+    let b = spawn_app_at(db_url, |c| c.alert_eval_ms = 100).await;
+    let (status, rule) = post_rule(
+        &a,
+        json!({"name": "any traffic", "kind": "threshold", "query": "volume", "op": ">=", "value": 5,
+               "window_secs": 300, "webhook": {"url": hook.url, "secret": SECRET}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{rule}");
+    send(&b, &events("web", "h1", &[200; 10], None)).await;
+    hook.wait_accepted(1, Duration::from_secs(20)).await;
+    // Many cycles of both later, still one notification.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].body["group"], "*");
+    let transitions = a
+        .count("SELECT count(*) FROM alert_transitions WHERE to_state = 'firing'")
+        .await;
+    assert_eq!(transitions, 1);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
