@@ -748,8 +748,8 @@ async fn metrics_bad_parameters() {
             "bucket: 1m over this window is 43200 buckets",
         ),
         (
-            "/metrics/error-rate?group_by=host",
-            "group_by: \"host\" is not a grouping; accepted: service",
+            "/metrics/error-rate?group_by=protocol",
+            "group_by: \"protocol\" is not a grouping; accepted: service, producer, host, src_country",
         ),
         (
             "/metrics/top-talkers?by=mac",
@@ -987,6 +987,11 @@ async fn openapi_describes_every_route_with_the_parameters_the_parsers_take() {
         "/api/status",
         "/api/keys/{id}/revoke",
         "/api/keys/{id}/rotate",
+        "/api/alerts/rules",
+        "/api/alerts/rules/{id}",
+        "/api/alerts/incidents",
+        "/api/alerts/incidents/{id}",
+        "/api/alerts/incidents/{id}/{action}",
     ]);
     assert_eq!(paths, expected);
     // Each documented operation is served (no 404), and each read lists exactly what its parser accepts.
@@ -995,6 +1000,12 @@ async fn openapi_describes_every_route_with_the_parameters_the_parsers_take() {
             let req = match method.as_str() {
                 "get" => app.http.get(format!("{}{path}", app.url)),
                 "post" => app.http.post(format!("{}{path}", app.url)).body("[]"),
+                "put" => app
+                    .http
+                    .put(format!("{}{path}", app.url))
+                    .header("content-type", "application/json")
+                    .body("{}"),
+                "delete" => app.http.delete(format!("{}{path}", app.url)),
                 other => panic!("unexpected method {other}"),
             };
             let r = req.header("x-api-key", KEY).send().await.unwrap();
