@@ -343,6 +343,43 @@ async fn no_data_and_change_rules_find_the_silent_host() {
         (last["kind"].as_str(), last["comment"].as_str()),
         (Some("comment"), Some("looking"))
     );
+    // The same from the command line, straight in the database.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_collector"))
+            .args(["alerts", "--database-url", &app.db_url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["incidents", "--status", "acknowledged", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["incidents"][0]["id"], id, "{listed}");
+    let out = cli(&["resolve", &id.to_string(), "--comment", "fixed the cable"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let detail = app.ok_json(&format!("/api/alerts/incidents/{id}")).await;
+    assert_eq!(detail["incident"]["status"], "resolved", "{detail}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rule.json");
+    std::fs::write(
+        &file,
+        r#"{"name": "x", "kind": "change", "query": "volume", "op": "<"}"#,
+    )
+    .unwrap();
+    let out = cli(&["create", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("value: required"),
+        "{out:?}"
+    );
     // A rule that cannot work says which field and why.
     let (status, bad) = post_rule(
         &app,
