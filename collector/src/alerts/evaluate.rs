@@ -208,6 +208,28 @@ impl Evaluator {
                     })
                     .collect()
             }
+            RuleKind::Scan => {
+                let by_ports = field == "dst_ports";
+                self.fan_out(rule, now - window, now, by_ports)
+                    .await?
+                    .into_iter()
+                    .map(|f| {
+                        let value = if by_ports {
+                            f.dst_ports
+                        } else {
+                            f.dst_addresses
+                        } as f64;
+                        Observation {
+                            holds: judged(f.events) && op.holds(value, threshold),
+                            group: f.src_ip,
+                            value: Some(value),
+                            events: f.events,
+                        }
+                    })
+                    .collect()
+            }
+            RuleKind::NewTalker => self.new_talkers(rule, now, window).await?,
+            RuleKind::Anomaly => self.anomalies(rule, query, now).await?,
             RuleKind::NoData => {
                 let lookback = chrono::Duration::seconds(spec.lookback_secs.unwrap_or(3600) as i64);
                 let expected = figures(
@@ -249,6 +271,141 @@ impl Evaluator {
                 out
             }
         })
+    }
+
+    /// Each group's score: its last complete bucket against the buckets before it.
+    async fn anomalies(
+        &self,
+        rule: &Rule,
+        query: QueryKind,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Observation>, AlertError> {
+        let spec = &rule.spec;
+        let w = spec.window_secs as i64;
+        let bucket = match w {
+            60 => "1m",
+            300 => "5m",
+            _ => "1h",
+        };
+        let k = i64::from(spec.baseline_buckets.unwrap_or(24));
+        let end = DateTime::from_timestamp(now.timestamp().div_euclid(w) * w, 0).unwrap_or(now);
+        let mut params = spec.params.clone();
+        params.insert("bucket".into(), bucket.into());
+        let answer = self
+            .answer(
+                rule,
+                query,
+                end - chrono::Duration::seconds((k + 1) * w),
+                end,
+                &params,
+            )
+            .await?;
+        let field = spec.field();
+        let mut series: Vec<(String, &Value)> = Vec::new();
+        match (answer["groups"].as_array(), spec.group_by()) {
+            (Some(groups), Some(by)) => {
+                for g in groups {
+                    series.push((group_key(&g[by]), &g["series"]));
+                }
+            }
+            _ => series.push((OVERALL.to_string(), &answer["series"])),
+        }
+        let (op, threshold) = (spec.op.unwrap_or(rules::Op::Gt), spec.value.unwrap_or(5.0));
+        let min_baseline = 6;
+        Ok(series
+            .into_iter()
+            .filter_map(|(group, points)| {
+                let points: Vec<(Option<f64>, i64)> = points
+                    .as_array()?
+                    .iter()
+                    .map(|p| figure(p, field))
+                    .collect();
+                let ((current, events), past) = points.split_last()?;
+                // A ratio or a latency of an empty bucket is no figure; a count of one is zero.
+                let baseline: Vec<f64> = past.iter().filter_map(|(v, _)| *v).collect();
+                let score =
+                    current.and_then(|c| super::anomaly::score(field, c, &baseline, min_baseline));
+                Some(Observation {
+                    holds: spec.min_events.is_none_or(|m| *events >= m)
+                        && score.is_some_and(|s| op.holds(s, threshold)),
+                    value: score,
+                    events: *events,
+                    group,
+                })
+            })
+            .collect())
+    }
+
+    /// Sources by fan-out over `[from, to)` with the rule's filters.
+    async fn fan_out(
+        &self,
+        rule: &Rule,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        by_ports: bool,
+    ) -> Result<Vec<crate::query::watch::FanOut>, AlertError> {
+        let params: HashMap<String, String> = rule.spec.params.clone().into_iter().collect();
+        let mut f =
+            crate::query::filters::Filters::parse(&params, &[], to).map_err(QueryError::from)?;
+        f.from = from;
+        f.to = to;
+        f.producers = rule
+            .tenant
+            .as_deref()
+            .map(|t| self.keys.tenant_producers(t).to_vec());
+        let client = self.read_pool.get().await?;
+        Ok(crate::query::watch::fan_out(&client, &f, by_ports, 1000).await?)
+    }
+
+    /// The window's largest talkers (up to 1,000) not seen in the hourly rollup rows of the history before it.
+    async fn new_talkers(
+        &self,
+        rule: &Rule,
+        now: DateTime<Utc>,
+        window: chrono::Duration,
+    ) -> Result<Vec<Observation>, AlertError> {
+        let spec = &rule.spec;
+        let talker = spec.talker();
+        let mut params = spec.params.clone();
+        params.insert("by".into(), talker.into());
+        params.insert("limit".into(), "1000".into());
+        let top = self
+            .answer(rule, QueryKind::TopTalkers, now - window, now, &params)
+            .await?;
+        let current: Vec<(String, i64)> = top["top"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let key = match &t[talker] {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return None,
+                };
+                Some((key, t["events"].as_i64().unwrap_or(0)))
+            })
+            .collect();
+        let values: Vec<String> = current.iter().map(|(k, _)| k.clone()).collect();
+        // History in whole hours, up to the hour the window starts in.
+        let start = now - window;
+        let history_to =
+            DateTime::from_timestamp(start.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(start);
+        let days = chrono::Duration::days(spec.history_days.unwrap_or(7) as i64);
+        let client = self.read_pool.get().await?;
+        let seen =
+            crate::query::watch::seen(&client, talker, &values, history_to - days, history_to)
+                .await?;
+        let (op, threshold) = (spec.op.unwrap_or(rules::Op::Gt), spec.value.unwrap_or(0.0));
+        Ok(current
+            .into_iter()
+            .filter(|(k, _)| !seen.contains(k))
+            .map(|(group, events)| Observation {
+                holds: op.holds(events as f64, threshold),
+                value: Some(events as f64),
+                group,
+                events,
+            })
+            .collect())
     }
 
     /// Records each group's step in one transaction: states, transitions, incidents, outbox.
@@ -424,9 +581,10 @@ impl Evaluator {
     /// The rule's filters narrowed to one group (its `group_by` becomes a filter of the same name).
     fn group_filters(&self, rule: &Rule, group: &str) -> BTreeMap<String, String> {
         let mut params = rule.spec.params.clone();
-        if let Some(by) = params.remove("group_by") {
+        params.remove("group_by");
+        if let Some(filter) = rule.spec.group_filter() {
             if group != NONE && group != OVERALL {
-                params.insert(by, group.to_string());
+                params.insert(filter.to_string(), group.to_string());
             }
         }
         params
@@ -474,6 +632,26 @@ impl Evaluator {
                 spec.op.map_or("", rules::Op::symbol),
                 spec.value.unwrap_or_default()
             ),
+            RuleKind::Anomaly => format!(
+                "anomaly score of {} per {} s {} {}",
+                spec.field(),
+                spec.window_secs,
+                spec.op.map_or("", rules::Op::symbol),
+                spec.value.unwrap_or_default()
+            ),
+            RuleKind::Scan => format!(
+                "{} reached {} {}",
+                spec.field(),
+                spec.op.map_or("", rules::Op::symbol),
+                spec.value.unwrap_or_default()
+            ),
+            RuleKind::NewTalker => format!(
+                "{} not seen in {} days sends {} {} events",
+                spec.talker(),
+                spec.history_days.unwrap_or(7),
+                spec.op.map_or("", rules::Op::symbol),
+                spec.value.unwrap_or_default()
+            ),
             RuleKind::Threshold => format!(
                 "{} {} {}",
                 spec.field(),
@@ -486,7 +664,7 @@ impl Evaluator {
             "event": event,
             "at": now,
             "rule": { "id": rule.id, "name": spec.name, "kind": spec.kind },
-            "group_by": spec.group_by(),
+            "group_by": spec.group_name(),
             "group": o.group,
             "value": o.value,
             "condition": condition,
@@ -520,6 +698,32 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// A group's key: its value as text, [`NONE`] for events without one.
+fn group_key(v: &Value) -> String {
+    match v {
+        Value::Null => NONE.to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `field` of one point or summary of an answer, and its events.
+fn figure(m: &Value, field: &str) -> (Option<f64>, i64) {
+    let events = ["events", "total", "count"]
+        .iter()
+        .find_map(|k| m[*k].as_i64())
+        .unwrap_or(0);
+    let value = match field {
+        "bytes" => {
+            Some(m["bytes_in"].as_f64().unwrap_or(0.0) + m["bytes_out"].as_f64().unwrap_or(0.0))
+        }
+        // An empty bucket has no ratio (the answer says 0).
+        "error_ratio" if events == 0 => None,
+        f => m[f].as_f64(),
+    };
+    (value, events)
+}
+
 /// Each group's figure (and events) in an answer: `groups[]` keyed by their `group_by` value, or the whole
 /// answer as [`OVERALL`].
 pub fn figures(
@@ -527,19 +731,7 @@ pub fn figures(
     group_by: Option<&str>,
     field: &str,
 ) -> BTreeMap<String, (Option<f64>, i64)> {
-    let of = |m: &Value| -> (Option<f64>, i64) {
-        let value = match field {
-            "bytes" => {
-                Some(m["bytes_in"].as_f64().unwrap_or(0.0) + m["bytes_out"].as_f64().unwrap_or(0.0))
-            }
-            f => m[f].as_f64(),
-        };
-        let events = ["events", "total", "count"]
-            .iter()
-            .find_map(|k| m[*k].as_i64())
-            .unwrap_or(0);
-        (value, events)
-    };
+    let of = |m: &Value| figure(m, field);
     let summary = |g: &Value| -> Value {
         if g.get("overall").is_some_and(|o| !o.is_null()) {
             g["overall"].clone()
@@ -550,14 +742,7 @@ pub fn figures(
     match (answer["groups"].as_array(), group_by) {
         (Some(groups), Some(by)) => groups
             .iter()
-            .map(|g| {
-                let key = match &g[by] {
-                    Value::Null => NONE.to_string(),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (key, of(&summary(g)))
-            })
+            .map(|g| (group_key(&g[by]), of(&summary(g))))
             .collect(),
         _ => BTreeMap::from([(OVERALL.to_string(), of(&summary(answer)))]),
     }

@@ -2,11 +2,13 @@
 //! signed webhook notifications kept in an outbox.
 //!
 //! - [`rules`]: what a rule is, its validation and its SQL.
+//! - [`anomaly`]: the robust score `anomaly` rules compare.
 //! - [`state`]: the steps of one group (ok → pending → firing → resolving → ok).
 //! - [`evaluate`]: the cycle, once at a time across collectors, recording steps, incidents and notifications.
 //! - [`incidents`]: listing, acknowledging, resolving and commenting on incidents.
 //! - [`notify`]: delivering the outbox (signatures, retries, giving up).
 
+pub mod anomaly;
 pub mod evaluate;
 pub mod incidents;
 pub mod notify;

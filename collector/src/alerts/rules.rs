@@ -22,6 +22,15 @@ pub enum RuleKind {
     NoData,
     /// `field` over the window divided by the same window `offset_secs` earlier, compared with `op value`.
     Change,
+    /// A source reaching `op value` distinct destination ports (`field: dst_ports`) or addresses
+    /// (`dst_addresses`) in the window.
+    Scan,
+    /// A `talker` (source address, country or AS number, …) not seen in the `history_days` before the window
+    /// sends `op value` events in it.
+    NewTalker,
+    /// The robust score of `field` in the last complete bucket of `window_secs` against the
+    /// `baseline_buckets` before it (`alerts::anomaly`) is `op value` (e.g. `> 5`), per group.
+    Anomaly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -130,6 +139,17 @@ pub struct RuleSpec {
     /// `change`: how much earlier the window compared with is (default one day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset_secs: Option<u64>,
+    /// `new_talker`: what is new: `src_ip` (default), `dst_ip`, `src_country`, `dst_country`, `src_asn`,
+    /// `dst_asn` (the last four with enrichment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talker: Option<String>,
+    /// `new_talker`: how far back a talker counts as seen (default 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_days: Option<u64>,
+    /// `anomaly`: the buckets before the last one it is compared with (default 24; at least 6 with data are
+    /// needed before it scores: the warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_buckets: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Webhook>,
     #[serde(default = "yes")]
@@ -157,6 +177,15 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> RuleError {
     RuleError::Invalid {
         field: field.into(),
         problem: problem.into(),
+    }
+}
+
+/// The figures a rule of `kind` over `query` compares, the first being the default.
+fn fields_for(kind: RuleKind, query: QueryKind) -> &'static [&'static str] {
+    match kind {
+        RuleKind::Scan => &["dst_ports", "dst_addresses"],
+        RuleKind::NewTalker => &["events"],
+        _ => fields_of(query),
     }
 }
 
@@ -197,6 +226,29 @@ impl RuleSpec {
             .filter(|g| !g.is_empty())
     }
 
+    /// `new_talker`'s talker column.
+    pub fn talker(&self) -> &str {
+        self.talker.as_deref().unwrap_or("src_ip")
+    }
+
+    /// What a group of this rule is, as a name (`group_by`'s, `src_ip` for a scan, the talker).
+    pub fn group_name(&self) -> Option<&str> {
+        match self.kind {
+            RuleKind::Scan => Some("src_ip"),
+            RuleKind::NewTalker => Some(self.talker()),
+            _ => self.group_by(),
+        }
+    }
+
+    /// The filter parameter narrowing a read to one group (`src` for a source address).
+    pub fn group_filter(&self) -> Option<&str> {
+        self.group_name().map(|g| match g {
+            "src_ip" => "src",
+            "dst_ip" => "dst",
+            other => other,
+        })
+    }
+
     /// Checks every field; the error names the first that cannot work.
     pub fn validate(&self) -> Result<(), RuleError> {
         let name = self.name.trim();
@@ -212,8 +264,44 @@ impl RuleSpec {
                 ),
             )
         })?;
-        if self.kind == RuleKind::NoData && query != QueryKind::Volume {
-            return Err(invalid("query", "no_data watches volume"));
+        if matches!(
+            self.kind,
+            RuleKind::NoData | RuleKind::Scan | RuleKind::NewTalker
+        ) && query != QueryKind::Volume
+        {
+            return Err(invalid("query", "this kind of rule watches volume"));
+        }
+        if matches!(self.kind, RuleKind::Scan | RuleKind::NewTalker) && self.group_by().is_some() {
+            return Err(invalid(
+                "params.group_by",
+                "a scan is per source, and a new talker per `talker`: no group_by",
+            ));
+        }
+        if self.kind == RuleKind::NewTalker
+            && crate::query::watch::history_of(self.talker()).is_none()
+        {
+            return Err(invalid(
+                "talker",
+                format!(
+                    "{:?} has no history; accepted: src_ip, dst_ip, src_country, dst_country, src_asn, dst_asn",
+                    self.talker()
+                ),
+            ));
+        }
+        if self.kind == RuleKind::Anomaly && ![60, 300, 3600].contains(&self.window_secs) {
+            return Err(invalid(
+                "window_secs",
+                "an anomaly is scored per bucket: 60, 300 or 3600",
+            ));
+        }
+        if self
+            .baseline_buckets
+            .is_some_and(|b| !(6..=288).contains(&b))
+        {
+            return Err(invalid("baseline_buckets", "from 6 to 288"));
+        }
+        if self.history_days.is_some_and(|d| !(1..=90).contains(&d)) {
+            return Err(invalid("history_days", "from 1 to 90"));
         }
         for reserved in ["from", "to", "bucket"] {
             if self.params.contains_key(reserved) {
@@ -242,14 +330,14 @@ impl RuleSpec {
                 "no_data needs the groups it expects to hear from (producer, host, service, …)",
             ));
         }
-        if !fields_of(query).contains(&self.field()) {
+        let fields = fields_for(self.kind, query);
+        if !fields.contains(&self.field()) {
             return Err(invalid(
                 "field",
                 format!(
-                    "{:?} is not in a {} answer; accepted: {}",
+                    "{:?} is not what this rule can compare; accepted: {}",
                     self.field(),
-                    self.query,
-                    fields_of(query).join(", ")
+                    fields.join(", ")
                 ),
             ));
         }

@@ -12,3 +12,4 @@ pub mod logs;
 pub mod plan;
 pub mod series;
 pub mod top_talkers;
+pub mod watch;

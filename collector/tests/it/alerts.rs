@@ -422,3 +422,104 @@ async fn two_collectors_on_one_database_notify_once() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// Two hours of steady traffic from six services in 5-minute buckets (counts and 2% errors drawn from a seeded
+/// generator), then, in the last complete bucket, an error burst on `web` and a port scan from one new source
+/// against `ssh`. The anomaly detector finds the burst (error ratio) and the scan (volume) and nothing else; the
+/// scan and new-talker rules find the scanner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_traffic() {
+    use rand::{Rng, SeedableRng};
+    // The last complete bucket must stay the last while the rules run: not within a minute of its end.
+    let into = chrono::Utc::now().timestamp().rem_euclid(300);
+    if into > 240 {
+        tokio::time::sleep(Duration::from_secs((301 - into) as u64)).await;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let last = now.div_euclid(300) * 300 - 300;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut all = Vec::new();
+    for b in 0..27 {
+        let start = last - (26 - b) * 300;
+        for (service, mean) in [
+            ("web", 40),
+            ("api", 40),
+            ("db", 30),
+            ("auth", 20),
+            ("cache", 60),
+            ("ssh", 10),
+        ] {
+            let n = mean + rng.random_range(-(mean / 5)..=mean / 5);
+            for _ in 0..n {
+                let burst = b == 26 && service == "web";
+                let status = if rng.random::<f64>() < if burst { 0.33 } else { 0.02 } {
+                    503
+                } else {
+                    200
+                };
+                let ts =
+                    chrono::DateTime::from_timestamp(start + rng.random_range(0..300), 0).unwrap();
+                all.push(json!({"timestamp": ts.to_rfc3339(), "src_ip": format!("10.1.0.{}", rng.random_range(1..20)),
+                                "dst_ip": "10.0.0.9", "dst_port": 443, "service": service, "status": status}));
+            }
+        }
+    }
+    for port in 1..=150 {
+        let ts = chrono::DateTime::from_timestamp(last + 60 + port / 10, 0).unwrap();
+        all.push(
+            json!({"timestamp": ts.to_rfc3339(), "src_ip": "203.0.113.50", "dst_ip": "10.0.0.9",
+                        "dst_port": 20000 + port, "service": "ssh", "status": 0}),
+        );
+    }
+    let app = spawn_app_with(|c| c.alert_eval_ms = 300).await;
+    for chunk in all.chunks(1000) {
+        send(&app, &Value::Array(chunk.to_vec()).to_string()).await;
+    }
+    app.wait_rows(all.len() as i64).await;
+    for rule in [
+        json!({"name": "error ratio anomaly", "kind": "anomaly", "query": "error-rate", "params": {"group_by": "service"},
+               "op": ">", "value": 5, "min_events": 10, "window_secs": 300, "baseline_buckets": 24}),
+        json!({"name": "volume anomaly", "kind": "anomaly", "query": "volume", "params": {"group_by": "service"},
+               "op": ">", "value": 5, "window_secs": 300, "baseline_buckets": 24}),
+        json!({"name": "port scan", "kind": "scan", "field": "dst_ports", "op": ">=", "value": 100, "window_secs": 900}),
+        json!({"name": "new source", "kind": "new_talker", "talker": "src_ip", "op": ">=", "value": 50,
+               "window_secs": 900, "history_days": 1}),
+    ] {
+        let (status, body) = post_rule(&app, rule).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Every rule evaluated a few times, then what fired.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let open = app.ok_json("/api/alerts/incidents?status=open").await;
+    let mut fired: Vec<(String, String)> = open["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["rule_name"].as_str().unwrap().to_string(),
+                i["group"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    fired.sort();
+    let want: Vec<(String, String)> = [
+        ("error ratio anomaly", "web"),
+        ("new source", "203.0.113.50"),
+        ("port scan", "203.0.113.50"),
+        ("volume anomaly", "ssh"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(fired, want, "{open}");
+    // No steady service went even pending (the burst and the scan were scored against the same baselines).
+    let scored = app
+        .count(
+            "SELECT count(*) FROM alert_transitions t JOIN alert_rules r ON r.id = t.rule_id
+             WHERE r.name LIKE '%anomaly' AND t.group_key NOT IN ('web', 'ssh')",
+        )
+        .await;
+    assert_eq!(scored, 0, "no steady service went pending or firing");
+    app.stop().await.unwrap();
+}

@@ -1,0 +1,98 @@
+//! Reads behind two alert kinds that no `/metrics/*` answer gives: sources fanning out to many ports or
+//! addresses (a scan), and talkers not seen before (novelty).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+
+use super::filters::Filters;
+use super::plan::{self, Table};
+use crate::db::DbError;
+
+/// One source's fan-out over a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOut {
+    pub src_ip: String,
+    pub dst_ports: i64,
+    pub dst_addresses: i64,
+    pub events: i64,
+}
+
+/// Sources with the most distinct destination ports (`by_ports`) or addresses in `f`'s window and filters,
+/// `limit` at most. Read from the raw events (no rollup keeps sources by port): its cost grows with the
+/// window's events, so scan rules keep short windows.
+pub async fn fan_out(
+    client: &impl GenericClient,
+    f: &Filters,
+    by_ports: bool,
+    limit: i64,
+) -> Result<Vec<FanOut>, DbError> {
+    let mut w = plan::filter(f, Table::Raw, 60);
+    w.and("src_ip IS NOT NULL");
+    let order = if by_ports { 2 } else { 3 };
+    let limit = w.bind(limit);
+    let sql = format!(
+        "SELECT host(src_ip), count(DISTINCT dst_port), count(DISTINCT dst_ip), count(*)
+         FROM comm_logs{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",
+        w.where_clause()
+    );
+    Ok(client
+        .query(&sql, &w.params())
+        .await?
+        .iter()
+        .map(|r| FanOut {
+            src_ip: r.get(0),
+            dst_ports: r.get(1),
+            dst_addresses: r.get(2),
+            events: r.get(3),
+        })
+        .collect())
+}
+
+/// A talker column whose history [`seen`] can look up, and where: the hourly rows of the rollup keyed by it.
+pub fn history_of(talker: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    // (table, column, the column's type for the values given as text)
+    Some(match talker {
+        "src_ip" => ("comm_rollup_src", "src_ip", "inet"),
+        "dst_ip" => ("comm_rollup_dst", "dst_ip", "inet"),
+        "src_country" => ("comm_rollup_geo", "src_country", "text"),
+        "dst_country" => ("comm_rollup_geo", "dst_country", "text"),
+        "src_asn" => ("comm_rollup_geo", "src_asn", "int8"),
+        "dst_asn" => ("comm_rollup_geo", "dst_asn", "int8"),
+        _ => return None,
+    })
+}
+
+/// Which of `values` of `talker` appear in [`from`, `to`): in its rollup's hourly rows, or in the deltas not
+/// merged into them yet (a backfill just sent).
+pub async fn seen(
+    client: &impl GenericClient,
+    talker: &str,
+    values: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<HashSet<String>, DbError> {
+    let Some((table, column, kind)) = history_of(talker) else {
+        return Ok(HashSet::new());
+    };
+    let text = if kind == "inet" {
+        format!("host({column})")
+    } else {
+        format!("{column}::text")
+    };
+    let sql = format!(
+        "SELECT {text} FROM {table}
+         WHERE res = 3600 AND bucket >= $1 AND bucket < $2 AND {column} = ANY($3::text[]::{kind}[])
+         UNION
+         SELECT {text} FROM {table}_delta
+         WHERE bucket >= $1 AND bucket < $2 AND {column} = ANY($3::text[]::{kind}[])"
+    );
+    let values: Vec<String> = values.to_vec();
+    Ok(client
+        .query(&sql, &[&from, &to, &values])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
