@@ -58,7 +58,7 @@ mod tests {
         assert!(score("events", 120.0, &steady, 6).unwrap() > 10.0);
         assert!(score("events", 46.0, &steady, 6).unwrap().abs() < 3.0);
         assert!(
-            score("events", 5.0, &steady, 6).unwrap() < -8.0,
+            score("events", 5.0, &steady, 6).unwrap() < -5.0,
             "a drop is negative"
         );
         // One past burst in the baseline does not hide the next.
