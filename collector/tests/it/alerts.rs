@@ -67,14 +67,34 @@ fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
 }
 
 async fn receiver(fail_first: usize) -> Receiver {
+    receiver_with(fail_first, false).await
+}
+
+/// [`receiver`]; with `hang_first`, the first request is recorded and then never answered in time.
+async fn receiver_with(fail_first: usize, hang_first: bool) -> Receiver {
     let got: Arc<Mutex<Vec<Got>>> = Arc::default();
     let failures = Arc::new(AtomicUsize::new(fail_first));
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(hang_first));
     let record = got.clone();
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let (record, failures) = (record.clone(), failures.clone());
+            let (record, failures, hang) = (record.clone(), failures.clone(), hang.clone());
             async move {
+                if hang.swap(false, Ordering::SeqCst) {
+                    record.lock().unwrap().push(Got {
+                        delivery: headers
+                            .get("x-collector-delivery")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string(),
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        signed: verify(&headers, &body),
+                        accepted: false,
+                    });
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return StatusCode::NO_CONTENT;
+                }
                 let fail = failures
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
@@ -522,4 +542,76 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
         .await;
     assert_eq!(scored, 0, "no steady service went pending or firing");
     app.stop().await.unwrap();
+}
+
+/// A collector killed (SIGKILL) while its notification is in flight records nothing of that attempt: the next
+/// collector sends it, under the same id, and the receiver accepts it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_mid_delivery_leaves_the_notification_to_the_next() {
+    use crate::support::app::{KEY, PRODUCER};
+    use crate::support::binary;
+    let hook = receiver_with(0, true).await;
+    let db_url = pg::fresh_database().await;
+    let env = vec![
+        ("DATABASE_URL", db_url.clone()),
+        ("COLLECTOR_API_KEYS", format!("{PRODUCER}:{KEY}")),
+        ("COLLECTOR_ALERT_EVAL_MS", "200".to_string()),
+    ];
+    let (mut a, url_a) = binary::serve(&env, &[]).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{url_a}/api/alerts/rules"))
+        .header("x-api-key", KEY)
+        .json(&json!({"name": "any traffic", "kind": "threshold", "query": "volume", "op": ">=", "value": 1,
+                      "window_secs": 300, "webhook": {"url": hook.url, "secret": SECRET}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(format!("{url_a}/ingest"))
+        .header("x-api-key", KEY)
+        .body(events("web", "h1", &[200; 3], None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The notification reaches the receiver, which holds it; the collector dies meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hook.got().is_empty() {
+        assert!(Instant::now() < deadline, "no delivery attempted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill().unwrap();
+    let _ = tokio::task::spawn_blocking(move || a.wait()).await;
+    let (b, _) = binary::serve(&env, &[]).await;
+    let got = hook.wait_accepted(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got_later = hook.got();
+    assert_eq!(
+        got_later.len(),
+        got.len(),
+        "nothing more sent: {got_later:#?}"
+    );
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].delivery, got[1].delivery, "the same id");
+    assert!(got[1].accepted && got[1].signed);
+    let db = pg::connect(&db_url).await;
+    let row = db
+        .query_one(
+            "SELECT count(*), min(attempts), bool_and(delivered_at IS NOT NULL) FROM alert_outbox",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, bool>(2)
+        ),
+        (1, 1, true),
+        "one notification, its killed attempt unrecorded"
+    );
+    binary::terminate(b).await;
 }
