@@ -51,6 +51,8 @@ pub enum Suite {
     Queries,
     /// Ingest with GeoIP, ASN, a threat list and redaction against plain ingest (its own section).
     Enrich,
+    /// Ingest with 50 alert rules evaluated every 10 s against none, and one cycle's time (its own section).
+    Alerts,
 }
 
 /// The API key the benchmark's collector accepts.

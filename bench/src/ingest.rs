@@ -55,12 +55,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         Suite::Enrich => Some(crate::enrich::run(&args, &url, &pool).await?),
         _ => None,
     };
+    let alerts_section = match args.suite {
+        Suite::Alerts => Some(crate::alerts::run(&args, &url, &pool).await?),
+        _ => None,
+    };
     let ingest_section = match args.suite {
-        Suite::Queries | Suite::Enrich => None,
+        Suite::Queries | Suite::Enrich | Suite::Alerts => None,
         _ => Some(ingest(&args, &cfg, &pool, &url).await?),
     };
     let queries_section = match args.suite {
-        Suite::Ingest | Suite::Enrich => None,
+        Suite::Ingest | Suite::Enrich | Suite::Alerts => None,
         _ => {
             truncate(&pool).await?;
             Some(queries::run(&pool, &url, &cfg, args.query_rows, args.seed).await?)
@@ -87,7 +91,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let mut report = header(&args, &cfg, &pg_version)
         + &section(&previous, "ingest", ingest_new)
         + &section(&previous, "ingest-pinned", pinned_new)
-        + &section(&previous, "enrich", enrich_section);
+        + &section(&previous, "enrich", enrich_section)
+        + &section(&previous, "alerts", alerts_section);
     for rows in sizes {
         let new = (rows == args.query_rows)
             .then(|| queries_section.clone())

@@ -3,6 +3,7 @@
 //! writes BENCHMARKS.md. Run by `scripts/bench.sh`; not part of the collector's binary. Nothing here is a test:
 //! no figure is asserted.
 
+mod alerts;
 mod args;
 mod baseline;
 mod data;

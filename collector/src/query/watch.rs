@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
 use super::filters::Filters;
-use super::plan::{self, Table};
+use super::plan::{self, Table, Tail};
 use crate::db::DbError;
+use crate::rollup::catalog::Dims;
 
 /// One source's fan-out over a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,23 +21,47 @@ pub struct FanOut {
 }
 
 /// Sources with the most distinct destination ports (`by_ports`) or addresses in `f`'s window and filters,
-/// `limit` at most. Read from the raw events (no rollup keeps sources by port): its cost grows with the
-/// window's events, so scan rules keep short windows.
+/// `limit` at most. Addresses come from the pair rollup when the filters allow it (its window widened to whole
+/// 5 minutes; `dst_ports` is then 0): its rows per bucket are the distinct pairs, far fewer than the events.
+/// Ports are read from the raw events (no rollup keeps sources by port): that read grows with the window's
+/// events, so port-scan rules keep short windows.
 pub async fn fan_out(
     client: &impl GenericClient,
     f: &Filters,
     by_ports: bool,
     limit: i64,
 ) -> Result<Vec<FanOut>, DbError> {
-    let mut w = plan::filter(f, Table::Raw, 60);
+    let pairs = Table::choose(f, Dims::SRC_IP.with(Dims::DST_IP), false, 300);
+    let (table, f) = if !by_ports && pairs.is_rollup() {
+        let mut aligned = f.clone();
+        let floor = |t: DateTime<Utc>| {
+            DateTime::from_timestamp(t.timestamp().div_euclid(300) * 300, 0).unwrap_or(t)
+        };
+        aligned.from = floor(f.from);
+        aligned.to = floor(f.to + chrono::Duration::seconds(299));
+        (pairs, aligned)
+    } else {
+        (Table::Raw, f.clone())
+    };
+    let tail = Tail::read(client, table).await?;
+    let mut w = plan::filter(&f, table, 300);
     w.and("src_ip IS NOT NULL");
-    let order = if by_ports { 2 } else { 3 };
     let limit = w.bind(limit);
-    let sql = format!(
-        "SELECT host(src_ip), count(DISTINCT dst_port), count(DISTINCT dst_ip), count(*)
-         FROM comm_logs{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",
-        w.where_clause()
-    );
+    let sql = if table.is_rollup() {
+        format!(
+            "SELECT host(src_ip), 0::int8, count(DISTINCT dst_ip), sum(events)::int8
+             FROM {}{} GROUP BY src_ip ORDER BY 3 DESC, 1 LIMIT {limit}",
+            table.name(tail),
+            w.where_clause()
+        )
+    } else {
+        let order = if by_ports { 2 } else { 3 };
+        format!(
+            "SELECT host(src_ip), count(DISTINCT dst_port), count(DISTINCT dst_ip), count(*)
+             FROM comm_logs{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",
+            w.where_clause()
+        )
+    };
     Ok(client
         .query(&sql, &w.params())
         .await?

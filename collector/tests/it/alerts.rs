@@ -296,14 +296,15 @@ async fn no_data_and_change_rules_find_the_silent_host() {
     let (status, silent) = post_rule(
         &app,
         json!({"name": "silent host", "kind": "no_data", "query": "volume", "params": {"group_by": "host"},
-               "window_secs": 300, "lookback_secs": 3600}),
+               "window_secs": 300, "lookback_secs": 3600, "cooldown_secs": 0}),
     )
     .await;
     assert_eq!(status, 201, "{silent}");
     let (status, drop) = post_rule(
         &app,
         json!({"name": "traffic halved", "kind": "change", "query": "volume", "params": {"group_by": "host"},
-               "field": "events", "op": "<", "value": 0.5, "window_secs": 300, "offset_secs": 600}),
+               "field": "events", "op": "<", "value": 0.5, "window_secs": 300, "offset_secs": 600,
+               "cooldown_secs": 0}),
     )
     .await;
     assert_eq!(status, 201, "{drop}");
@@ -400,6 +401,20 @@ async fn no_data_and_change_rules_find_the_silent_host() {
         String::from_utf8_lossy(&out.stderr).contains("value: required"),
         "{out:?}"
     );
+    // The quiet host sends again, as much as before: both rules resolve (their states are back to ok).
+    send(&app, &events("web", "quiet", &[200; 20], None)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app
+        .count(
+            "SELECT count(*) FROM alert_transitions WHERE group_key = 'quiet' AND to_state = 'ok'",
+        )
+        .await
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the rules did not resolve");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.count("SELECT count(*) FROM alert_states").await, 0);
     // A rule that cannot work says which field and why.
     let (status, bad) = post_rule(
         &app,
@@ -444,9 +459,10 @@ async fn two_collectors_on_one_database_notify_once() {
 }
 
 /// Two hours of steady traffic from six services in 5-minute buckets (counts and 2% errors drawn from a seeded
-/// generator), then, in the last complete bucket, an error burst on `web` and a port scan from one new source
-/// against `ssh`. The anomaly detector finds the burst (error ratio) and the scan (volume) and nothing else; the
-/// scan and new-talker rules find the scanner.
+/// generator), then, in the last complete bucket, an error burst on `web`, a port scan from one new source against
+/// `ssh` and an address sweep from another (`smb`, a service not seen before). The anomaly detector finds the
+/// burst (error ratio) and the two scans (volume) and nothing else; the scan and new-talker rules find the
+/// scanners, and their incidents resolve once the scanners' events are gone or known.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_traffic() {
     use rand::{Rng, SeedableRng};
@@ -491,6 +507,11 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
                         "dst_port": 20000 + port, "service": "ssh", "status": 0}),
         );
     }
+    for host in 1..=120 {
+        let ts = chrono::DateTime::from_timestamp(last + 120 + host / 10, 0).unwrap();
+        all.push(json!({"timestamp": ts.to_rfc3339(), "src_ip": "203.0.113.60",
+                        "dst_ip": format!("10.2.0.{host}"), "dst_port": 445, "service": "smb", "status": 0}));
+    }
     let app = spawn_app_with(|c| c.alert_eval_ms = 300).await;
     for chunk in all.chunks(1000) {
         send(&app, &Value::Array(chunk.to_vec()).to_string()).await;
@@ -501,9 +522,12 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
                "op": ">", "value": 5, "min_events": 10, "window_secs": 300, "baseline_buckets": 24}),
         json!({"name": "volume anomaly", "kind": "anomaly", "query": "volume", "params": {"group_by": "service"},
                "op": ">", "value": 5, "window_secs": 300, "baseline_buckets": 24}),
-        json!({"name": "port scan", "kind": "scan", "field": "dst_ports", "op": ">=", "value": 100, "window_secs": 900}),
+        json!({"name": "port scan", "kind": "scan", "field": "dst_ports", "op": ">=", "value": 100, "window_secs": 900,
+               "cooldown_secs": 0}),
+        json!({"name": "address sweep", "kind": "scan", "field": "dst_addresses", "op": ">=", "value": 100,
+               "window_secs": 900, "cooldown_secs": 0}),
         json!({"name": "new source", "kind": "new_talker", "talker": "src_ip", "op": ">=", "value": 50,
-               "window_secs": 900, "history_days": 1}),
+               "window_secs": 900, "history_days": 1, "cooldown_secs": 0}),
     ] {
         let (status, body) = post_rule(&app, rule).await;
         assert_eq!(status, 201, "{body}");
@@ -524,9 +548,12 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
         .collect();
     fired.sort();
     let want: Vec<(String, String)> = [
+        ("address sweep", "203.0.113.60"),
         ("error ratio anomaly", "web"),
         ("new source", "203.0.113.50"),
+        ("new source", "203.0.113.60"),
         ("port scan", "203.0.113.50"),
+        ("volume anomaly", "smb"),
         ("volume anomaly", "ssh"),
     ]
     .iter()
@@ -537,10 +564,38 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
     let scored = app
         .count(
             "SELECT count(*) FROM alert_transitions t JOIN alert_rules r ON r.id = t.rule_id
-             WHERE r.name LIKE '%anomaly' AND t.group_key NOT IN ('web', 'ssh')",
+             WHERE r.name LIKE '%anomaly' AND t.group_key NOT IN ('web', 'ssh', 'smb')",
         )
         .await;
     assert_eq!(scored, 0, "no steady service went pending or firing");
+    // The scanner's events gone from the window, and the scanner found in the history: both rules resolve.
+    app.db
+        .batch_execute(
+            "DELETE FROM comm_logs WHERE src_ip = '203.0.113.50';
+             DELETE FROM comm_rollup_pair WHERE src_ip = '203.0.113.60';
+             DELETE FROM comm_rollup_pair_delta WHERE src_ip = '203.0.113.60';
+             INSERT INTO comm_rollup_src (res, bucket, src_ip, events, bytes_in, bytes_out, errors, client_errors)
+             SELECT 3600, date_trunc('hour', now()) - interval '3 hours', ip::inet, 1, 0, 0, 0, 0
+             FROM unnest(ARRAY['203.0.113.50', '203.0.113.60']) AS ip",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resolved = app.ok_json("/api/alerts/incidents?status=resolved").await;
+        let mut names: Vec<&str> = resolved["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["rule_name"].as_str().unwrap())
+            .collect();
+        names.sort_unstable();
+        if names == ["address sweep", "new source", "new source", "port scan"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{resolved}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     app.stop().await.unwrap();
 }
 
