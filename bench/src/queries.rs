@@ -19,7 +19,13 @@ use collector::telemetry::Stats;
 
 use crate::args::KEY;
 /// Events per generated batch and per COPY.
-const LOAD_BATCH: usize = 20_000;
+pub(crate) const LOAD_BATCH: usize = 20_000;
+
+/// The time between two loaded events, for `rows` over the day [`load`] fills.
+pub(crate) fn load_step_us(rows: usize) -> i64 {
+    let span_us: i64 = 24 * 3_600_000_000 + 300_000_000;
+    (span_us / rows.max(1) as i64).max(1)
+}
 
 /// Loads `rows` events spread evenly over the 24 hours before now; returns the load rate in events/s and the
 /// newest event's time (Unix microseconds).
@@ -30,8 +36,7 @@ pub async fn load(
     seed: u64,
 ) -> anyhow::Result<(f64, i64)> {
     let end_us = chrono::Utc::now().timestamp_micros() - 60_000_000;
-    let span_us: i64 = 24 * 3_600_000_000 + 300_000_000;
-    let step_us = (span_us / rows.max(1) as i64).max(1);
+    let step_us = load_step_us(rows);
     let start_us = end_us - step_us * rows as i64;
     let limits = cfg.build_limits();
     // Nothing is stored yet: pairs are sealed from where the data starts (db/migrations/0008_pairs.sql).

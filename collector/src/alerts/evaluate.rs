@@ -346,8 +346,9 @@ impl Evaluator {
                 let ((current, events), past) = points.split_last()?;
                 // A ratio or a latency of an empty bucket is no figure; a count of one is zero.
                 let baseline: Vec<f64> = past.iter().filter_map(|(v, _)| *v).collect();
-                let score =
-                    current.and_then(|c| super::anomaly::score(field, c, &baseline, min_baseline));
+                let score = current.and_then(|c| {
+                    super::anomaly::score(field, c, *events, &baseline, min_baseline)
+                });
                 Some(Observation {
                     holds: spec.min_events.is_none_or(|m| *events >= m)
                         && score.is_some_and(|s| op.holds(s, threshold)),
