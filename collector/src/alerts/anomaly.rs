@@ -30,7 +30,13 @@ pub fn floor(field: &str, median: f64, events: i64) -> f64 {
     match field {
         "error_ratio" => {
             let n = events.max(1) as f64;
-            let p = median.clamp(1.0 / n, 1.0 - 1.0 / n.max(2.0));
+            // At least one event's worth away from 0 and 1; a bucket of one event or none: the widest, p = ½.
+            let edge = (1.0 / n).min(0.5);
+            let p = if median.is_finite() {
+                median.clamp(edge, 1.0 - edge)
+            } else {
+                0.5
+            };
             (p * (1.0 - p) / n).sqrt()
         }
         "p50" | "p90" | "p95" | "p99" | "max" => (median.abs() / 10.0).max(1.0),
@@ -78,5 +84,14 @@ mod tests {
         // One error in a bucket after an error-free past is not news.
         assert!(score("error_ratio", 1.0 / 40.0, 40, &[0.0; 12], 6).unwrap() < 2.0);
         assert_eq!(score("events", 1.0, 1, &steady[..3], 6), None, "warming up");
+        // Buckets of one event or none have a floor, not a panic.
+        for events in [0, 1, 2] {
+            for median in [0.0, 0.5, 1.0, f64::NAN] {
+                assert!(
+                    floor("error_ratio", median, events) > 0.0,
+                    "{events} {median}"
+                );
+            }
+        }
     }
 }

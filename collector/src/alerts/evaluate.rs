@@ -84,8 +84,16 @@ impl Evaluator {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            if let Err(e) = self.cycle().await {
-                tracing::warn!(error = %e, "Alert evaluation failed; retried next cycle");
+            // Its own task: a panic in one cycle is logged, and the next cycle runs.
+            let this = self.clone();
+            match tokio::spawn(async move { this.cycle().await }).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Alert evaluation failed; retried next cycle")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Alert evaluation failed; retried next cycle")
+                }
             }
         }
     }
@@ -94,18 +102,19 @@ impl Evaluator {
     /// turn).
     pub async fn cycle(&self) -> Result<Option<usize>, AlertError> {
         let started = Instant::now();
-        let lock = self.pool.get().await?;
-        let got: bool = lock
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&locks::ALERTS])
+        // A transaction-level lock, held by a transaction left open for the cycle: however the cycle ends (an
+        // error, a panic, the collector's death), the transaction ends and the lock with it.
+        let mut lock = self.pool.get().await?;
+        let turn = lock.transaction().await?;
+        let got: bool = turn
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&locks::ALERTS])
             .await?
             .get(0);
         if !got {
             return Ok(None);
         }
         let result = self.evaluate_all().await;
-        let _ = lock
-            .execute("SELECT pg_advisory_unlock($1)", &[&locks::ALERTS])
-            .await;
+        let _ = turn.rollback().await;
         self.stats.cycle(started.elapsed());
         result.map(Some)
     }

@@ -19,6 +19,6 @@ pub const API_KEYS: i64 = 0x6170_695f_6b65_7973;
 /// the others pass their turn.
 pub const RETENTION: i64 = 0x7265_7465_6e74_696f;
 
-/// Held (session-level) for an alert evaluation cycle: several collectors on one database evaluate, and notify,
-/// once.
+/// Held (transaction-level, by a transaction open for the cycle) for an alert evaluation cycle: several
+/// collectors on one database evaluate once.
 pub const ALERTS: i64 = 0x616c_6572_7473_0001;
