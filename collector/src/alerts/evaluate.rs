@@ -656,42 +656,7 @@ impl Evaluator {
         };
         let id = uuid::Uuid::new_v4();
         let spec = &rule.spec;
-        let condition = match spec.kind {
-            RuleKind::NoData => format!("no events for {} s", spec.window_secs),
-            RuleKind::Change => format!(
-                "{} now ÷ {} s earlier {} {}",
-                spec.field(),
-                spec.offset_secs.unwrap_or(86_400),
-                spec.op.map_or("", rules::Op::symbol),
-                spec.value.unwrap_or_default()
-            ),
-            RuleKind::Anomaly => format!(
-                "anomaly score of {} per {} s {} {}",
-                spec.field(),
-                spec.window_secs,
-                spec.op.map_or("", rules::Op::symbol),
-                spec.value.unwrap_or_default()
-            ),
-            RuleKind::Scan => format!(
-                "{} reached {} {}",
-                spec.field(),
-                spec.op.map_or("", rules::Op::symbol),
-                spec.value.unwrap_or_default()
-            ),
-            RuleKind::NewTalker => format!(
-                "{} not seen in {} days sends {} {} events",
-                spec.talker(),
-                spec.history_days.unwrap_or(7),
-                spec.op.map_or("", rules::Op::symbol),
-                spec.value.unwrap_or_default()
-            ),
-            RuleKind::Threshold => format!(
-                "{} {} {}",
-                spec.field(),
-                spec.op.map_or("", rules::Op::symbol),
-                spec.value.unwrap_or_default()
-            ),
-        };
+        let condition = spec.condition();
         let payload = json!({
             "id": id.to_string(),
             "event": event,

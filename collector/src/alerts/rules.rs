@@ -226,6 +226,36 @@ impl RuleSpec {
             .filter(|g| !g.is_empty())
     }
 
+    /// The condition in words, for notifications: `error_ratio > 0.05`, `no events for 300 s`, ….
+    pub fn condition(&self) -> String {
+        let against = format!(
+            "{} {}",
+            self.op.map_or("", Op::symbol),
+            self.value.unwrap_or_default()
+        );
+        let field = self.field();
+        match self.kind {
+            RuleKind::NoData => format!("no events for {} s", self.window_secs),
+            RuleKind::Threshold => format!("{field} {against}"),
+            RuleKind::Change => format!(
+                "{field} now ÷ {} s earlier {against}",
+                self.offset_secs.unwrap_or(86_400)
+            ),
+            RuleKind::Anomaly => {
+                format!(
+                    "anomaly score of {field} per {} s {against}",
+                    self.window_secs
+                )
+            }
+            RuleKind::Scan => format!("{field} reached {against}"),
+            RuleKind::NewTalker => format!(
+                "{} not seen in {} days sends {against} events",
+                self.talker(),
+                self.history_days.unwrap_or(7)
+            ),
+        }
+    }
+
     /// `new_talker`'s talker column.
     pub fn talker(&self) -> &str {
         self.talker.as_deref().unwrap_or("src_ip")

@@ -81,23 +81,11 @@ async fn receiver_with(fail_first: usize, hang_first: bool) -> Receiver {
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
             let (record, failures, hang) = (record.clone(), failures.clone(), hang.clone());
             async move {
-                if hang.swap(false, Ordering::SeqCst) {
-                    record.lock().unwrap().push(Got {
-                        delivery: headers
-                            .get("x-collector-delivery")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string(),
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                        signed: verify(&headers, &body),
-                        accepted: false,
-                    });
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    return StatusCode::NO_CONTENT;
-                }
-                let fail = failures
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
+                let hung = hang.swap(false, Ordering::SeqCst);
+                let fail = !hung
+                    && failures
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
                 record.lock().unwrap().push(Got {
                     delivery: headers
                         .get("x-collector-delivery")
@@ -106,8 +94,11 @@ async fn receiver_with(fail_first: usize, hang_first: bool) -> Receiver {
                         .to_string(),
                     body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                     signed: verify(&headers, &body),
-                    accepted: !fail,
+                    accepted: !hung && !fail,
                 });
+                if hung {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
                 if fail {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
@@ -142,6 +133,23 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// (rule name, group) of each incident in an `/api/alerts/incidents` answer, sorted.
+fn fired(answer: &Value) -> Vec<(String, String)> {
+    let mut fired: Vec<(String, String)> = answer["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["rule_name"].as_str().unwrap().to_string(),
+                i["group"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    fired.sort();
+    fired
 }
 
 async fn post_rule(app: &TestApp, rule: Value) -> (u16, Value) {
@@ -317,18 +325,7 @@ async fn no_data_and_change_rules_find_the_silent_host() {
         assert!(Instant::now() < deadline, "{open}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let mut fired: Vec<(String, String)> = open["incidents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["rule_name"].as_str().unwrap().to_string(),
-                i["group"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    fired.sort();
+    let fired = fired(&open);
     assert_eq!(
         fired,
         [
@@ -535,18 +532,7 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
     // Every rule evaluated a few times, then what fired.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let open = app.ok_json("/api/alerts/incidents?status=open").await;
-    let mut fired: Vec<(String, String)> = open["incidents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["rule_name"].as_str().unwrap().to_string(),
-                i["group"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    fired.sort();
+    let fired = fired(&open);
     let want: Vec<(String, String)> = [
         ("address sweep", "203.0.113.60"),
         ("error ratio anomaly", "web"),
