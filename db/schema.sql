@@ -138,8 +138,8 @@ CREATE FUNCTION public.comm_rollup_rebuild(from_ts timestamp with time zone, to_
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM comm_rollup_rebuild_before_geo(from_ts, to_ts);
-    PERFORM comm_rollup_geo_rebuild(from_ts, to_ts);
+    PERFORM comm_rollup_rebuild_before_src_port(from_ts, to_ts);
+    PERFORM comm_rollup_src_port_rebuild(from_ts, to_ts);
 END
 $$;
 
@@ -164,6 +164,20 @@ BEGIN
     INSERT INTO comm_rollup_pair_top_pending
     SELECT DISTINCT res, bucket FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts
     ON CONFLICT DO NOTHING;
+END
+$$;
+
+
+--
+-- Name: comm_rollup_rebuild_before_src_port(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_rebuild_before_src_port(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM comm_rollup_rebuild_before_geo(from_ts, to_ts);
+    PERFORM comm_rollup_geo_rebuild(from_ts, to_ts);
 END
 $$;
 
@@ -239,6 +253,29 @@ BEGIN
                count(*) FILTER (WHERE status >= 500), count(*) FILTER (WHERE status BETWEEN 400 AND 499)
         FROM comm_logs WHERE ts >= from_ts AND ts < to_ts GROUP BY 2, 3;
     END LOOP;
+END
+$$;
+
+
+--
+-- Name: comm_rollup_src_port_rebuild(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_src_port_rebuild(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    upto timestamptz := least(to_ts, (SELECT sealed_to FROM comm_pair_seal));
+BEGIN
+    DELETE FROM comm_rollup_src_port WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_src_port_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    INSERT INTO comm_rollup_src_port
+    SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)), l.src_ip, l.dst_port, count(*),
+           coalesce(sum(l.bytes_in), 0)::int8, coalesce(sum(l.bytes_out), 0)::int8,
+           count(*) FILTER (WHERE l.status >= 500), count(*) FILTER (WHERE l.status BETWEEN 400 AND 499)
+    FROM comm_logs AS l, (VALUES (300), (3600)) AS t(res)
+    WHERE l.ts >= from_ts AND l.ts < upto
+    GROUP BY 1, 2, 3, 4;
 END
 $$;
 
@@ -839,6 +876,42 @@ CREATE TABLE public.comm_rollup_src_net_delta (
 
 
 --
+-- Name: comm_rollup_src_port; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_port (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    dst_port integer,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL
+)
+WITH (fillfactor='70');
+
+
+--
+-- Name: comm_rollup_src_port_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_src_port_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    src_ip inet,
+    dst_port integer,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    gen timestamp with time zone
+);
+
+
+--
 -- Name: comm_rollup_src_top; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1095,6 +1168,14 @@ ALTER TABLE ONLY public.comm_rollup_src
 
 ALTER TABLE ONLY public.comm_rollup_src_net
     ADD CONSTRAINT comm_rollup_src_net_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_net);
+
+
+--
+-- Name: comm_rollup_src_port comm_rollup_src_port_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_src_port
+    ADD CONSTRAINT comm_rollup_src_port_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_ip, dst_port);
 
 
 --

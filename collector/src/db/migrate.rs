@@ -91,6 +91,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "alerts",
         include_str!("../../../db/migrations/0017_alerts.sql"),
     ),
+    (
+        18,
+        "sources by port",
+        include_str!("../../../db/migrations/0018_src_ports.sql"),
+    ),
 ];
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers

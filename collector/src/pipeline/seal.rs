@@ -1,7 +1,7 @@
-//! The pair seal: source × destination pairs are rolled up from `comm_logs` a few seconds behind now rather than
-//! by each writer (with thousands of pairs a flush, per-flush deltas would cost more than the COPY). Writers roll
-//! up only the late events the seal has already passed. The protocol, its locks and bounds are described in
-//! `db/migrations/0008_pairs.sql`.
+//! The seal: source × destination pairs and sources × ports are rolled up from `comm_logs` a few seconds behind
+//! now rather than by each writer (with thousands of them a flush, per-flush deltas would cost more than the
+//! COPY). Writers roll up only the late events the seal has already passed. The protocol, its locks and bounds
+//! are described in `db/migrations/0008_pairs.sql`; both sealed shapes share one bound (0018_src_ports.sql).
 
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use super::deltas::Groups;
 use super::store::{key_arrays, write_shape, Columns, Write};
 use super::top_lists;
 use crate::db::{locks, us_to_datetime, DbError};
-use crate::rollup::catalog::{self, MAX_ROW_BYTES};
+use crate::rollup::catalog::{self, Shape, MAX_ROW_BYTES};
 
-/// Seals the pair rollup up to `lag` before now, an hour of events at most; returns whether it moved.
+/// Seals the sealed rollups up to `lag` before now, an hour of events at most; returns whether it moved.
 pub async fn seal_pairs(pool: &Pool, lag: Duration) -> Result<bool, DbError> {
     let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
     let mut client = pool.get().await?;
@@ -59,7 +59,7 @@ async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Resul
     let rows = pair_seal_commit(&*client, from, to).await?;
     client.batch_execute("COMMIT").await?;
     unlock(client).await?;
-    tracing::debug!(%from, %to, rows, "Pairs sealed");
+    tracing::debug!(%from, %to, rows, "Sealed");
     Ok(true)
 }
 
@@ -88,13 +88,14 @@ pub async fn pair_seal_bounds(client: &impl GenericClient) -> Result<(i64, i64),
     Ok((sealing.timestamp_micros(), sealed.timestamp_micros()))
 }
 
-/// Appends a writer's pair deltas; `gen` marks those of a seal in progress, which count once it has committed.
-pub async fn insert_pair_deltas(
+/// Appends a writer's deltas of a sealed `shape`; `gen` marks those of a seal in progress, which count once it
+/// has committed.
+pub async fn insert_sealed_deltas(
     client: &impl GenericClient,
+    shape: &Shape,
     groups: &Groups<'_>,
     gen: Option<i64>,
 ) -> Result<(), DbError> {
-    let shape = &catalog::PAIR;
     let keys = key_arrays(shape, groups);
     let keys: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|b| &**b as _).collect();
     let gen = vec![gen.map(us_to_datetime); groups.len()];
@@ -146,44 +147,59 @@ async fn summarize_new_events(
 /// The first half of a seal, holding the writers' lock exclusively: drops the deltas a failed seal left (their
 /// events are in the span about to be sealed, see db/migrations/0008_pairs.sql), and publishes the new bound.
 async fn pair_seal_begin(client: &impl GenericClient, to: DateTime<Utc>) -> Result<(), DbError> {
-    client
-        .execute(
-            "DELETE FROM comm_rollup_pair_delta WHERE gen > (SELECT sealed_to FROM comm_pair_seal)",
-            &[],
-        )
-        .await?;
+    for shape in catalog::sealed() {
+        let sql = format!(
+            "DELETE FROM {}_delta WHERE gen > (SELECT sealed_to FROM comm_pair_seal)",
+            shape.table
+        );
+        client.execute(&sql, &[]).await?;
+    }
     client
         .execute("UPDATE comm_pair_seal SET sealing_to = $1", &[&to])
         .await?;
     Ok(())
 }
 
-/// The seal's work, in the snapshot it took: the pairs of [from, to) from comm_logs into the rollup, their
-/// buckets marked for new top lists, and the bound moved.
+/// The seal's work, in the snapshot it took: each sealed shape's rows of [from, to) from comm_logs into its
+/// rollup, their buckets marked for new top lists, and the bound moved. Returns the rows written.
 async fn pair_seal_commit(
     client: &impl GenericClient,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    let rows = client
-        .execute(
-            &format!(
-                "INSERT INTO comm_rollup_pair AS r SELECT * FROM comm_pair_events($1, $2)
-                 ON CONFLICT (res, bucket, src_ip, dst_ip) DO UPDATE SET
-                     events = r.events + excluded.events,
-                     bytes_in = least(r.bytes_in + excluded.bytes_in, {MAX_ROW_BYTES}),
-                     bytes_out = least(r.bytes_out + excluded.bytes_out, {MAX_ROW_BYTES}),
-                     errors = r.errors + excluded.errors,
-                     client_errors = r.client_errors + excluded.client_errors"
-            ),
-            &[&from, &to],
-        )
+    let mut rows = 0;
+    for shape in catalog::sealed() {
+        let sql = format!(
+            "INSERT INTO {table} AS r {events}
+             ON CONFLICT (res, bucket, {keys}) DO UPDATE SET
+                 events = r.events + excluded.events,
+                 bytes_in = least(r.bytes_in + excluded.bytes_in, {MAX_ROW_BYTES}),
+                 bytes_out = least(r.bytes_out + excluded.bytes_out, {MAX_ROW_BYTES}),
+                 errors = r.errors + excluded.errors,
+                 client_errors = r.client_errors + excluded.client_errors",
+            table = shape.table,
+            events = shape.events_sql("$1", "$2"),
+            keys = shape.key_list(),
+        );
+        rows += client.execute(&sql, &[&from, &to]).await?;
+        if shape.top_lists.is_some() {
+            list_sealed_buckets(client, shape, from, to).await?;
+        }
+    }
+    client
+        .execute("UPDATE comm_pair_seal SET sealed_to = $1", &[&to])
         .await?;
-    let tiers: Vec<String> = catalog::PAIR
-        .tiers
-        .iter()
-        .map(|t| format!("({t})"))
-        .collect();
+    Ok(rows)
+}
+
+/// Marks the buckets of `shape` that [from, to) touched for new top lists, in the seal's transaction.
+async fn list_sealed_buckets(
+    client: &impl GenericClient,
+    shape: &Shape,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let tiers: Vec<String> = shape.tiers.iter().map(|t| format!("({t})")).collect();
     // The buckets just changed, the open ones included, are listed again in this transaction: the latest hour
     // of a 24-hour window is open, and reading it whole would cost a query ~40 ms at 100M events a day.
     let sql = format!(
@@ -196,9 +212,6 @@ async fn pair_seal_commit(
     let touched = client.query(&sql, &[&from, &to]).await?;
     let res: Vec<i32> = touched.iter().map(|r| r.get(0)).collect();
     let bucket: Vec<DateTime<Utc>> = touched.iter().map(|r| r.get(1)).collect();
-    top_lists::list_buckets(client, &catalog::PAIR, &res, &bucket).await?;
-    client
-        .execute("UPDATE comm_pair_seal SET sealed_to = $1", &[&to])
-        .await?;
-    Ok(rows)
+    top_lists::list_buckets(client, shape, &res, &bucket).await?;
+    Ok(())
 }

@@ -308,19 +308,21 @@ async fn write_once(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     if rows > 0 {
-        // Rows the pair seal has passed are this writer's to roll up (db/migrations/0008_pairs.sql); usually
+        // Rows the seal has passed are this writer's to roll up (db/migrations/0008_pairs.sql); usually
         // none, so only then are the rows read again.
         let (sealing, sealed) = seal::pair_seal_bounds(&tx).await?;
         if rollups.earliest_us < sealing {
-            let (late, in_flight) = super::cpu_bound(|| {
-                Ok::<_, deltas::MalformedRow>((
-                    deltas::late(chunks, &catalog::PAIR, i64::MIN, sealed)?,
-                    deltas::late(chunks, &catalog::PAIR, sealed, sealing)?,
-                ))
-            })
-            .map_err(|e| DbError::MalformedRows(e.to_string()))?;
-            seal::insert_pair_deltas(&tx, &late, None).await?;
-            seal::insert_pair_deltas(&tx, &in_flight, Some(sealing)).await?;
+            for shape in catalog::sealed() {
+                let (late, in_flight) = super::cpu_bound(|| {
+                    Ok::<_, deltas::MalformedRow>((
+                        deltas::late(chunks, shape, i64::MIN, sealed)?,
+                        deltas::late(chunks, shape, sealed, sealing)?,
+                    ))
+                })
+                .map_err(|e| DbError::MalformedRows(e.to_string()))?;
+                seal::insert_sealed_deltas(&tx, shape, &late, None).await?;
+                seal::insert_sealed_deltas(&tx, shape, &in_flight, Some(sealing)).await?;
+            }
         }
         let sink = tx.copy_in::<_, Bytes>(copy_sql).await?;
         futures_util::pin_mut!(sink);

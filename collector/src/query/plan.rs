@@ -210,10 +210,10 @@ impl Table {
     /// What a rollup has not merged yet, as a subquery at every tier: its deltas, and for a sealed shape the raw
     /// tail.
     pub fn pending(self, tail: Tail) -> String {
-        let events = if self.shape().is_some_and(|s| s.sealed) {
+        let events = if let Some(shape) = self.shape().filter(|s| s.sealed) {
             format!(
-                "UNION ALL SELECT * FROM comm_pair_events({}, 'infinity')",
-                tail.bound()
+                "UNION ALL {}",
+                shape.events_sql(&tail.bound(), "'infinity'")
             )
         } else {
             String::new()

@@ -21,47 +21,50 @@ pub struct FanOut {
 }
 
 /// Sources with the most distinct destination ports (`by_ports`) or addresses in `f`'s window and filters,
-/// `limit` at most. Addresses come from the pair rollup when the filters allow it (its window widened to whole
-/// 5 minutes; `dst_ports` is then 0): its rows per bucket are the distinct pairs, far fewer than the events.
-/// Ports are read from the raw events (no rollup keeps sources by port): that read grows with the window's
-/// events, so port-scan rules keep short windows.
+/// `limit` at most; the other count is 0. Read from the sources-by-port or pair rollup when the filters allow it
+/// (the window widened to whole 5 minutes): their rows per bucket are the distinct (source, port) or (source,
+/// address) pairs, far fewer than the events. Otherwise from the raw events.
 pub async fn fan_out(
     client: &impl GenericClient,
     f: &Filters,
     by_ports: bool,
     limit: i64,
 ) -> Result<Vec<FanOut>, DbError> {
-    let pairs = Table::choose(f, Dims::SRC_IP.with(Dims::DST_IP), false, 300);
-    let (table, f) = if !by_ports && pairs.is_rollup() {
-        let mut aligned = f.clone();
+    let (other, dims) = if by_ports {
+        ("dst_port", Dims::SRC_IP.with(Dims::DST_PORT))
+    } else {
+        ("dst_ip", Dims::SRC_IP.with(Dims::DST_IP))
+    };
+    let table = Table::choose(f, dims, false, 300);
+    let mut f = f.clone();
+    if table.is_rollup() {
         let floor = |t: DateTime<Utc>| {
             DateTime::from_timestamp(t.timestamp().div_euclid(300) * 300, 0).unwrap_or(t)
         };
-        aligned.from = floor(f.from);
-        aligned.to = floor(f.to + chrono::Duration::seconds(299));
-        (pairs, aligned)
-    } else {
-        (Table::Raw, f.clone())
-    };
+        f.to = floor(f.to + chrono::Duration::seconds(299));
+        f.from = floor(f.from);
+    }
     let tail = Tail::read(client, table).await?;
     let mut w = plan::filter(&f, table, 300);
     w.and("src_ip IS NOT NULL");
     let limit = w.bind(limit);
-    let sql = if table.is_rollup() {
-        format!(
-            "SELECT host(src_ip), 0::int8, count(DISTINCT dst_ip), sum(events)::int8
-             FROM {}{} GROUP BY src_ip ORDER BY 3 DESC, 1 LIMIT {limit}",
-            table.name(tail),
-            w.where_clause()
-        )
+    let events = if table.is_rollup() {
+        "sum(events)::int8"
     } else {
-        let order = if by_ports { 2 } else { 3 };
-        format!(
-            "SELECT host(src_ip), count(DISTINCT dst_port), count(DISTINCT dst_ip), count(*)
-             FROM comm_logs{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",
-            w.where_clause()
-        )
+        "count(*)"
     };
+    let (ports, addresses) = if by_ports {
+        (format!("count(DISTINCT {other})"), "0::int8".to_string())
+    } else {
+        ("0::int8".to_string(), format!("count(DISTINCT {other})"))
+    };
+    let order = if by_ports { 2 } else { 3 };
+    let sql = format!(
+        "SELECT host(src_ip), {ports}, {addresses}, {events}
+         FROM {}{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",
+        table.name(tail),
+        w.where_clause()
+    );
     Ok(client
         .query(&sql, &w.params())
         .await?

@@ -1,6 +1,6 @@
 //! Every rollup shape, declared once: its table, key columns, tiers, whether it keeps latency histograms,
 //! percentiles or top lists, and which dimensions it can answer for. The writer, the compactor, the top lists,
-//! the pair seal and the read planner all read these entries; the tables themselves are in `db/schema.sql`.
+//! the seal and the read planner all read these entries; the tables themselves are in `db/schema.sql`.
 //!
 //! Adding a shape is an entry here (and in [`SHAPES`]) and a migration creating `<table>` and `<table>_delta`
 //! (with `_top`, `_top_floor` and `_top_pending` when it keeps top lists).
@@ -180,6 +180,29 @@ impl Shape {
         }
     }
 
+    /// A sealed shape's rows for the events of [`from`, `to`) (SQL expressions) of `comm_logs`, at every tier:
+    /// what a seal adds, and what answers add from the seal's bound on. Its key columns are `comm_logs`'s own.
+    /// Spelled out here, not a function in the database, so that the scan is planned with the bounds and the
+    /// query's own filters (db/migrations/0009_pair_events_inline.sql).
+    pub fn events_sql(&self, from: &str, to: &str) -> String {
+        let keys: Vec<String> = self.keys.iter().map(|k| format!("l.{}", k.name)).collect();
+        let tiers: Vec<String> = self.tiers.iter().map(|t| format!("({t})")).collect();
+        let group: Vec<String> = (1..=self.keys.len() + 2).map(|i| i.to_string()).collect();
+        format!(
+            "SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)) AS bucket, {keys},
+                    count(*) AS events, coalesce(sum(l.bytes_in), 0)::int8 AS bytes_in,
+                    coalesce(sum(l.bytes_out), 0)::int8 AS bytes_out,
+                    count(*) FILTER (WHERE l.status >= 500) AS errors,
+                    count(*) FILTER (WHERE l.status BETWEEN 400 AND 499) AS client_errors
+             FROM comm_logs AS l, (VALUES {tiers}) AS t(res)
+             WHERE l.ts >= {from} AND l.ts < {to}
+             GROUP BY {group}",
+            keys = keys.join(", "),
+            tiers = tiers.join(", "),
+            group = group.join(", "),
+        )
+    }
+
     /// A condition on its delta rows keeping those that count as of the seal bound `sealed_to` (SQL): the
     /// deltas of a seal in progress count once it has committed (db/migrations/0008_pairs.sql). Always true for
     /// the shapes the writers roll up alone.
@@ -287,6 +310,24 @@ pub static PAIR: Shape = Shape {
     sealed: true,
 };
 
+/// Per source × destination port: how many ports each source reaches (the `scan` alerts), and answers filtering
+/// on a source and a port. Sealed like the pairs, for the same reason: a flush touches nearly as many of its
+/// rows as it has events (db/migrations/0018_src_ports.sql).
+pub static SRC_PORT: Shape = Shape {
+    table: "comm_rollup_src_port",
+    keys: &[
+        key("src_ip", Source::SrcIp),
+        key("dst_port", Source::DstPort),
+    ],
+    tiers: &IP_TIERS,
+    dims: Dims::SRC_IP.with(Dims::DST_PORT),
+    latency: false,
+    percentiles: false,
+    top_lists: None,
+    src_networks: false,
+    sealed: true,
+};
+
 /// Per country, AS number and threat list of both sides (db/migrations/0016_geo_rollup.sql).
 pub static GEO: Shape = Shape {
     table: "comm_rollup_geo",
@@ -307,8 +348,16 @@ pub static GEO: Shape = Shape {
 };
 
 /// Every shape, narrowest first: the read planner takes the first that holds what a query needs, and writes go
-/// in this order (a fixed order of row locks across writers).
-pub static SHAPES: [&Shape; 7] = [&SERVICE, &SRC_NET, &SRC, &DST, &GEO, &PAIR, &FULL];
+/// in this order (a fixed order of row locks across writers). Sources by port come after the full shape, which
+/// answers a port alone in fewer rows.
+pub static SHAPES: [&Shape; 8] = [
+    &SERVICE, &SRC_NET, &SRC, &DST, &GEO, &PAIR, &FULL, &SRC_PORT,
+];
+
+/// The shapes rolled up by the seal rather than by the writers.
+pub fn sealed() -> impl Iterator<Item = &'static Shape> {
+    SHAPES.iter().copied().filter(|s| s.sealed)
+}
 
 const _: () = {
     let mut i = 0;

@@ -558,6 +558,8 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
     app.db
         .batch_execute(
             "DELETE FROM comm_logs WHERE src_ip = '203.0.113.50';
+             DELETE FROM comm_rollup_src_port WHERE src_ip = '203.0.113.50';
+             DELETE FROM comm_rollup_src_port_delta WHERE src_ip = '203.0.113.50';
              DELETE FROM comm_rollup_pair WHERE src_ip = '203.0.113.60';
              DELETE FROM comm_rollup_pair_delta WHERE src_ip = '203.0.113.60';
              INSERT INTO comm_rollup_src (res, bucket, src_ip, events, bytes_in, bytes_out, errors, client_errors)

@@ -1193,7 +1193,7 @@ async fn top_pairs_are_exact_raw_sealed_listed_or_late() {
 /// Top pairs by events and bytes equal SQL over comm_logs, and the pair rollup as a whole equals the raw
 /// aggregate; `misleading`: the data is as first loaded.
 async fn check_top_pairs(app: &TestApp, from: &str, to: &str, n: i64, misleading: bool) {
-    assert_eq!(app.pairs_differing_from_raw().await, 0);
+    assert_eq!(app.sealed_differing_from_raw().await, 0);
     for (limit, metric) in [(3, "events"), (3, "bytes"), (5, "events"), (60, "events")] {
         let body = app
             .ok_json(&format!(
@@ -1282,7 +1282,7 @@ async fn top_pairs_count_the_tail_row_of_a_bucket_the_seal_cuts() {
     let sealed = "SELECT extract(epoch FROM sealed_to)::int8 FROM comm_pair_seal";
     let at = app.count(sealed).await;
     assert!((t0 + 420..t0 + 480).contains(&at), "sealed to {at}");
-    assert_eq!(app.pairs_differing_from_raw().await, 0);
+    assert_eq!(app.sealed_differing_from_raw().await, 0);
     let (from, to) = (END, "2026-11-22T12:10:00Z");
     let body = app
         .ok_json(&format!(
@@ -1305,7 +1305,7 @@ async fn top_pairs_count_the_tail_row_of_a_bucket_the_seal_cuts() {
 /// Seals run while writers commit events around now, some a few seconds old: each event must land in exactly
 /// one of the sealed rollup, a late delta or the raw tail, in every snapshot along the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pairs_stay_exact_while_sealed_under_live_ingest() {
+async fn sealed_rollups_stay_exact_under_live_ingest() {
     let app = spawn_app_with(|c| {
         c.rollup_compact_ms = 100;
         c.pair_seal_lag_ms = 0;
@@ -1327,9 +1327,10 @@ async fn pairs_stay_exact_while_sealed_under_live_ingest() {
                         // Up to 1.5 s old: older than the seal's bound by the time their flush commits, or not.
                         let ts = now_ms - ((k * 37 + t) % 1500) as i64;
                         format!(
-                            r#"{{"timestamp":{ts},"src_ip":"10.7.0.{}","dst_ip":"10.6.0.{}","bytes_in":{i}}}"#,
+                            r#"{{"timestamp":{ts},"src_ip":"10.7.0.{}","dst_ip":"10.6.0.{}","dst_port":{},"bytes_in":{i}}}"#,
                             k % 40,
-                            k % 7
+                            k % 7,
+                            1000 + k % 11
                         )
                     })
                     .collect();
@@ -1344,10 +1345,13 @@ async fn pairs_stay_exact_while_sealed_under_live_ingest() {
     let mut checks = 0;
     while started.elapsed() < Duration::from_secs(3) {
         late_seen = late_seen.max(
-            app.count("SELECT count(*) FROM comm_rollup_pair_delta")
-                .await,
+            app.count(
+                "SELECT (SELECT count(*) FROM comm_rollup_pair_delta)
+                      + (SELECT count(*) FROM comm_rollup_src_port_delta)",
+            )
+            .await,
         );
-        assert_eq!(app.pairs_differing_from_raw().await, 0, "mid-ingest");
+        assert_eq!(app.sealed_differing_from_raw().await, 0, "mid-ingest");
         checks += 1;
     }
     let mut n = 0;
@@ -1358,7 +1362,7 @@ async fn pairs_stay_exact_while_sealed_under_live_ingest() {
     let caught_up =
         "SELECT (sealed_to > (SELECT max(ts) FROM comm_logs))::int::int8 FROM comm_pair_seal";
     assert_eq!(app.wait_count(caught_up, 1).await, 1);
-    assert_eq!(app.pairs_differing_from_raw().await, 0);
+    assert_eq!(app.sealed_differing_from_raw().await, 0);
     assert!(checks > 3);
     assert!(
         late_seen > 0,

@@ -211,10 +211,10 @@ impl TestApp {
         assert_rollup_matches_raw(&self.db).await;
     }
 
-    /// Rows (per tier, bucket and pair) where the pair rollup, its deltas and the raw events since the seal
-    /// together differ from SQL over comm_logs.
-    pub async fn pairs_differing_from_raw(&self) -> i64 {
-        pairs_differing_from_raw(&self.db).await
+    /// Rows (per tier, bucket and key) where a sealed rollup (pairs, sources by port), its deltas and the raw
+    /// events since the seal together differ from SQL over comm_logs.
+    pub async fn sealed_differing_from_raw(&self) -> i64 {
+        sealed_differing_from_raw(&self.db).await
     }
 
     /// Graceful shutdown; returns what the collector's run returned.
@@ -344,44 +344,54 @@ pub async fn assert_rollup_matches_raw(db: &tokio_postgres::Client) {
         }
     }
     db.batch_execute("ROLLBACK").await.unwrap();
-    let pairs = pairs_differing_from_raw(db).await;
-    if pairs != 0 {
+    let sealed = sealed_differing_from_raw(db).await;
+    if sealed != 0 {
         problems.push(format!(
-            "comm_rollup_pair: {pairs} rows differ from the raw aggregate"
+            "comm_rollup_pair, comm_rollup_src_port: {sealed} rows differ from the raw aggregate"
         ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Rows (per tier, bucket and pair) where the pair rollup, its deltas and the raw events since the seal
-/// together differ from SQL over comm_logs; in one statement, so in one snapshot.
-pub async fn pairs_differing_from_raw(db: &tokio_postgres::Client) -> i64 {
-    count(db,
-        "WITH tiers(res) AS (VALUES (300), (3600)),
-         raw AS (SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)) AS bucket, src_ip,
-                        dst_ip, ts, coalesce(bytes_in, 0) AS bi, coalesce(bytes_out, 0) AS bo,
-                        (status >= 500)::int AS e, (status BETWEEN 400 AND 499)::int AS ce
-                 FROM comm_logs, tiers AS t),
-         seen AS (SELECT res, bucket, src_ip, dst_ip, sum(events)::int8, sum(bytes_in)::int8,
-                         sum(bytes_out)::int8, sum(errors)::int8, sum(client_errors)::int8
-                  FROM (SELECT res, bucket, src_ip, dst_ip, events, bytes_in, bytes_out, errors, client_errors
-                        FROM comm_rollup_pair
-                        UNION ALL
-                        SELECT t.res, date_bin(t.res * interval '1 second', bucket, to_timestamp(0)), src_ip,
-                               dst_ip, events, bytes_in, bytes_out, errors, client_errors
-                        FROM comm_rollup_pair_delta, tiers AS t
-                        WHERE gen IS NULL OR gen <= (SELECT sealed_to FROM comm_pair_seal)
-                        UNION ALL
-                        SELECT res, bucket, src_ip, dst_ip, 1, bi, bo, coalesce(e, 0), coalesce(ce, 0) FROM raw
-                        WHERE ts >= (SELECT sealed_to FROM comm_pair_seal)) AS x
-                  GROUP BY 1, 2, 3, 4),
-         want AS (SELECT res, bucket, src_ip, dst_ip, count(*)::int8, sum(bi)::int8, sum(bo)::int8,
-                         coalesce(sum(e), 0)::int8, coalesce(sum(ce), 0)::int8
-                  FROM raw GROUP BY 1, 2, 3, 4)
-         SELECT (SELECT count(*) FROM (SELECT * FROM seen EXCEPT ALL SELECT * FROM want) a)
-              + (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM seen) b)",
-    )
-    .await
+/// Rows (per tier, bucket and key) where a sealed rollup (pairs, sources by port), its deltas and the raw events
+/// since the seal together differ from SQL over comm_logs; each rollup in one statement, so in one snapshot.
+pub async fn sealed_differing_from_raw(db: &tokio_postgres::Client) -> i64 {
+    let mut differing = 0;
+    for (table, a, b) in [
+        ("comm_rollup_pair", "src_ip", "dst_ip"),
+        ("comm_rollup_src_port", "src_ip", "dst_port"),
+    ] {
+        differing += count(
+            db,
+            &format!(
+                "WITH tiers(res) AS (VALUES (300), (3600)),
+                 raw AS (SELECT t.res, date_bin(t.res * interval '1 second', ts, to_timestamp(0)) AS bucket,
+                                {a}, {b}, ts, coalesce(bytes_in, 0) AS bi, coalesce(bytes_out, 0) AS bo,
+                                (status >= 500)::int AS e, (status BETWEEN 400 AND 499)::int AS ce
+                         FROM comm_logs, tiers AS t),
+                 seen AS (SELECT res, bucket, {a}, {b}, sum(events)::int8, sum(bytes_in)::int8,
+                                 sum(bytes_out)::int8, sum(errors)::int8, sum(client_errors)::int8
+                          FROM (SELECT res, bucket, {a}, {b}, events, bytes_in, bytes_out, errors, client_errors
+                                FROM {table}
+                                UNION ALL
+                                SELECT t.res, date_bin(t.res * interval '1 second', bucket, to_timestamp(0)),
+                                       {a}, {b}, events, bytes_in, bytes_out, errors, client_errors
+                                FROM {table}_delta, tiers AS t
+                                WHERE gen IS NULL OR gen <= (SELECT sealed_to FROM comm_pair_seal)
+                                UNION ALL
+                                SELECT res, bucket, {a}, {b}, 1, bi, bo, coalesce(e, 0), coalesce(ce, 0) FROM raw
+                                WHERE ts >= (SELECT sealed_to FROM comm_pair_seal)) AS x
+                          GROUP BY 1, 2, 3, 4),
+                 want AS (SELECT res, bucket, {a}, {b}, count(*)::int8, sum(bi)::int8, sum(bo)::int8,
+                                 coalesce(sum(e), 0)::int8, coalesce(sum(ce), 0)::int8
+                          FROM raw GROUP BY 1, 2, 3, 4)
+                 SELECT (SELECT count(*) FROM (SELECT * FROM seen EXCEPT ALL SELECT * FROM want) a)
+                      + (SELECT count(*) FROM (SELECT * FROM want EXCEPT ALL SELECT * FROM seen) b)"
+            ),
+        )
+        .await;
+    }
+    differing
 }
 
 async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
