@@ -47,6 +47,20 @@ pub struct Expectation {
     pub events_by_src_ip: HashMap<String, u64>,
     /// The 10 largest sources by events (ties by address text).
     pub top_talkers: Vec<(String, u64)>,
+    /// The port scans sent, in order.
+    pub scans: Vec<SeededScan>,
+}
+
+/// One port scan the generator sent: a source reaching consecutive destination ports, one event each.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct SeededScan {
+    pub src_ip: String,
+    pub dst_ports: u32,
+    /// Its first and last events' timestamps (Unix microseconds), when the generator stamps events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_us: Option<i64>,
 }
 
 impl Generator {
@@ -123,7 +137,8 @@ impl Generator {
             return;
         }
         // A scan: one source sweeping consecutive ports, mostly refused.
-        if self.scan.is_none() && self.rng.random::<f64>() < 0.0005 {
+        let started = self.scan.is_some();
+        if !started && self.rng.random::<f64>() < 0.0005 {
             let src = format!("203.0.113.{}", self.rng.random_range(1..255));
             self.scan = Some((
                 src,
@@ -143,7 +158,18 @@ impl Generator {
             );
             if let Some(e) = exp.as_deref_mut() {
                 e.valid_events += 1;
-                *e.events_by_src_ip.entry(src).or_default() += 1;
+                *e.events_by_src_ip.entry(src.clone()).or_default() += 1;
+                if !started {
+                    e.scans.push(SeededScan {
+                        src_ip: src,
+                        first_us: ts_us,
+                        ..SeededScan::default()
+                    });
+                }
+                if let Some(scan) = e.scans.last_mut() {
+                    scan.dst_ports += 1;
+                    scan.last_us = ts_us;
+                }
             }
             return;
         }

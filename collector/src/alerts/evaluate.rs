@@ -12,7 +12,7 @@ use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::rules::{self, Rule, RuleKind};
+use super::rules::{self, Rule, RuleKind, RuleSpec};
 use super::state::{self, State, Step};
 use super::AlertStats;
 use crate::auth::KeyRing;
@@ -305,7 +305,8 @@ impl Evaluator {
         })
     }
 
-    /// Each group's score: its last complete bucket against the buckets before it.
+    /// Each group's score: its last complete bucket against the buckets before it, or against the same bucket of
+    /// the days or weeks before (`seasonality`).
     async fn anomalies(
         &self,
         rule: &Rule,
@@ -319,40 +320,62 @@ impl Evaluator {
             300 => "5m",
             _ => "1h",
         };
-        let k = i64::from(spec.baseline_buckets.unwrap_or(24));
         let end = DateTime::from_timestamp(now.timestamp().div_euclid(w) * w, 0).unwrap_or(now);
         let mut params = spec.params.clone();
         params.insert("bucket".into(), bucket.into());
-        let answer = self
-            .answer(
-                rule,
-                query,
-                end - chrono::Duration::seconds((k + 1) * w),
-                end,
-                &params,
-            )
-            .await?;
         let field = spec.field();
-        let mut series: Vec<(String, &Value)> = Vec::new();
-        match (answer["groups"].as_array(), spec.group_by()) {
-            (Some(groups), Some(by)) => {
-                for g in groups {
-                    series.push((group_key(&g[by]), &g["series"]));
-                }
+        let series = match spec.seasonality {
+            None => {
+                let k = i64::from(spec.baseline_buckets.unwrap_or(24));
+                let answer = self
+                    .answer(
+                        rule,
+                        query,
+                        end - chrono::Duration::seconds((k + 1) * w),
+                        end,
+                        &params,
+                    )
+                    .await?;
+                recent_series(&answer, spec.group_by(), field)
             }
-            _ => series.push((OVERALL.to_string(), &answer["series"])),
-        }
+            Some(season) => {
+                // The same bucket of each past period, oldest first, then the last one: one read each (a read
+                // of every bucket between would be the periods' whole length).
+                let k = i64::from(spec.baseline_buckets.unwrap_or(8));
+                let mut series: BTreeMap<String, Vec<Figure>> = BTreeMap::new();
+                for back in (0..=k).rev() {
+                    let to = end - chrono::Duration::seconds(back * season.secs());
+                    let answer = self
+                        .answer(rule, query, to - chrono::Duration::seconds(w), to, &params)
+                        .await?;
+                    let at = (k - back) as usize;
+                    for (group, figure) in figures(&answer, spec.group_by(), field) {
+                        let points = series.entry(group).or_default();
+                        // A group absent from a period's answer sent nothing then.
+                        points.resize(at, (absent(field), 0));
+                        points.push(figure);
+                    }
+                }
+                let len = k as usize + 1;
+                series
+                    .into_iter()
+                    .map(|(group, mut points)| {
+                        points.resize(len, (absent(field), 0));
+                        (group, points)
+                    })
+                    .collect()
+            }
+        };
         let (op, threshold) = (spec.op.unwrap_or(rules::Op::Gt), spec.value.unwrap_or(5.0));
         let min_baseline = 6;
         Ok(series
             .into_iter()
             .filter_map(|(group, points)| {
-                let points: Vec<(Option<f64>, i64)> = points
-                    .as_array()?
-                    .iter()
-                    .map(|p| figure(p, field))
-                    .collect();
                 let ((current, events), past) = points.split_last()?;
+                // The baseline starts at the group's first event: before it, a new group (or a new collector)
+                // has no past, not a past of zeros, and it warms up like any other.
+                let first = past.iter().position(|(_, e)| *e > 0).unwrap_or(past.len());
+                let past = &past[first..];
                 // A ratio or a latency of an empty bucket is no figure; a count of one is zero.
                 let baseline: Vec<f64> = past.iter().filter_map(|(v, _)| *v).collect();
                 let score = current.and_then(|c| {
@@ -591,22 +614,23 @@ impl Evaluator {
     /// The numbers behind a firing: the figure, the condition, the window, and the top talkers of the group.
     async fn evidence(&self, rule: &Rule, o: &Observation, now: DateTime<Utc>) -> Value {
         let spec = &rule.spec;
-        let from = now - chrono::Duration::seconds(spec.window_secs as i64);
+        let (from, to) = judged_window(spec, now);
         let mut params = self.group_filters(rule, &o.group);
         params.insert("limit".into(), "5".into());
         let top = self
-            .answer(rule, QueryKind::TopTalkers, from, now, &params)
+            .answer(rule, QueryKind::TopTalkers, from, to, &params)
             .await
             .map(|v| v["top"].clone())
             .unwrap_or_else(|e| json!({ "error": e.to_string() }));
         json!({
             "field": spec.field(),
+            "condition": spec.condition(),
             "op": spec.op.map(rules::Op::symbol),
             "threshold": spec.value,
             "value": o.value,
             "events": o.events,
             "from": from,
-            "to": now,
+            "to": to,
             "top_talkers": top,
         })
     }
@@ -624,10 +648,10 @@ impl Evaluator {
     }
 
     fn links(&self, rule: &Rule, group: &str, now: DateTime<Utc>) -> Value {
-        let from = now - chrono::Duration::seconds(rule.spec.window_secs as i64);
+        let (from, to) = judged_window(&rule.spec, now);
         let mut params = self.group_filters(rule, group);
         params.insert("from".into(), from.to_rfc3339());
-        params.insert("to".into(), now.to_rfc3339());
+        params.insert("to".into(), to.to_rfc3339());
         let query: String = params
             .iter()
             .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
@@ -720,6 +744,52 @@ fn figure(m: &Value, field: &str) -> (Option<f64>, i64) {
         f => m[f].as_f64(),
     };
     (value, events)
+}
+
+/// A figure and the events behind it.
+type Figure = (Option<f64>, i64);
+
+/// Each group's series of figures (and events) per bucket in an answer, oldest first: `groups[]` keyed by their
+/// `group_by` value, or the whole answer as [`OVERALL`].
+fn recent_series(
+    answer: &Value,
+    group_by: Option<&str>,
+    field: &str,
+) -> Vec<(String, Vec<Figure>)> {
+    let points = |series: &Value| -> Vec<Figure> {
+        series
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| figure(p, field))
+            .collect()
+    };
+    match (answer["groups"].as_array(), group_by) {
+        (Some(groups), Some(by)) => groups
+            .iter()
+            .map(|g| (group_key(&g[by]), points(&g["series"])))
+            .collect(),
+        _ => vec![(OVERALL.to_string(), points(&answer["series"]))],
+    }
+}
+
+/// The span a rule judged at `now`: its window up to now, or for an anomaly the last complete bucket it scored.
+fn judged_window(spec: &RuleSpec, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let w = spec.window_secs as i64;
+    let to = if spec.kind == RuleKind::Anomaly {
+        DateTime::from_timestamp(now.timestamp().div_euclid(w) * w, 0).unwrap_or(now)
+    } else {
+        now
+    };
+    (to - chrono::Duration::seconds(w), to)
+}
+
+/// The figure of a group that sent nothing in a bucket: zero for a count, none for a ratio or a latency.
+fn absent(field: &str) -> Option<f64> {
+    match field {
+        "error_ratio" | "p50" | "p90" | "p95" | "p99" | "max" => None,
+        _ => Some(0.0),
+    }
 }
 
 /// Each group's figure (and events) in an answer: `groups[]` keyed by their `group_by` value, or the whole

@@ -65,6 +65,25 @@ impl Op {
     }
 }
 
+/// What an `anomaly` rule compares its last bucket with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Seasonality {
+    /// The same bucket of each of the days before: a daily cycle is its own normal.
+    Day,
+    /// The same bucket of each of the weeks before (same weekday and time).
+    Week,
+}
+
+impl Seasonality {
+    pub fn secs(self) -> i64 {
+        match self {
+            Seasonality::Day => 86_400,
+            Seasonality::Week => 7 * 86_400,
+        }
+    }
+}
+
 /// How a notification is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -147,9 +166,13 @@ pub struct RuleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_days: Option<u64>,
     /// `anomaly`: the buckets before the last one it is compared with (default 24; at least 6 with data are
-    /// needed before it scores: the warm-up).
+    /// needed before it scores: the warm-up); with `seasonality`, the days or weeks (default 8, at most 28).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_buckets: Option<u32>,
+    /// `anomaly`: compare with the same bucket of the days (`day`) or weeks (`week`) before rather than with
+    /// the buckets just before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seasonality: Option<Seasonality>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<Webhook>,
     #[serde(default = "yes")]
@@ -242,8 +265,13 @@ impl RuleSpec {
                 self.offset_secs.unwrap_or(86_400)
             ),
             RuleKind::Anomaly => {
+                let against_what = match self.seasonality {
+                    Some(Seasonality::Day) => " against the same time of past days",
+                    Some(Seasonality::Week) => " against the same time of past weeks",
+                    None => "",
+                };
                 format!(
-                    "anomaly score of {field} per {} s {against}",
+                    "anomaly score of {field} per {} s{against_what} {against}",
                     self.window_secs
                 )
             }
@@ -324,11 +352,18 @@ impl RuleSpec {
                 "an anomaly is scored per bucket: 60, 300 or 3600",
             ));
         }
+        if self.seasonality.is_some() && self.kind != RuleKind::Anomaly {
+            return Err(invalid(
+                "seasonality",
+                "only an anomaly rule has a baseline",
+            ));
+        }
+        let most = if self.seasonality.is_some() { 28 } else { 288 };
         if self
             .baseline_buckets
-            .is_some_and(|b| !(6..=288).contains(&b))
+            .is_some_and(|b| !(6..=most).contains(&b))
         {
-            return Err(invalid("baseline_buckets", "from 6 to 288"));
+            return Err(invalid("baseline_buckets", format!("from 6 to {most}")));
         }
         if self.history_days.is_some_and(|d| !(1..=90).contains(&d)) {
             return Err(invalid("history_days", "from 1 to 90"));
