@@ -157,6 +157,10 @@ pub async fn run(
     if ran > 0 {
         tracing::info!(migrations = ran, "Database migrated");
     }
+    if cfg.database.citus {
+        migrate::citus_layout(&pool).await?;
+        tracing::info!("Tables laid out on the Citus cluster");
+    }
     partitions::ensure(&pool, cfg.partition_days_ahead).await?;
 
     let stats = Arc::new(Stats::default());
@@ -452,7 +456,11 @@ pub async fn migrate_only(args: &DatabaseArgs) -> Result<usize, AppError> {
     let database = Database::open(args).await?;
     let result = async {
         let pool = db::pool(&database.url, 1)?;
-        migrate::run(&pool).await
+        let ran = migrate::run(&pool).await?;
+        if args.citus {
+            migrate::citus_layout(&pool).await?;
+        }
+        Ok::<_, DbError>(ran)
     }
     .await;
     database.close().await;

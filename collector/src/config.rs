@@ -23,6 +23,11 @@ pub struct DatabaseArgs {
     /// Data directory of the private PostgreSQL (used only without DATABASE_URL).
     #[arg(long, env = "COLLECTOR_DATA_DIR", default_value = "./data/pg")]
     pub data_dir: PathBuf,
+
+    /// After migrating, lay the tables out on a Citus cluster (DATABASE_URL is its coordinator, with workers
+    /// added): events and most rollups distributed, small tables kept on the coordinator (db/citus.sql).
+    #[arg(long, env = "COLLECTOR_CITUS", default_value_t = false)]
+    pub citus: bool,
 }
 
 /// What a 202 promises.

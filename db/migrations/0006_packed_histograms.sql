@@ -18,16 +18,18 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM (SELECT x >> 48 AS k, sum(x & 281474976710655)::int8 AS n FROM unnest(a || b) AS x GROUP BY 1) AS s
 $$;
 
-CREATE FUNCTION pg_temp.packed(pairs int8[]) RETURNS int8[]
+-- A function of this migration's own, dropped at its end (not in pg_temp: on a Citus coordinator a new function
+-- is created on the workers too, which have no pg_temp schema).
+CREATE FUNCTION comm_migration_0006_packed(pairs int8[]) RETURNS int8[]
 LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(array_agg(latency_hist_pack(pairs[i], pairs[i + 1]) ORDER BY i), '{}')
     FROM generate_series(1, coalesce(array_length(pairs, 1), 0), 2) AS i
 $$;
 
-UPDATE comm_rollup SET latency_hist = pg_temp.packed(latency_hist);
-UPDATE comm_rollup_delta SET latency_hist = pg_temp.packed(latency_hist);
-UPDATE comm_rollup_service SET latency_hist = pg_temp.packed(latency_hist);
-UPDATE comm_rollup_service_delta SET latency_hist = pg_temp.packed(latency_hist);
+UPDATE comm_rollup SET latency_hist = comm_migration_0006_packed(latency_hist);
+UPDATE comm_rollup_delta SET latency_hist = comm_migration_0006_packed(latency_hist);
+UPDATE comm_rollup_service SET latency_hist = comm_migration_0006_packed(latency_hist);
+UPDATE comm_rollup_service_delta SET latency_hist = comm_migration_0006_packed(latency_hist);
 
 -- The rebuild (see 0003 and 0005) writes the new form.
 CREATE OR REPLACE FUNCTION comm_rollup_rebuild(from_ts timestamptz, to_ts timestamptz) RETURNS void
@@ -100,4 +102,4 @@ END
 $$;
 
 DROP FUNCTION latency_hist_flatten(int8[]);
-DROP FUNCTION pg_temp.packed(int8[]);
+DROP FUNCTION comm_migration_0006_packed(int8[]);

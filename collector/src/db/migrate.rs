@@ -98,6 +98,34 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+/// Whether the database has the Citus extension (it is a Citus coordinator).
+pub async fn is_citus(client: &impl deadpool_postgres::GenericClient) -> Result<bool, DbError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// Distributes the tables over a Citus cluster as db/citus.sql says; idempotent, after [`run`]. Fails with the
+/// reason when the database is not a Citus coordinator with workers.
+pub async fn citus_layout(pool: &Pool) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&super::locks::MIGRATIONS],
+    )
+    .await?;
+    tx.batch_execute(include_str!("../../../db/citus.sql"))
+        .await
+        .map_err(DbError::CitusLayout)?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran. Concurrent callers
 /// serialise on an advisory lock, so two collectors starting at once are safe.
 pub async fn run(pool: &Pool) -> Result<usize, DbError> {
@@ -123,6 +151,12 @@ pub async fn run(pool: &Pool) -> Result<usize, DbError> {
         &[&super::locks::MIGRATIONS],
     )
     .await?;
+    if is_citus(&tx).await? {
+        // Many statements on distributed tables in one transaction: one connection per worker, not one per
+        // shard, or Citus refuses the later statements of the transaction.
+        tx.batch_execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+            .await?;
+    }
     let applied: Vec<i32> = tx
         .query("SELECT version FROM schema_migrations", &[])
         .await?

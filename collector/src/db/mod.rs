@@ -37,6 +37,8 @@ pub enum DbError {
         name: &'static str,
         error: tokio_postgres::Error,
     },
+    #[error("laying the tables out on Citus (db/citus.sql) failed: {}", detail(.0))]
+    CitusLayout(tokio_postgres::Error),
 }
 
 // The causes are written into each message above and not chained as sources: `{:#}` would print them twice.

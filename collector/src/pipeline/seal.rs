@@ -48,16 +48,26 @@ async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Resul
         .execute("SELECT pg_advisory_lock($1)", &[&locks::SEAL_WRITERS])
         .await?;
     pair_seal_begin(&*client, to).await?;
+    // On Citus each worker takes its snapshot when the seal's statements first reach it, not at the first
+    // statement: the writers wait until those statements have run.
+    let distributed = crate::db::migrate::is_citus(&*client).await?;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
     // The snapshot: every writer that used the old bound has committed, none using the new one has started.
     client.query_one("SELECT 1", &[]).await?;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&locks::SEAL_WRITERS])
-        .await?;
+    if !distributed {
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&locks::SEAL_WRITERS])
+            .await?;
+    }
     let rows = pair_seal_commit(&*client, from, to).await?;
     client.batch_execute("COMMIT").await?;
+    if distributed {
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&locks::SEAL_WRITERS])
+            .await?;
+    }
     unlock(client).await?;
     tracing::debug!(%from, %to, rows, "Sealed");
     Ok(true)

@@ -23,7 +23,9 @@ pub struct FanOut {
 /// Sources with the most distinct destination ports (`by_ports`) or addresses in `f`'s window and filters,
 /// `limit` at most; the other count is 0. Read from the sources-by-port or pair rollup when the filters allow it
 /// (the window widened to whole 5 minutes): their rows per bucket are the distinct (source, port) or (source,
-/// address) pairs, far fewer than the events. Otherwise from the raw events.
+/// address) pairs, far fewer than the events. Only what is sealed is read, not the raw events since the seal
+/// (db/migrations/0008_pairs.sql): a seal running behind a burst of ingest makes a scan found later, never
+/// makes this read grow with the backlog. Otherwise (filters no rollup holds) from the raw events.
 pub async fn fan_out(
     client: &impl GenericClient,
     f: &Filters,
@@ -59,10 +61,17 @@ pub async fn fan_out(
         ("0::int8".to_string(), format!("count(DISTINCT {other})"))
     };
     let order = if by_ports { 2 } else { 3 };
+    let from = match table.shape() {
+        Some(shape) => format!(
+            "(SELECT * FROM {} UNION ALL SELECT * FROM {}) AS r",
+            shape.table,
+            table.deltas(tail)
+        ),
+        None => table.name(tail),
+    };
     let sql = format!(
         "SELECT host(src_ip), {ports}, {addresses}, {events}
-         FROM {}{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",
-        table.name(tail),
+         FROM {from}{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",
         w.where_clause()
     );
     Ok(client

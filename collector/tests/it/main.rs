@@ -2,6 +2,7 @@
 
 mod agents;
 mod alerts;
+mod citus;
 mod dashboard;
 mod durability;
 mod enrich;

@@ -437,11 +437,19 @@ async fn a_port_in_use_is_reported_once() {
 /// raw table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_collectors_on_one_database_share_it_exactly() {
-    let db_url = pg::fresh_database().await;
+    three_collectors_share(pg::fresh_database().await, false).await;
+}
+
+/// Three collectors on `db_url` (laid out for Citus when `citus`) loaded at once; see above.
+pub async fn three_collectors_share(db_url: String, citus: bool) {
     let mut apps = Vec::new();
     for _ in 0..3 {
         apps.push(
-            crate::support::spawn_app_at(db_url.clone(), |c| c.rollup_compact_ms = 100).await,
+            crate::support::spawn_app_at(db_url.clone(), |c| {
+                c.rollup_compact_ms = 100;
+                c.database.citus = citus;
+            })
+            .await,
         );
     }
     let sends = apps.iter().enumerate().map(|(n, app)| async move {

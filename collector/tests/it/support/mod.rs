@@ -1,6 +1,7 @@
 pub mod app;
 pub mod binary;
 pub mod browser;
+pub mod citus;
 pub mod data;
 pub mod pg;
 

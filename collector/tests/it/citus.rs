@@ -1,0 +1,159 @@
+//! The collector on a local Citus cluster (a coordinator and two workers, `scripts/citus.sh`) with the Citus
+//! layout (`COLLECTOR_CITUS=true`, db/citus.sql): the same data sent to it and to a single PostgreSQL gives the
+//! same answer to every read, the rollups equal the raw events, a day's partition is made under events already
+//! stored for it, and several collectors share the cluster exactly. Skipped, with a message, where Citus is not
+//! installed (`support::citus`).
+
+use serde_json::Value;
+
+use crate::support::{citus, data, pg, spawn_app_at, TestApp};
+
+/// Events a distribution column must not be: no source address, no service, no host.
+const WITHOUT_KEYS: &str = r#"[
+    {"timestamp":"2026-11-22T11:00:00Z","dst_ip":"192.0.2.1","dst_port":443,"status":200,"message":"no-src"},
+    {"timestamp":"2026-11-22T11:00:01Z","src_ip":"10.9.0.1","status":503,"message":"no-service"},
+    {"timestamp":"2026-11-22T11:00:02Z","message":"nothing-but-a-message"}
+]"#;
+
+async fn load(app: &TestApp) {
+    data::load(app).await;
+    let (status, receipt) = app.ingest_json(WITHOUT_KEYS).await;
+    assert_eq!(
+        (status, receipt["rejected"].as_u64()),
+        (202, Some(0)),
+        "{receipt}"
+    );
+    let n = data::EVENTS as i64 + 3;
+    assert_eq!(app.wait_rows(n).await, n);
+}
+
+/// An answer without what differs between two runs of the same question: timings.
+fn comparable(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| !matches!(k.as_str(), "took_ms" | "elapsed_ms" | "as_of"));
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+/// Every row of `/api/logs` over the data set, following the keyset pages of `limit`.
+async fn all_logs(app: &TestApp, limit: usize) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut path =
+            format!("/api/logs?from=2026-11-22T09:00:00Z&to=2026-11-22T12:00:00Z&limit={limit}");
+        if let Some(cursor) = &next {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = app.ok_json(&path).await;
+        rows.extend(page["logs"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => next = Some(c.to_string()),
+            None => return rows,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_on_citus_equals_single_node() {
+    let Some(citus_url) = citus::fresh_database() else {
+        return;
+    };
+    let single = spawn_app_at(pg::fresh_database().await, |c| c.pair_seal_lag_ms = 0).await;
+    let spread = spawn_app_at(citus_url, |c| {
+        c.database.citus = true;
+        c.pair_seal_lag_ms = 0;
+    })
+    .await;
+    // The layout is in place: events and rollups are distributed, the seal bound is everywhere.
+    let kinds = spread
+        .texts(
+            "SELECT logicalrelid::text || ':' || partmethod FROM pg_dist_partition
+             WHERE logicalrelid::text IN ('comm_logs', 'comm_rollup_service', 'comm_rollup_src_port',
+                                          'comm_pair_seal')
+             ORDER BY 1",
+        )
+        .await;
+    assert_eq!(
+        kinds,
+        [
+            "comm_logs:h",
+            "comm_pair_seal:n",
+            "comm_rollup_service:h",
+            "comm_rollup_src_port:h"
+        ]
+    );
+    for app in [&single, &spread] {
+        load(app).await;
+    }
+    // The stored events' day gets its partition, its rows moved out of the default one.
+    for app in [&single, &spread] {
+        app.db
+            .execute("SELECT comm_logs_ensure_partition('2026-11-22')", &[])
+            .await
+            .unwrap();
+        assert_eq!(app.count("SELECT count(*) FROM comm_logs_default").await, 0);
+        assert_eq!(
+            app.count("SELECT count(*) FROM comm_logs_p20261122").await,
+            data::EVENTS as i64 + 3
+        );
+    }
+    // Sealed up to the data's end on both (the pair and source-by-port rollups).
+    for app in [&single, &spread] {
+        let caught_up =
+            "SELECT (sealed_to > '2026-11-22T12:00:00Z')::int::int8 FROM comm_pair_seal";
+        assert_eq!(app.wait_count(caught_up, 1).await, 1);
+    }
+    let window = "from=2026-11-22T10:00:00Z&to=2026-11-22T12:00:00Z";
+    let questions = [
+        format!("/metrics/volume?{window}&bucket=5m"),
+        format!("/metrics/volume?{window}&group_by=service"),
+        format!("/metrics/error-rate?{window}&bucket=1m&group_by=service"),
+        format!("/metrics/latency?{window}&bucket=15m"),
+        format!("/metrics/latency?{window}&group_by=service"),
+        format!("/metrics/top-talkers?{window}&by=src&limit=20"),
+        format!("/metrics/top-talkers?{window}&by=dst&metric=bytes"),
+        format!("/metrics/top-talkers?{window}&by=pair&limit=30"),
+        format!("/metrics/top-talkers?{window}&by=dst_port"),
+        format!("/metrics/top-talkers?{window}&by=service"),
+        format!("/metrics/volume?{window}&src=10.0.0.0/16&dst_port=443"),
+        format!("/metrics/volume?{window}&src=10.1.0.0/16&dst=192.0.2.3"),
+        format!("/metrics/error-rate?{window}&src=2001:db8::/64"),
+        format!("/metrics/volume?{window}&dst_port=53&status=5xx"),
+    ];
+    for q in &questions {
+        let (a, b) = (single.ok_json(q).await, spread.ok_json(q).await);
+        assert_eq!(comparable(a), comparable(b), "{q}");
+    }
+    // Paging visits every row once, on pages that cut through events sharing a timestamp.
+    let (a, b) = (all_logs(&single, 7).await, all_logs(&spread, 7).await);
+    assert_eq!(b.len(), data::EVENTS + 3);
+    let key = |r: &Value| r["message"].as_str().unwrap_or_default().to_string();
+    let mut a: Vec<String> = a.iter().map(key).collect();
+    let mut b: Vec<String> = b.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    b.dedup();
+    assert_eq!(a, b);
+    spread.assert_rollup_matches_raw().await;
+    single.stop().await.unwrap();
+    spread.stop().await.unwrap();
+}
+
+/// Three collectors on one Citus coordinator, each with its own spool, loaded at once: nothing lost or
+/// doubled, and the rollups equal the raw events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_collectors_share_a_citus_cluster_exactly() {
+    let Some(url) = citus::fresh_database() else {
+        return;
+    };
+    crate::reliability::three_collectors_share(url, true).await;
+}

@@ -1,0 +1,138 @@
+//! One local Citus cluster (a coordinator and two workers) per test binary, started by `scripts/citus.sh`, the
+//! script the README gives users; each test gets databases of its own on it. Without Citus installed the
+//! Citus tests say so and pass, unless `COLLECTOR_REQUIRE_CITUS` is set (`.ci/run` sets it when it built
+//! Citus), where that is a failure.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+struct Cluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+
+fn script() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/citus.sh").to_string()
+}
+
+/// Whether the system's PostgreSQL has Citus (`citus.so` in its library directory).
+fn installed() -> bool {
+    let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql") else {
+        return false;
+    };
+    dirs.flatten()
+        .any(|d| d.path().join("lib/citus.so").exists())
+}
+
+/// Three consecutive free TCP ports on 127.0.0.1.
+fn free_ports() -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 30_000);
+        let free = (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no three free consecutive ports");
+}
+
+/// Clusters of earlier test runs whose process is gone: stopped, their data removed.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("collector-citus-it-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("bash")
+                .args([&script(), "stop"])
+                .arg(entry.path())
+                .status();
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn start() -> Option<Cluster> {
+    if !installed() {
+        assert!(
+            std::env::var_os("COLLECTOR_REQUIRE_CITUS").is_none(),
+            "COLLECTOR_REQUIRE_CITUS is set but Citus is not installed"
+        );
+        return None;
+    }
+    remove_stale_clusters();
+    let dir = std::env::temp_dir().join(format!("collector-citus-it-{}", std::process::id()));
+    let port = free_ports();
+    let out = Command::new("bash")
+        .args([&script(), "start"])
+        .arg(&dir)
+        .arg(port.to_string())
+        .env("CITUS_FSYNC", "off")
+        .output()
+        .expect("running scripts/citus.sh");
+    assert!(
+        out.status.success(),
+        "scripts/citus.sh start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stopped and removed when this test process ends, however it ends.
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{script}' stop '{dir}'; rm -rf '{dir}'",
+        pid = std::process::id(),
+        script = script(),
+        dir = dir.display(),
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &watchdog])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting the cluster's watchdog");
+    Some(Cluster { dir, port })
+}
+
+/// A new database on the cluster (Citus in it on every node, the workers added), not migrated; `None`, with a
+/// message, when Citus is not installed.
+pub fn fresh_database() -> Option<String> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let cluster = CLUSTER
+        .get_or_init(|| std::thread::spawn(start).join().expect("starting Citus"))
+        .as_ref();
+    let Some(cluster) = cluster else {
+        eprintln!(
+            "Skipped: Citus is not installed in the system's PostgreSQL (install its packages, or run \
+             ../shared/citus/build.sh)"
+        );
+        return None;
+    };
+    let name = format!(
+        "c_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = Command::new("bash")
+        .args([&script(), "database", &name])
+        .arg(&cluster.dir)
+        .arg(cluster.port.to_string())
+        .output()
+        .expect("running scripts/citus.sh");
+    assert!(
+        out.status.success(),
+        "scripts/citus.sh database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
