@@ -10,8 +10,10 @@
 --   rows against each other (a correlated subquery per bucket), which Citus runs only on co-located tables
 --   joined on their distribution column. They hold one row per source or pair and bucket, far fewer than
 --   the events.
--- * comm_pair_seal and rollup_pruned, read inside statements on distributed tables, are reference tables (a
---   copy on every node). The other small tables (keys, alerts, ledgers, dead letters) stay on the coordinator.
+-- * The small tables (the seal's bound, keys, alerts, ledgers, dead letters) stay on the coordinator as plain
+--   tables: a statement on distributed tables reads them first (Citus plans such a subquery apart), and a
+--   statement on them never reaches a worker. (As reference tables they would send a statement that also names
+--   a coordinator table, such as the seal's cleanup of the pair deltas, to a worker that lacks it.)
 
 SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
 
@@ -110,11 +112,6 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['comm_pair_seal', 'rollup_pruned'] LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t::regclass) THEN
-            PERFORM create_reference_table(t);
-        END IF;
-    END LOOP;
     IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'comm_logs'::regclass) THEN
         PERFORM create_distributed_table('comm_logs', 'ts');
     END IF;

@@ -240,9 +240,41 @@ impl ServerCertVerifier for Verified {
 }
 
 /// `prefer` and `require`: encrypted, the server's certificate not checked (libpq's meaning; the handshake's
-/// signatures still are).
+/// signatures still are, except under an X.509 version 1 certificate, which the verifier cannot read: Citus makes
+/// one for each of its nodes, and libpq connects to them. With the certificate itself unchecked, that signature
+/// proves nothing more about the server).
 #[derive(Debug)]
 struct Unverified(Arc<CryptoProvider>);
+
+/// Whether `der` is an X.509 version 1 certificate: its TBSCertificate starts with the serial number, without
+/// the explicit `[0]` version field.
+fn is_v1_certificate(der: &[u8]) -> bool {
+    /// The contents of the DER SEQUENCE at the start of `b`.
+    fn sequence(b: &[u8]) -> Option<&[u8]> {
+        let (&tag, rest) = b.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        if tag != 0x30 {
+            return None;
+        }
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |a, b| (a << 8) | usize::from(*b));
+            (len, &rest[n..])
+        };
+        rest.get(..len)
+    }
+    sequence(der)
+        .and_then(sequence)
+        .and_then(|tbs| tbs.first())
+        .is_some_and(|&tag| tag == 0x02)
+}
 
 impl ServerCertVerifier for Unverified {
     fn verify_server_cert(
@@ -262,6 +294,9 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if is_v1_certificate(cert) {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         verify_tls12_signature(
             message,
             cert,
@@ -276,6 +311,9 @@ impl ServerCertVerifier for Unverified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if is_v1_certificate(cert) {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         verify_tls13_signature(
             message,
             cert,
@@ -292,6 +330,22 @@ impl ServerCertVerifier for Unverified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_certificate_is_told_from_a_version_3_one() {
+        // The first bytes of each: SEQUENCE, SEQUENCE (TBSCertificate), then the serial number (v1) or the
+        // explicit version field (v3).
+        let v1 = [
+            0x30, 0x81, 0x08, 0x30, 0x06, 0x02, 0x01, 0x05, 0x30, 0x01, 0x00,
+        ];
+        let v3 = [
+            0x30, 0x0a, 0x30, 0x08, 0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01, 0x05,
+        ];
+        assert!(is_v1_certificate(&v1));
+        assert!(!is_v1_certificate(&v3));
+        assert!(!is_v1_certificate(&[0x30]));
+        assert!(!is_v1_certificate(&[]));
+    }
 
     #[test]
     fn tls_options_are_taken_out_of_both_forms() {

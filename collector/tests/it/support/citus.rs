@@ -123,16 +123,26 @@ pub fn fresh_database() -> Option<String> {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    let out = Command::new("bash")
-        .args([&script(), "database", &name])
-        .arg(&cluster.dir)
-        .arg(cluster.port.to_string())
-        .output()
-        .expect("running scripts/citus.sh");
-    assert!(
-        out.status.success(),
-        "scripts/citus.sh database: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    // Adding the workers syncs roles to them, a shared catalog that another database's tables being
+    // distributed at the same moment may touch ("tuple concurrently updated"): the script is idempotent, and run
+    // again.
+    let mut tries = 0;
+    loop {
+        let out = Command::new("bash")
+            .args([&script(), "database", &name])
+            .arg(&cluster.dir)
+            .arg(cluster.port.to_string())
+            .output()
+            .expect("running scripts/citus.sh");
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        tries += 1;
+        assert!(
+            tries < 5,
+            "scripts/citus.sh database: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
