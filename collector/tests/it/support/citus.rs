@@ -94,13 +94,15 @@ fn start() -> Option<Cluster> {
         script = script(),
         dir = dir.display(),
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &watchdog])
+    // `setsid --fork` returns at once, the watchdog left running in a session of its own.
+    let started = Command::new("setsid")
+        .args(["--fork", "sh", "-c", &watchdog])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
+        .status()
         .expect("starting the cluster's watchdog");
+    assert!(started.success(), "setsid: {started}");
     Some(Cluster { dir, port })
 }
 
