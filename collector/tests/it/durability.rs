@@ -16,7 +16,7 @@ use crate::support::app::{assert_rollup_matches_raw, KEY, PRODUCER};
 use crate::support::{binary, pg, spawn_app_at, spawn_app_with};
 
 /// A batch of `n` events whose messages name it (`b<id>-<i>`), varied enough to touch every rollup.
-fn batch(id: u64, n: usize) -> String {
+pub(crate) fn batch(id: u64, n: usize) -> String {
     let events: Vec<String> = (0..n)
         .map(|i| {
             format!(
@@ -37,7 +37,7 @@ fn batch(id: u64, n: usize) -> String {
 }
 
 /// Events per batch id stored, and how many of them are distinct.
-async fn stored_batches(db: &tokio_postgres::Client) -> BTreeMap<u64, (i64, i64)> {
+pub(crate) async fn stored_batches(db: &tokio_postgres::Client) -> BTreeMap<u64, (i64, i64)> {
     db.query(
         "SELECT substr(split_part(message, '-', 1), 2)::int8, count(*), count(DISTINCT message)
          FROM comm_logs GROUP BY 1",
@@ -51,7 +51,7 @@ async fn stored_batches(db: &tokio_postgres::Client) -> BTreeMap<u64, (i64, i64)
 }
 
 /// Waits until comm_logs holds `n` rows (or 90 s), then a little longer so that duplicates would show.
-async fn wait_rows(db: &tokio_postgres::Client, n: i64) -> i64 {
+pub(crate) async fn wait_rows(db: &tokio_postgres::Client, n: i64) -> i64 {
     let count = || async {
         db.query_one("SELECT count(*) FROM comm_logs", &[])
             .await
@@ -70,7 +70,7 @@ async fn wait_rows(db: &tokio_postgres::Client, n: i64) -> i64 {
 
 /// Sends batches `first, first + step, …` one at a time, each again until it is answered 202 (as an agent
 /// retries), and records every id acknowledged; stops when `stop` is set.
-async fn load(
+pub(crate) async fn load(
     url: String,
     key: &'static str,
     first: u64,

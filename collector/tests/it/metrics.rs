@@ -1306,9 +1306,15 @@ async fn top_pairs_count_the_tail_row_of_a_bucket_the_seal_cuts() {
 /// one of the sealed rollup, a late delta or the raw tail, in every snapshot along the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_rollups_stay_exact_under_live_ingest() {
-    let app = spawn_app_with(|c| {
+    sealed_rollups_exact_under_live_ingest(crate::support::pg::fresh_database().await, false).await;
+}
+
+/// The test above on `db_url` (laid out for Citus when `citus`, where only the end state is compared).
+pub async fn sealed_rollups_exact_under_live_ingest(db_url: String, citus: bool) {
+    let app = crate::support::spawn_app_at(db_url, |c| {
         c.rollup_compact_ms = 100;
         c.pair_seal_lag_ms = 0;
+        c.database.citus = citus;
     })
     .await;
     let app = std::sync::Arc::new(app);
@@ -1351,7 +1357,11 @@ async fn sealed_rollups_stay_exact_under_live_ingest() {
             )
             .await,
         );
-        assert_eq!(app.sealed_differing_from_raw().await, 0, "mid-ingest");
+        // On Citus a statement has no snapshot common to its workers: one reading while writers commit may see
+        // a flush on one worker and not yet on another, so only the end state is compared there.
+        if !citus {
+            assert_eq!(app.sealed_differing_from_raw().await, 0, "mid-ingest");
+        }
         checks += 1;
     }
     let mut n = 0;
