@@ -143,3 +143,21 @@ async fn the_rollup_catalog_matches_the_tables() {
         }
     }
 }
+
+/// The Citus layout places every rollup the catalog declares: distributed on `bucket` with its deltas, or (the
+/// shapes with top lists) kept on the coordinator as db/citus.sql explains.
+#[test]
+fn the_citus_layout_places_every_rollup() {
+    let layout = include_str!("../../../db/citus.sql");
+    for shape in collector::rollup::catalog::SHAPES {
+        let listed = |t: &str| layout.contains(&format!("'{t}'"));
+        let distributed = listed(shape.table) && listed(&format!("{}_delta", shape.table));
+        assert_eq!(
+            distributed,
+            shape.top_lists.is_none(),
+            "{}: distributed {distributed}, top lists {}",
+            shape.table,
+            shape.top_lists.is_some()
+        );
+    }
+}
