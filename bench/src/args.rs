@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Events loaded for the query measurements (spread over 24 hours).
     #[arg(long, default_value_t = 10_000_000)]
     pub query_rows: usize,
+    /// Events loaded for the query measurements of `--suite citus`, on each of the two databases.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub citus_query_rows: usize,
     /// Keep the benchmark's data directory afterwards (for EXPLAIN; start it again with pg_ctl).
     #[arg(long)]
     pub keep_data: bool,
@@ -53,6 +56,8 @@ pub enum Suite {
     Enrich,
     /// Ingest with 50 alert rules evaluated every 10 s against none, and one cycle's time (its own section).
     Alerts,
+    /// Ingest and the query suite on a local Citus cluster (`scripts/citus.sh`) beside the single PostgreSQL.
+    Citus,
 }
 
 /// The API key the benchmark's collector accepts.

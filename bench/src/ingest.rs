@@ -59,12 +59,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         Suite::Alerts => Some(crate::alerts::run(&args, &url, &pool).await?),
         _ => None,
     };
+    let citus_section = match args.suite {
+        Suite::Citus => Some(crate::citus::run(&args, &cfg, &url, &pool).await?),
+        _ => None,
+    };
     let ingest_section = match args.suite {
-        Suite::Queries | Suite::Enrich | Suite::Alerts => None,
+        Suite::Queries | Suite::Enrich | Suite::Alerts | Suite::Citus => None,
         _ => Some(ingest(&args, &cfg, &pool, &url).await?),
     };
     let queries_section = match args.suite {
-        Suite::Ingest | Suite::Enrich | Suite::Alerts => None,
+        Suite::Ingest | Suite::Enrich | Suite::Alerts | Suite::Citus => None,
         _ => {
             truncate(&pool).await?;
             Some(queries::run(&pool, &url, &cfg, args.query_rows, args.seed).await?)
@@ -92,7 +96,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         + &section(&previous, "ingest", ingest_new)
         + &section(&previous, "ingest-pinned", pinned_new)
         + &section(&previous, "enrich", enrich_section)
-        + &section(&previous, "alerts", alerts_section);
+        + &section(&previous, "alerts", alerts_section)
+        + &section(&previous, "citus", citus_section);
     for rows in sizes {
         let new = (rows == args.query_rows)
             .then(|| queries_section.clone())
@@ -460,7 +465,7 @@ async fn ingest(
 }
 
 /// The same events through the collector's own decode and encode, done before timing the raw COPY.
-fn encode_all(batches: &[Bytes], limits: &BuildLimits) -> anyhow::Result<Vec<Bytes>> {
+pub(crate) fn encode_all(batches: &[Bytes], limits: &BuildLimits) -> anyhow::Result<Vec<Bytes>> {
     let mut rows = Vec::new();
     for b in batches {
         let text = decode::as_text(b)?;
@@ -497,7 +502,7 @@ pub(crate) async fn truncate(pool: &Pool) -> anyhow::Result<()> {
 }
 
 /// COPYs `rows` (one buffer per generated batch) over `conns` connections, `per_copy` rows per transaction.
-async fn raw_copy(
+pub(crate) async fn raw_copy(
     pool: &Pool,
     rows: &[Bytes],
     conns: usize,

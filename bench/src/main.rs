@@ -5,6 +5,7 @@
 
 mod alerts;
 mod args;
+mod citus;
 mod baseline;
 mod data;
 mod enrich;
