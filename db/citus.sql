@@ -4,12 +4,15 @@
 -- * comm_logs is hash-distributed on ts: the only column every event has (Citus refuses a NULL distribution
 --   value, and src_ip, service or host may be missing). Events with the same ts are on one shard, so the
 --   explorer's keyset (ts, ctid) stays unique. Daily partitions are distributed as they are created.
--- * The rollups the writers keep per flush, and the sources-by-port rollup, are distributed on bucket (every
---   unique key starts with (res, bucket), so each upsert goes to one shard), co-located with each other.
--- * The source and pair rollups stay on the coordinator with their top lists: a top list ranks one bucket's
---   rows against each other (a correlated subquery per bucket), which Citus runs only on co-located tables
---   joined on their distribution column. They hold one row per source or pair and bucket, far fewer than
---   the events.
+-- * The rollups the writers keep per flush are distributed on bucket (every unique key starts with (res, bucket),
+--   so each upsert goes to one shard), co-located with each other: a bucket's rollup rows and its deltas share a
+--   shard, so the compactor's move from one to the other is seen whole by any read.
+-- * The source rollup stays on the coordinator with its top lists: a top list ranks one bucket's rows against
+--   each other (a correlated subquery per bucket), which Citus runs only on co-located tables joined on their
+--   distribution column. So do the sealed rollups (pairs, sources by port): an answer adds the raw events from
+--   the seal's bound on, and the bound, the sealed rows and their deltas must be read in one snapshot, which
+--   only the coordinator's own tables share (a Citus statement has no snapshot common to its workers). They
+--   hold one row per source, pair or source and port, and bucket: far fewer than the events.
 -- * The small tables (the seal's bound, keys, alerts, ledgers, dead letters) stay on the coordinator as plain
 --   tables: a statement on distributed tables reads them first (Citus plans such a subquery apart), and a
 --   statement on them never reaches a worker. (As reference tables they would send a statement that also names
@@ -120,8 +123,7 @@ BEGIN
         'comm_rollup_service', 'comm_rollup_service_delta',
         'comm_rollup_src_net', 'comm_rollup_src_net_delta',
         'comm_rollup_dst', 'comm_rollup_dst_delta',
-        'comm_rollup_geo', 'comm_rollup_geo_delta',
-        'comm_rollup_src_port', 'comm_rollup_src_port_delta'
+        'comm_rollup_geo', 'comm_rollup_geo_delta'
     ] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t::regclass) THEN
             PERFORM create_distributed_table(t, 'bucket', colocate_with => 'comm_logs');

@@ -56,6 +56,9 @@ shared_buffers = 128MB
 max_wal_size = 1GB
 fsync = ${CITUS_FSYNC:-on}
 max_prepared_transactions = 100
+# Four shards a worker for each distributed table (Citus makes 32 by default): a local cluster of two workers
+# on a few cores spends more on tasks than it gains from them.
+citus.shard_count = 8
 citus.log_remote_commands = off
 EOF
   fi

@@ -63,9 +63,15 @@ pub(crate) async fn run(
          |---|---:|---:|---:|\n",
     );
     let mut figures = Vec::new();
-    for (name, target_url, target_pool) in [("single", url, pool), ("citus", &citus_url[..], &citus_pool)] {
+    for (name, target_url, target_pool) in [
+        ("single", url, pool),
+        ("citus", &citus_url[..], &citus_pool),
+    ] {
         truncate(target_pool).await?;
-        eprintln!("Citus suite, {name}: raw COPY, {} connections ...", cfg.writers);
+        eprintln!(
+            "Citus suite, {name}: raw COPY, {} connections ...",
+            cfg.writers
+        );
         let secs = raw_copy(target_pool, &rows, cfg.writers, cfg.flush_rows).await?;
         let raw = args.events as f64 / secs;
         truncate(target_pool).await?;
@@ -99,12 +105,14 @@ pub(crate) async fn run(
 
     let rows_q = args.citus_query_rows;
     let mut reads = String::new();
-    for (name, target_url, target_pool) in [("single", url, pool), ("citus", &citus_url[..], &citus_pool)] {
+    for (name, target_url, target_pool) in [
+        ("single", url, pool),
+        ("citus", &citus_url[..], &citus_pool),
+    ] {
         truncate(target_pool).await?;
         eprintln!("Citus suite, {name}: the query suite at {rows_q} rows ...");
         let t = Instant::now();
-        let section =
-            crate::queries::run(target_pool, target_url, cfg, rows_q, args.seed).await?;
+        let section = crate::queries::run(target_pool, target_url, cfg, rows_q, args.seed).await?;
         let heading = if name == "single" {
             "### Reads, single PostgreSQL"
         } else {
@@ -113,7 +121,9 @@ pub(crate) async fn run(
         let _ = writeln!(
             reads,
             "{heading}\n\n{} ({:.0} s in all)\n",
-            section.replacen(&format!("## Queries at {rows_q} rows\n"), "", 1).trim(),
+            section
+                .replacen(&format!("## Queries at {rows_q} rows\n"), "", 1)
+                .trim(),
             t.elapsed().as_secs_f64()
         );
     }

@@ -5,8 +5,8 @@
 
 mod alerts;
 mod args;
-mod citus;
 mod baseline;
+mod citus;
 mod data;
 mod enrich;
 mod ingest;

@@ -207,6 +207,22 @@ impl Table {
         }
     }
 
+    /// [`Table::name`] with the conditions of `where_clause` (as [`Sql::where_clause`] writes it) applied inside
+    /// each part of the union as well, for a statement that ends in the same clause. PostgreSQL pushes them
+    /// down itself; Citus runs a union it cannot push down to the shards by first reading each part onto the
+    /// coordinator, and with the conditions inside, a part is only the rows that can count.
+    pub fn reading(self, tail: Tail, where_clause: &str) -> String {
+        let Some(s) = self.shape() else {
+            return "comm_logs".into();
+        };
+        let cond = where_clause.trim_start();
+        format!(
+            "(SELECT * FROM {} {cond} UNION ALL SELECT * FROM {} {cond}) AS r",
+            s.table,
+            self.pending(tail)
+        )
+    }
+
     /// What a rollup has not merged yet, as a subquery at every tier: its deltas, and for a sealed shape the raw
     /// tail.
     pub fn pending(self, tail: Tail) -> String {

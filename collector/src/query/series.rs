@@ -49,7 +49,7 @@ pub async fn counts_by_bucket(
          FROM {table}{where_} GROUP BY 1, 2 ORDER BY 1, 2",
         time = table.time_column(),
         counts = table.counts(),
-        table = table.name(tail),
+        table = table.reading(tail, w.where_clause()),
         where_ = w.where_clause(),
     );
     let rows = client.query(&sql, &w.params()).await?;

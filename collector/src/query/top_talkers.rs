@@ -103,7 +103,7 @@ pub async fn top_talkers(
             let sql = format!(
                 "SELECT {} FROM {}{}",
                 of.counts(),
-                of.name(tail),
+                of.reading(tail, w.where_clause()),
                 w.where_clause()
             );
             let total = counts_at(&client.query_one(&sql, &w.params()).await?, 0);
@@ -131,7 +131,7 @@ pub async fn top_talkers(
          ORDER BY {metric} DESC, {order_keys} LIMIT {lim}",
         columns = names.join(", "),
         counts = table.counts(),
-        table = table.name(tail),
+        table = table.reading(tail, w.where_clause()),
         where_ = w.where_clause(),
         order_keys = order_keys(names.len()),
     );
@@ -324,7 +324,6 @@ async fn top_by_threshold(
         return Ok(None);
     };
     let buckets: i64 = segs.iter().map(|(r, a, b)| (b - a) / i64::from(*r)).sum();
-    let name = table.name(tail);
     let text: Vec<String> = names.iter().map(|k| format!("{k}::text")).collect();
     let text = text.join(", ");
     let not_null: Vec<String> = names.iter().map(|k| format!("{k} IS NOT NULL")).collect();
@@ -370,6 +369,7 @@ async fn top_by_threshold(
             "SELECT {text} FROM {name}{where_} AND res = {r} AND {not_null}
                AND bucket = (SELECT max(bucket) FROM {stored} WHERE res = {r} AND bucket >= {from} AND bucket < {to})
              ORDER BY {metric} DESC LIMIT {lim}",
+            name = table.reading(tail, w.where_clause()),
             where_ = w.where_clause(),
         );
         guess = keys_of(client.query(&sql, &w.params()).await?);
@@ -380,6 +380,7 @@ async fn top_by_threshold(
     and_keys_among(&mut w, names, &guess);
     let sql = format!(
         "SELECT least(sum({metric}), 9223372036854775807)::int8, {text} FROM {name}{where_} GROUP BY {keys}",
+        name = table.reading(tail, w.where_clause()),
         where_ = w.where_clause(),
     );
     let totals: Vec<i64> = client
@@ -421,6 +422,7 @@ async fn top_by_threshold(
         let at = w.bind(threshold);
         let sql = format!(
             "SELECT DISTINCT {text} FROM {name}{where_} AND {metric} >= {at}",
+            name = table.reading(tail, w.where_clause()),
             where_ = w.where_clause(),
         );
         keys_of(client.query(&sql, &w.params()).await?)
@@ -435,6 +437,7 @@ async fn top_by_threshold(
     let sql = format!(
         "SELECT {select}, {counts} FROM {name}{where_}
          GROUP BY {keys} ORDER BY {metric} DESC, {order_keys} LIMIT {lim}",
+        name = table.reading(tail, w.where_clause()),
         counts = table.counts(),
         where_ = w.where_clause(),
         metric = if by_bytes {

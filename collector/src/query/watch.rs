@@ -62,11 +62,14 @@ pub async fn fan_out(
     };
     let order = if by_ports { 2 } else { 3 };
     let from = match table.shape() {
-        Some(shape) => format!(
-            "(SELECT * FROM {} UNION ALL SELECT * FROM {}) AS r",
-            shape.table,
-            table.deltas(tail)
-        ),
+        Some(shape) => {
+            let cond = w.where_clause().trim_start();
+            format!(
+                "(SELECT * FROM {} {cond} UNION ALL SELECT * FROM {} {cond}) AS r",
+                shape.table,
+                table.deltas(tail)
+            )
+        }
         None => table.name(tail),
     };
     let sql = format!(

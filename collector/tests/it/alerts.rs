@@ -429,10 +429,22 @@ async fn no_data_and_change_rules_find_the_silent_host() {
 /// Two collectors on one database: the rule is evaluated once a cycle and its notification sent once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_on_one_database_notify_once() {
+    two_collectors_notify_once(pg::fresh_database().await, false).await;
+}
+
+/// The test above on `db_url` (laid out for Citus when `citus`).
+pub async fn two_collectors_notify_once(db_url: String, citus: bool) {
     let hook = receiver(0).await;
-    let db_url = pg::fresh_database().await;
-    let a = spawn_app_at(db_url.clone(), |c| c.alert_eval_ms = 100).await;
-    let b = spawn_app_at(db_url, |c| c.alert_eval_ms = 100).await;
+    let a = spawn_app_at(db_url.clone(), |c| {
+        c.alert_eval_ms = 100;
+        c.database.citus = citus;
+    })
+    .await;
+    let b = spawn_app_at(db_url, |c| {
+        c.alert_eval_ms = 100;
+        c.database.citus = citus;
+    })
+    .await;
     let (status, rule) = post_rule(
         &a,
         json!({"name": "any traffic", "kind": "threshold", "query": "volume", "op": ">=", "value": 5,

@@ -82,14 +82,7 @@ async fn every_answer_on_citus_equals_single_node() {
              ORDER BY 1",
         )
         .await;
-    assert_eq!(
-        kinds,
-        [
-            "comm_logs:h",
-            "comm_rollup_service:h",
-            "comm_rollup_src_port:h"
-        ]
-    );
+    assert_eq!(kinds, ["comm_logs:h", "comm_rollup_service:h"]);
     for app in [&single, &spread] {
         load(app).await;
     }
@@ -237,4 +230,28 @@ async fn kill_9_under_load_on_citus_loses_nothing_and_stores_it_once() {
     assert!(wrong.is_empty(), "stored partly or twice: {wrong:?}");
     crate::support::app::assert_rollup_matches_raw(&db).await;
     binary::terminate(child).await;
+}
+
+/// Retention on Citus: an old day's partition of the distributed table dropped, old rows of the default one
+/// deleted, the rollups kept; each rollup tier's old rows deleted and answers read from the tiers kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_citus_drops_old_days_and_tiers() {
+    let Some(url) = citus::fresh_database() else {
+        return;
+    };
+    crate::reliability::raw_retention(url, true).await;
+    let Some(url) = citus::fresh_database() else {
+        return;
+    };
+    crate::reliability::rollup_retention(url, true).await;
+}
+
+/// Alerts on Citus: two collectors evaluate a threshold rule over the distributed rollups, and a signed
+/// notification is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_on_citus_notify_once_from_two_collectors() {
+    let Some(url) = citus::fresh_database() else {
+        return;
+    };
+    crate::alerts::two_collectors_notify_once(url, true).await;
 }

@@ -548,7 +548,11 @@ fn the_compose_file_starts_on_a_fresh_volume() {
 /// rollups keep every event ever stored.
 #[tokio::test]
 async fn retention_drops_old_days_of_raw_events_and_keeps_the_rollups() {
-    let db_url = pg::fresh_database().await;
+    raw_retention(pg::fresh_database().await, false).await;
+}
+
+/// The test above on `db_url` (laid out for Citus when `citus`).
+pub async fn raw_retention(db_url: String, citus: bool) {
     let today = chrono::Utc::now().date_naive();
     let day = |n: u64| today.checked_sub_days(chrono::Days::new(n)).unwrap();
     let (old, recent, older) = (day(10), day(1), day(20));
@@ -570,7 +574,7 @@ async fn retention_drops_old_days_of_raw_events_and_keeps_the_rollups() {
             .collect();
         format!("[{}]", events.join(","))
     };
-    let first = crate::support::spawn_app_at(db_url.clone(), |_| {}).await;
+    let first = crate::support::spawn_app_at(db_url.clone(), |c| c.database.citus = citus).await;
     for (d, n) in [(old, 20), (recent, 30), (older, 5)] {
         assert_eq!(first.ingest(at(d, n), &[]).await.status(), 202);
     }
@@ -585,7 +589,11 @@ async fn retention_drops_old_days_of_raw_events_and_keeps_the_rollups() {
         .unwrap();
     first.stop().await.unwrap();
 
-    let second = crate::support::spawn_app_at(db_url.clone(), |c| c.retention_days = 3).await;
+    let second = crate::support::spawn_app_at(db_url.clone(), |c| {
+        c.retention_days = 3;
+        c.database.citus = citus;
+    })
+    .await;
     let partition = format!("comm_logs_p{}", old.format("%Y%m%d"));
     let exists = |name: String| {
         let admin = &admin;
@@ -721,7 +729,11 @@ async fn tier_rows_older(db: &tokio_postgres::Client, res: i32, days: i32) -> i6
 /// the tier kept there, its window widened to that tier's buckets; a bucket finer than what is kept is a 400.
 #[tokio::test]
 async fn rollup_tiers_keep_their_own_days_and_answers_read_the_tiers_kept() {
-    let db_url = pg::fresh_database().await;
+    rollup_retention(pg::fresh_database().await, false).await;
+}
+
+/// The test above on `db_url` (laid out for Citus when `citus`).
+pub async fn rollup_retention(db_url: String, citus: bool) {
     let today = chrono::Utc::now().date_naive();
     let day = |n: u64| today.checked_sub_days(chrono::Days::new(n)).unwrap();
     let (yesterday, old, older) = (day(1), day(10), day(20));
@@ -736,7 +748,7 @@ async fn rollup_tiers_keep_their_own_days_and_answers_read_the_tiers_kept() {
             .collect();
         format!("[{}]", events.join(","))
     };
-    let first = crate::support::spawn_app_at(db_url.clone(), |_| {}).await;
+    let first = crate::support::spawn_app_at(db_url.clone(), |c| c.database.citus = citus).await;
     for (d, n) in [(yesterday, 30), (old, 20), (older, 5)] {
         assert_eq!(first.ingest(at(d, n), &[]).await.status(), 202);
     }
@@ -750,6 +762,7 @@ async fn rollup_tiers_keep_their_own_days_and_answers_read_the_tiers_kept() {
     let app = crate::support::spawn_app_at(db_url.clone(), |c| {
         c.rollup_minute_days = 2;
         c.rollup_5min_days = 15;
+        c.database.citus = citus;
     })
     .await;
     for _ in 0..200 {

@@ -106,8 +106,8 @@ fn start() -> Option<Cluster> {
     Some(Cluster { dir, port })
 }
 
-/// A new database on the cluster (Citus in it on every node, the workers added), not migrated; `None`, with a
-/// message, when Citus is not installed.
+/// A new database on the cluster (Citus in it on every node, the workers added), migrated and laid out for
+/// Citus (db/citus.sql); `None`, with a message, when Citus is not installed.
 pub fn fresh_database() -> Option<String> {
     static N: AtomicU32 = AtomicU32::new(0);
     let cluster = CLUSTER
@@ -137,7 +137,25 @@ pub fn fresh_database() -> Option<String> {
             .output()
             .expect("running scripts/citus.sh");
         if out.status.success() {
-            return Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+            let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let migrate = url.clone();
+            // Its own thread and runtime: this runs inside a test's runtime.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().expect("runtime");
+                rt.block_on(async {
+                    let pool = collector::db::pool(&migrate, 1).expect("pool");
+                    collector::db::migrate::run(&pool)
+                        .await
+                        .expect("migrating on Citus");
+                    collector::db::migrate::citus_layout(&pool)
+                        .await
+                        .expect("the Citus layout");
+                    pool.close();
+                });
+            })
+            .join()
+            .expect("migrating the Citus database");
+            return Some(url);
         }
         tries += 1;
         assert!(
