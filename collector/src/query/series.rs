@@ -132,7 +132,7 @@ pub async fn latency_by_bucket(
              FROM (SELECT {t} AS t, {service} AS s, latency_hist, latency_max, latency_n,
                           {pcts} AS latency_pcts, {alone} AS alone
                    FROM {table}{where_} AND latency_n > 0) AS q",
-            table = table.name(Tail::default()),
+            table = table.reading(Tail::default(), w.where_clause()),
             where_ = w.where_clause()
         );
         let rows = client.query(&sql, &w.params()).await?;
