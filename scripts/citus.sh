@@ -3,7 +3,7 @@
 # 127.0.0.1 with the Citus extension, started from the system's binaries as the private server is.
 #
 #   scripts/citus.sh start [DIR] [PORT]   # data in DIR (default /tmp/collector-citus), ports PORT..PORT+2 (9700)
-#   scripts/citus.sh stop [DIR]
+#   scripts/citus.sh stop [DIR] [NODE]   # every node, or only node NODE (0 the coordinator, 1 and 2 the workers)
 #   scripts/citus.sh database NAME [DIR] [PORT]   # NAME on every node, with Citus and the workers added
 #
 # `start` prints the coordinator's DATABASE_URL (database `collector`, ready to use):
@@ -98,14 +98,16 @@ case "$cmd" in
     echo "host=127.0.0.1 port=$port user=postgres dbname=$name"
     ;;
   stop)
-    for n in 0 1 2; do
+    nodes="0 1 2"
+    [ -n "${3:-}" ] && nodes=$3
+    for n in $nodes; do
       if [ -f "$dir/node$n/PG_VERSION" ]; then
         as_pg "$bindir/pg_ctl" stop -w -s -m fast -D "$dir/node$n" >/dev/null 2>&1 || true
       fi
     done
     ;;
   *)
-    echo "usage: citus.sh start [DIR] [PORT] | stop [DIR] | database NAME [DIR] [PORT]" >&2
+    echo "usage: citus.sh start [DIR] [PORT] | stop [DIR] [NODE] | database NAME [DIR] [PORT]" >&2
     exit 2
     ;;
 esac

@@ -300,6 +300,7 @@ pub async fn run(
             stats: alert_stats.clone(),
             public_url: cfg.public_url.trim_end_matches('/').to_string(),
             due: Arc::default(),
+            answers: Arc::default(),
         };
         tokio::spawn(evaluator.run(
             Duration::from_millis(cfg.alert_eval_ms),

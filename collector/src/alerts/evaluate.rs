@@ -31,6 +31,9 @@ pub struct Evaluator {
     /// When each rule is due again: a rule whose reads took `t` waits [`PACING`] × `t` before the next
     /// evaluation (the cycle's interval at least).
     pub due: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    /// The answers read in the current cycle, by their read (query, parameters, window, tenant): rules watching
+    /// the same read (thresholds at several levels, say) share one query.
+    pub answers: Arc<std::sync::Mutex<HashMap<String, Value>>>,
 }
 
 /// How many times its own evaluation time a rule waits before it is evaluated again. A rule's reads share the
@@ -122,6 +125,10 @@ impl Evaluator {
     async fn evaluate_all(&self) -> Result<usize, AlertError> {
         let rules = rules::list(&self.pool.get().await?, None).await?;
         let now = Utc::now();
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut n = 0;
         for rule in rules.iter().filter(|r| r.spec.enabled) {
             let started = Instant::now();
@@ -168,8 +175,26 @@ impl Evaluator {
             .tenant
             .as_deref()
             .map(|t| self.keys.tenant_producers(t));
+        let mut sorted: Vec<(&String, &String)> = params.iter().collect();
+        sorted.sort();
+        let key = format!("{query:?} {sorted:?} {:?}", rule.tenant);
+        let cached = self
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(answer) = cached {
+            return Ok(answer);
+        }
         let mut client = self.read_pool.get().await?;
-        Ok(api::execute(query, &params, &mut client, None, None, visible.as_deref()).await?)
+        let answer =
+            api::execute(query, &params, &mut client, None, None, visible.as_deref()).await?;
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, answer.clone());
+        Ok(answer)
     }
 
     /// Each group's figure and whether the condition holds.

@@ -255,3 +255,52 @@ async fn alerts_on_citus_notify_once_from_two_collectors() {
     };
     crate::alerts::two_collectors_notify_once(url, true).await;
 }
+
+/// A worker stopped while load continues: every batch is acknowledged (the spool keeps what the cluster cannot
+/// take), and once the worker is back every event lands exactly once and the rollups equal the raw events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_outage_is_absorbed_by_the_spool() {
+    use crate::durability::{batch, stored_batches, wait_rows};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cluster) = citus::OwnCluster::start(dir.path()) else {
+        return;
+    };
+    let app = spawn_app_at(cluster.url(), |c| {
+        c.database.citus = true;
+        c.queue_capacity = 300;
+        c.writers = 2;
+        c.retry_max_backoff_ms = 200;
+    })
+    .await;
+    for id in 0..5 {
+        assert_eq!(app.ingest(batch(id, 100), &[]).await.status(), 202);
+    }
+    assert_eq!(wait_rows(&app.db, 500).await, 500);
+    cluster.stop_node(2);
+    for id in 5..30 {
+        let r = app.ingest(batch(id, 100), &[]).await;
+        assert_eq!(r.status(), 202, "batch {id}: {}", r.text().await.unwrap());
+    }
+    // Nothing reached the cluster meanwhile: every COPY touches both workers.
+    let ready: Value = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["spool"]["backlog"], true, "{ready}");
+    cluster.start_again();
+    let db = pg::connect(&cluster.url()).await;
+    assert_eq!(wait_rows(&db, 3000).await, 3000);
+    let stored = stored_batches(&db).await;
+    assert_eq!(stored.len(), 30);
+    assert!(
+        stored.values().all(|&(n, d)| n == 100 && d == 100),
+        "{stored:?}"
+    );
+    crate::support::app::assert_rollup_matches_raw(&db).await;
+    app.stop().await.unwrap();
+}

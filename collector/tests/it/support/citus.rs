@@ -64,6 +64,72 @@ fn remove_stale_clusters() {
     }
 }
 
+/// A cluster of a test's own (for stopping a node), in `dir`: `None` without Citus, as for the shared one.
+pub struct OwnCluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl OwnCluster {
+    pub fn start(dir: &std::path::Path) -> Option<OwnCluster> {
+        if !installed() {
+            assert!(std::env::var_os("COLLECTOR_REQUIRE_CITUS").is_none());
+            eprintln!("Skipped: Citus is not installed in the system's PostgreSQL");
+            return None;
+        }
+        let own = OwnCluster {
+            dir: dir.join("citus"),
+            port: free_ports(),
+        };
+        own.run(&["start"]);
+        Some(own)
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script()).arg(args[0]).arg(&self.dir);
+        if args[0] == "start" {
+            cmd.arg(self.port.to_string()).env("CITUS_FSYNC", "off");
+        }
+        cmd.args(&args[1..]);
+        let out = cmd.output().expect("running scripts/citus.sh");
+        assert!(
+            out.status.success(),
+            "scripts/citus.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The coordinator's `collector` database.
+    pub fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=collector",
+            self.port
+        )
+    }
+
+    /// Stops node `n` (0 the coordinator, 1 and 2 the workers).
+    pub fn stop_node(&self, n: u8) {
+        self.run(&["stop", &n.to_string()]);
+    }
+
+    /// Starts every stopped node again.
+    pub fn start_again(&self) {
+        self.run(&["start"]);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
 fn start() -> Option<Cluster> {
     if !installed() {
         assert!(
