@@ -92,7 +92,7 @@ pub(crate) fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> S
         s,
         "Regenerate with `scripts/bench.sh` (`bench/`; defaults: ingest of {} events in batches of {} \
          from {} clients, then queries at 10000000 rows; `--full`: 100000000 rows and 1000000 events per matrix \
-         cell; `--suite ingest|queries` runs one section and keeps the other). \
+         cell; `--suite ingest|queries|enrich|alerts|citus` runs one section and keeps the others). \
          Every figure of a section comes from one run; the raw COPY rows are the limit for the same rows into the \
          same schema on the same server.\n",
         args.events, args.batch_size, args.clients
