@@ -42,6 +42,9 @@ pub struct Evaluator {
 /// slowing ingest.
 pub const PACING: u32 = 20;
 
+/// Groups of one rule whose firing in one cycle carries their top talkers in its evidence.
+pub const EVIDENCE_READS: usize = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
     #[error(transparent)]
@@ -473,6 +476,11 @@ impl Evaluator {
             DateTime::from_timestamp(start.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(start);
         let days = chrono::Duration::days(spec.history_days.unwrap_or(7) as i64);
         let client = self.read_pool.get().await?;
+        // Warm-up: with no history at all before the window (a new collector), every talker would be new.
+        if !crate::query::watch::has_history(&client, talker, history_to - days, history_to).await?
+        {
+            return Ok(Vec::new());
+        }
         let seen =
             crate::query::watch::seen(&client, talker, &values, history_to - days, history_to)
                 .await?;
@@ -514,6 +522,7 @@ impl Evaluator {
             })
             .collect();
         let mut seen: Vec<Observation> = observations.to_vec();
+        let mut fired = 0;
         // A group the answer no longer has does not hold.
         for group in known.keys() {
             if !seen.iter().any(|o| &o.group == group) {
@@ -549,7 +558,13 @@ impl Evaluator {
                 continue;
             }
             let incident = match step {
-                Step::Fire => Some(self.open_incident(&tx, rule, o, now).await?),
+                Step::Fire => {
+                    // A storm of firings (a new collector's first sources, say) reads the top talkers of
+                    // the first few only: the rest say so, and ingest does not pay one read per group.
+                    let talkers = fired < EVIDENCE_READS;
+                    fired += 1;
+                    Some(self.open_incident(&tx, rule, o, now, talkers).await?)
+                }
                 Step::Refire | Step::Recover | Step::Resolve => {
                     if let Some(id) = incident {
                         let kind = match step {
@@ -617,8 +632,9 @@ impl Evaluator {
         rule: &Rule,
         o: &Observation,
         now: DateTime<Utc>,
+        talkers: bool,
     ) -> Result<i64, AlertError> {
-        let evidence = self.evidence(rule, o, now).await;
+        let evidence = self.evidence(rule, o, now, talkers).await;
         let id: i64 = tx
             .query_one(
                 "INSERT INTO alert_incidents (rule_id, tenant, group_key, status, opened_at, updated_at)
@@ -637,16 +653,25 @@ impl Evaluator {
     }
 
     /// The numbers behind a firing: the figure, the condition, the window, and the top talkers of the group.
-    async fn evidence(&self, rule: &Rule, o: &Observation, now: DateTime<Utc>) -> Value {
+    async fn evidence(
+        &self,
+        rule: &Rule,
+        o: &Observation,
+        now: DateTime<Utc>,
+        talkers: bool,
+    ) -> Value {
         let spec = &rule.spec;
         let (from, to) = judged_window(spec, now);
         let mut params = self.group_filters(rule, &o.group);
         params.insert("limit".into(), "5".into());
-        let top = self
-            .answer(rule, QueryKind::TopTalkers, from, to, &params)
-            .await
-            .map(|v| v["top"].clone())
-            .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        let top = if talkers {
+            self.answer(rule, QueryKind::TopTalkers, from, to, &params)
+                .await
+                .map(|v| v["top"].clone())
+                .unwrap_or_else(|e| json!({ "error": e.to_string() }))
+        } else {
+            json!({ "omitted": format!("more than {EVIDENCE_READS} groups of this rule fired at once") })
+        };
         json!({
             "field": spec.field(),
             "condition": spec.condition(),

@@ -104,6 +104,24 @@ pub fn history_of(talker: &str) -> Option<(&'static str, &'static str, &'static 
     })
 }
 
+/// Whether the rollup keeping `talker`'s history has any row in [`from`, `to`) (hourly rows, or deltas not merged
+/// yet): without one, the collector has no history to call a talker new against.
+pub async fn has_history(
+    client: &impl GenericClient,
+    talker: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let Some((table, _, _)) = history_of(talker) else {
+        return Ok(false);
+    };
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE res = 3600 AND bucket >= $1 AND bucket < $2)
+             OR EXISTS (SELECT 1 FROM {table}_delta WHERE bucket >= $1 AND bucket < $2)"
+    );
+    Ok(client.query_one(&sql, &[&from, &to]).await?.get(0))
+}
+
 /// Which of `values` of `talker` appear in [`from`, `to`): in its rollup's hourly rows, or in the deltas not
 /// merged into them yet (a backfill just sent).
 pub async fn seen(

@@ -719,6 +719,51 @@ async fn a_seasonal_anomaly_knows_the_daily_peak_and_still_finds_the_spike() {
     app.stop().await.unwrap();
 }
 
+/// On a collector with no history yet, every source would be new: a new-talker rule waits (its warm-up) and
+/// fires nothing; the same traffic after an hour of history fires for the source not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_talker_rule_waits_for_history() {
+    let app = spawn_app_with(|c| c.alert_eval_ms = 200).await;
+    let now = chrono::Utc::now();
+    let at = |secs_ago: i64, src: &str| {
+        json!({"timestamp": (now - chrono::Duration::seconds(secs_ago)).to_rfc3339(), "src_ip": src,
+               "service": "web", "status": 200})
+    };
+    let fresh: Vec<Value> = (0..40)
+        .map(|i| at(i, &format!("10.4.0.{}", i % 4)))
+        .collect();
+    send(&app, &Value::Array(fresh).to_string()).await;
+    app.wait_rows(40).await;
+    let (status, body) = post_rule(
+        &app,
+        json!({"name": "new", "kind": "new_talker", "op": ">=", "value": 5, "window_secs": 300,
+               "history_days": 1, "cooldown_secs": 0}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let open = app.ok_json("/api/alerts/incidents?status=open").await;
+    assert!(fired(&open).is_empty(), "no history, nothing new: {open}");
+    // History two hours back holding the first three sources.
+    let history: Vec<Value> = (0..30)
+        .map(|i| at(7200 + i, &format!("10.4.0.{}", i % 3)))
+        .collect();
+    send(&app, &Value::Array(history).to_string()).await;
+    app.wait_rows(70).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = app.ok_json("/api/alerts/incidents?status=open").await;
+        let got = fired(&open);
+        if !got.is_empty() {
+            assert_eq!(got, [("new".to_string(), "10.4.0.3".to_string())], "{open}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await.unwrap();
+}
+
 /// A collector killed (SIGKILL) while its notification is in flight records nothing of that attempt: the next
 /// collector sends it, under the same id, and the receiver accepts it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
