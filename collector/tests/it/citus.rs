@@ -171,7 +171,7 @@ async fn kill_9_under_load_on_citus_loses_nothing_and_stores_it_once() {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use crate::durability::{load, stored_batches, wait_rows};
+    use crate::durability::load;
     use crate::support::binary;
 
     let Some(url) = citus::fresh_database() else {
@@ -215,20 +215,7 @@ async fn kill_9_under_load_on_citus_loses_nothing_and_stores_it_once() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 10, "the load ran: {} batches", acked.len());
     let db = pg::connect(&url).await;
-    wait_rows(&db, acked.len() as i64 * 40).await;
-    let stored = stored_batches(&db).await;
-    let missing: Vec<u64> = acked
-        .iter()
-        .filter(|id| !stored.contains_key(id))
-        .copied()
-        .collect();
-    assert!(missing.is_empty(), "acknowledged batches lost: {missing:?}");
-    let wrong: Vec<_> = stored
-        .iter()
-        .filter(|(_, &(n, distinct))| n != 40 || distinct != 40)
-        .collect();
-    assert!(wrong.is_empty(), "stored partly or twice: {wrong:?}");
-    crate::support::app::assert_rollup_matches_raw(&db).await;
+    crate::durability::assert_acked_stored_once(&db, &acked).await;
     binary::terminate(child).await;
 }
 

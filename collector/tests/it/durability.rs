@@ -174,15 +174,23 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_stores_it_once() {
         socket.display()
     ))
     .await;
-    wait_rows(&db, acked.len() as i64 * 40).await;
-    let stored = stored_batches(&db).await;
+    assert_acked_stored_once(&db, &acked).await;
+    drop(db);
+    crate::support::binary::terminate(child).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every acknowledged batch of 40 events (`load`) is stored, and every batch stored (acknowledged, or sent when
+/// a collector died and then resent) is whole and once; the rollups equal the raw events.
+pub(crate) async fn assert_acked_stored_once(db: &tokio_postgres::Client, acked: &BTreeSet<u64>) {
+    wait_rows(db, acked.len() as i64 * 40).await;
+    let stored = stored_batches(db).await;
     let missing: Vec<u64> = acked
         .iter()
         .filter(|id| !stored.contains_key(id))
         .copied()
         .collect();
     assert!(missing.is_empty(), "acknowledged batches lost: {missing:?}");
-    // Every batch stored (acknowledged, or sent when the collector died and then resent) is whole and once.
     let wrong: Vec<_> = stored
         .iter()
         .filter(|(_, &(n, distinct))| n != 40 || distinct != 40)
@@ -191,10 +199,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_stores_it_once() {
         wrong.is_empty(),
         "batches stored partly or more than once (id, (rows, distinct)): {wrong:?}"
     );
-    assert_rollup_matches_raw(&db).await;
-    drop(db);
-    crate::support::binary::terminate(child).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_rollup_matches_raw(db).await;
 }
 
 /// A PostgreSQL of the test's own, to stop and start again (the shared one serves every other test).
