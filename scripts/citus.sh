@@ -8,8 +8,8 @@
 #
 # `start` prints the coordinator's DATABASE_URL (database `collector`, ready to use):
 #   DATABASE_URL=$(scripts/citus.sh start) COLLECTOR_CITUS=true scripts/run.sh
-# Citus itself must be installed in the system's PostgreSQL (`citus.so`): from the Citus packages, or here from
-# the source beside the repository (../shared/citus/build.sh), which .ci/run does when it is there.
+# Citus itself must be installed in the system's PostgreSQL (`citus.so`), from the Citus packages or its source
+# (.ci/run builds it where a Citus source tree sits beside the repository).
 set -euo pipefail
 
 cmd=${1:-start}
@@ -28,7 +28,7 @@ done
 [ -n "$bindir" ] || { echo "citus.sh: no PostgreSQL binaries (scripts/setup.sh installs them)" >&2; exit 1; }
 libdir=$("$bindir/pg_config" --pkglibdir 2>/dev/null || echo "$(dirname "$bindir")/lib")
 if [ "$cmd" != stop ] && [ ! -f "$libdir/citus.so" ]; then
-  echo "citus.sh: Citus is not installed in $libdir (install its package, or run ../shared/citus/build.sh)" >&2
+  echo "citus.sh: Citus is not installed in $libdir (install it from the Citus packages or its source)" >&2
   exit 3
 fi
 

@@ -192,34 +192,32 @@ impl Table {
         self != Table::Raw
     }
 
-    /// What a query reads: a rollup together with its deltas not yet compacted (see `pipeline::compact`). A
-    /// delta row holds its shape's finest tier; it is presented at every tier, so that whichever tier a
-    /// segment reads (see [`segments`]) counts it exactly once. A sealed shape adds the raw events not yet
-    /// sealed (db/migrations/0008_pairs.sql), presented the same way.
-    pub fn name(self, tail: Tail) -> String {
-        match self.shape() {
-            None => "comm_logs".into(),
-            Some(s) => format!(
-                "(SELECT * FROM {} UNION ALL SELECT * FROM {}) AS r",
-                s.table,
-                self.pending(tail)
-            ),
-        }
-    }
-
-    /// [`Table::name`] with the conditions of `where_clause` (as [`Sql::where_clause`] writes it) applied inside
-    /// each part of the union as well, for a statement that ends in the same clause. PostgreSQL pushes them
-    /// down itself; Citus runs a union it cannot push down to the shards by first reading each part onto the
+    /// What a statement ending in `where_clause` (as [`Sql::where_clause`] writes it) reads: a rollup together
+    /// with its deltas not yet compacted (see `pipeline::compact`), or `comm_logs`. A delta row holds its
+    /// shape's finest tier; it is presented at every tier, so that whichever tier a segment reads (see
+    /// [`segments`]) counts it exactly once. A sealed shape adds the raw events not yet sealed
+    /// (db/migrations/0008_pairs.sql), presented the same way.
+    ///
+    /// The clause's conditions are applied inside each part of the union as well: PostgreSQL pushes them down
+    /// itself, but Citus runs a union it cannot push down to the shards by first reading each part onto the
     /// coordinator, and with the conditions inside, a part is only the rows that can count.
     pub fn reading(self, tail: Tail, where_clause: &str) -> String {
+        self.union(self.pending(tail), where_clause)
+    }
+
+    /// [`Table::reading`] without the raw events a sealed shape's seal has not reached: what is sealed only.
+    pub fn reading_sealed(self, tail: Tail, where_clause: &str) -> String {
+        self.union(self.deltas(tail), where_clause)
+    }
+
+    fn union(self, unmerged: String, where_clause: &str) -> String {
         let Some(s) = self.shape() else {
             return "comm_logs".into();
         };
         let cond = where_clause.trim_start();
         format!(
-            "(SELECT * FROM {} {cond} UNION ALL SELECT * FROM {} {cond}) AS r",
-            s.table,
-            self.pending(tail)
+            "(SELECT * FROM {} {cond} UNION ALL SELECT * FROM {unmerged} {cond}) AS r",
+            s.table
         )
     }
 

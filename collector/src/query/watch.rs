@@ -61,17 +61,7 @@ pub async fn fan_out(
         ("0::int8".to_string(), format!("count(DISTINCT {other})"))
     };
     let order = if by_ports { 2 } else { 3 };
-    let from = match table.shape() {
-        Some(shape) => {
-            let cond = w.where_clause().trim_start();
-            format!(
-                "(SELECT * FROM {} {cond} UNION ALL SELECT * FROM {} {cond}) AS r",
-                shape.table,
-                table.deltas(tail)
-            )
-        }
-        None => table.name(tail),
-    };
+    let from = table.reading_sealed(tail, w.where_clause());
     let sql = format!(
         "SELECT host(src_ip), {ports}, {addresses}, {events}
          FROM {from}{} GROUP BY src_ip ORDER BY {order} DESC, 1 LIMIT {limit}",

@@ -8,24 +8,29 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-struct Cluster {
-    dir: PathBuf,
-    port: u16,
-}
-
 static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
 
 fn script() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/citus.sh").to_string()
 }
 
-/// Whether the system's PostgreSQL has Citus (`citus.so` in its library directory).
-fn installed() -> bool {
-    let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql") else {
-        return false;
-    };
-    dirs.flatten()
-        .any(|d| d.path().join("lib/citus.so").exists())
+/// Whether the system's PostgreSQL has Citus (`citus.so` in its library directory); when it has not, says the
+/// tests are skipped, or fails where `COLLECTOR_REQUIRE_CITUS` is set.
+fn available() -> bool {
+    let installed = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|dirs| {
+        dirs.flatten()
+            .any(|d| d.path().join("lib/citus.so").exists())
+    });
+    if !installed {
+        assert!(
+            std::env::var_os("COLLECTOR_REQUIRE_CITUS").is_none(),
+            "COLLECTOR_REQUIRE_CITUS is set but Citus is not installed"
+        );
+        eprintln!(
+            "Skipped: Citus is not installed in the system's PostgreSQL (install its packages)"
+        );
+    }
+    installed
 }
 
 /// Three consecutive free TCP ports on 127.0.0.1.
@@ -40,51 +45,28 @@ fn free_ports() -> u16 {
     panic!("no three free consecutive ports");
 }
 
-/// Clusters of earlier test runs whose process is gone: stopped, their data removed.
-fn remove_stale_clusters() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("collector-citus-it-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("bash")
-                .args([&script(), "stop"])
-                .arg(entry.path())
-                .status();
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// A cluster of a test's own (for stopping a node), in `dir`: `None` without Citus, as for the shared one.
-pub struct OwnCluster {
+/// A cluster in a directory of its own, on three free ports: the one the tests share, or a test's own (to stop
+/// a node). Stopped when dropped.
+pub struct Cluster {
     dir: PathBuf,
     port: u16,
 }
 
-impl OwnCluster {
-    pub fn start(dir: &std::path::Path) -> Option<OwnCluster> {
-        if !installed() {
-            assert!(std::env::var_os("COLLECTOR_REQUIRE_CITUS").is_none());
-            eprintln!("Skipped: Citus is not installed in the system's PostgreSQL");
+impl Cluster {
+    /// Starts one in `dir`; `None` without Citus.
+    pub fn start(dir: &std::path::Path) -> Option<Cluster> {
+        if !available() {
             return None;
         }
-        let own = OwnCluster {
-            dir: dir.join("citus"),
+        let cluster = Cluster {
+            dir: dir.to_path_buf(),
             port: free_ports(),
         };
-        own.run(&["start"]);
-        Some(own)
+        cluster.run(&["start"]);
+        Some(cluster)
     }
 
+    /// `scripts/citus.sh start <dir> <port>` or `<command> <dir> [args]`; its output.
     fn run(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("bash");
         cmd.arg(script()).arg(args[0]).arg(&self.dir);
@@ -120,7 +102,7 @@ impl OwnCluster {
     }
 }
 
-impl Drop for OwnCluster {
+impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new("bash")
             .arg(script())
@@ -130,30 +112,19 @@ impl Drop for OwnCluster {
     }
 }
 
-fn start() -> Option<Cluster> {
-    if !installed() {
-        assert!(
-            std::env::var_os("COLLECTOR_REQUIRE_CITUS").is_none(),
-            "COLLECTOR_REQUIRE_CITUS is set but Citus is not installed"
-        );
-        return None;
+/// The cluster the tests share, in the temporary directory; clusters of earlier runs whose process is gone are
+/// stopped and removed first.
+fn shared() -> Option<Cluster> {
+    for dir in super::pg::dirs_of_dead_runs("collector-citus-it-") {
+        let _ = Command::new("bash")
+            .args([&script(), "stop"])
+            .arg(&dir)
+            .status();
+        let _ = std::fs::remove_dir_all(dir);
     }
-    remove_stale_clusters();
     let dir = std::env::temp_dir().join(format!("collector-citus-it-{}", std::process::id()));
-    let port = free_ports();
-    let out = Command::new("bash")
-        .args([&script(), "start"])
-        .arg(&dir)
-        .arg(port.to_string())
-        .env("CITUS_FSYNC", "off")
-        .output()
-        .expect("running scripts/citus.sh");
-    assert!(
-        out.status.success(),
-        "scripts/citus.sh start: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Stopped and removed when this test process ends, however it ends.
+    let cluster = Cluster::start(&dir)?;
+    // Stopped and removed when this test process ends, however it ends (statics are never dropped).
     let watchdog = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{script}' stop '{dir}'; rm -rf '{dir}'",
         pid = std::process::id(),
@@ -169,7 +140,7 @@ fn start() -> Option<Cluster> {
         .status()
         .expect("starting the cluster's watchdog");
     assert!(started.success(), "setsid: {started}");
-    Some(Cluster { dir, port })
+    Some(cluster)
 }
 
 /// A new database on the cluster (Citus in it on every node, the workers added), migrated and laid out for
@@ -177,15 +148,8 @@ fn start() -> Option<Cluster> {
 pub fn fresh_database() -> Option<String> {
     static N: AtomicU32 = AtomicU32::new(0);
     let cluster = CLUSTER
-        .get_or_init(|| std::thread::spawn(start).join().expect("starting Citus"))
-        .as_ref();
-    let Some(cluster) = cluster else {
-        eprintln!(
-            "Skipped: Citus is not installed in the system's PostgreSQL (install its packages, or run \
-             ../shared/citus/build.sh)"
-        );
-        return None;
-    };
+        .get_or_init(|| std::thread::spawn(shared).join().expect("starting Citus"))
+        .as_ref()?;
     let name = format!(
         "c_{}_{}",
         std::process::id(),

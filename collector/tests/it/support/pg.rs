@@ -28,24 +28,30 @@ fn server() -> &'static Server {
 /// Earlier test runs' servers are stopped by their watchdogs when those runs end, but their data directories
 /// stay: a few hundred MB each, which fill a disk over many runs. Those of processes no longer alive go.
 fn remove_stale_servers() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("collector-it-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        let running = entry.path().join("pg/postmaster.pid").exists();
-        if !alive && !running {
-            let _ = std::fs::remove_dir_all(entry.path());
+    for dir in dirs_of_dead_runs("collector-it-") {
+        if !dir.join("pg/postmaster.pid").exists() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// The directories `<prefix><pid>` in the temporary directory whose test process `pid` is no longer alive.
+pub fn dirs_of_dead_runs(prefix: &str) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 fn start() -> Server {
