@@ -120,6 +120,7 @@ BEGIN
     END IF;
     FOREACH t IN ARRAY ARRAY[
         'comm_rollup', 'comm_rollup_delta',
+        'comm_rollup_host', 'comm_rollup_host_delta',
         'comm_rollup_service', 'comm_rollup_service_delta',
         'comm_rollup_src_net', 'comm_rollup_src_net_delta',
         'comm_rollup_dst', 'comm_rollup_dst_delta',

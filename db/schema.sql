@@ -114,6 +114,37 @@ $$;
 
 
 --
+-- Name: comm_rollup_host_rebuild(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_host_rebuild(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r integer;
+BEGIN
+    DELETE FROM comm_rollup_host WHERE bucket >= from_ts AND bucket < to_ts;
+    DELETE FROM comm_rollup_host_delta WHERE bucket >= from_ts AND bucket < to_ts;
+    FOREACH r IN ARRAY ARRAY[60, 300, 3600] LOOP
+        INSERT INTO comm_rollup_host
+        SELECT r, b, producer, service, protocol, host, status, sum(n), sum(bi), sum(bo), sum(e), sum(ce),
+               sum(ln), sum(ls), max(lm),
+               coalesce(array_agg(latency_hist_pack(k, ln) ORDER BY k) FILTER (WHERE k IS NOT NULL), '{}')
+        FROM (SELECT date_bin(r * interval '1 second', ts, to_timestamp(0)) AS b, producer, service, protocol, host,
+                     status, latency_bucket(latency_ms) AS k, count(*) AS n,
+                     coalesce(sum(bytes_in), 0) AS bi, coalesce(sum(bytes_out), 0) AS bo,
+                     count(*) FILTER (WHERE status >= 500) AS e,
+                     count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS ce,
+                     count(latency_ms) AS ln, coalesce(sum(latency_ms), 0) AS ls, max(latency_ms) AS lm
+              FROM comm_logs WHERE ts >= from_ts AND ts < to_ts
+              GROUP BY 1, 2, 3, 4, 5, 6, 7) AS per_latency_bucket
+        GROUP BY b, producer, service, protocol, host, status;
+    END LOOP;
+END
+$$;
+
+
+--
 -- Name: comm_rollup_pair_rebuild(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -138,8 +169,8 @@ CREATE FUNCTION public.comm_rollup_rebuild(from_ts timestamp with time zone, to_
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM comm_rollup_rebuild_before_src_port(from_ts, to_ts);
-    PERFORM comm_rollup_src_port_rebuild(from_ts, to_ts);
+    PERFORM comm_rollup_rebuild_before_host(from_ts, to_ts);
+    PERFORM comm_rollup_host_rebuild(from_ts, to_ts);
 END
 $$;
 
@@ -164,6 +195,20 @@ BEGIN
     INSERT INTO comm_rollup_pair_top_pending
     SELECT DISTINCT res, bucket FROM comm_rollup_pair WHERE bucket >= from_ts AND bucket < to_ts
     ON CONFLICT DO NOTHING;
+END
+$$;
+
+
+--
+-- Name: comm_rollup_rebuild_before_host(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.comm_rollup_rebuild_before_host(from_ts timestamp with time zone, to_ts timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM comm_rollup_rebuild_before_src_port(from_ts, to_ts);
+    PERFORM comm_rollup_src_port_rebuild(from_ts, to_ts);
 END
 $$;
 
@@ -695,6 +740,55 @@ CREATE TABLE public.comm_rollup_geo_delta (
 
 
 --
+-- Name: comm_rollup_host; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_host (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    producer text NOT NULL,
+    service text,
+    protocol text,
+    host text,
+    status integer,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    latency_n bigint NOT NULL,
+    latency_sum double precision NOT NULL,
+    latency_max double precision,
+    latency_hist bigint[] NOT NULL
+)
+WITH (fillfactor='70', toast_tuple_target='8160');
+
+
+--
+-- Name: comm_rollup_host_delta; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.comm_rollup_host_delta (
+    res integer NOT NULL,
+    bucket timestamp with time zone NOT NULL,
+    producer text NOT NULL,
+    service text,
+    protocol text,
+    host text,
+    status integer,
+    events bigint NOT NULL,
+    bytes_in bigint NOT NULL,
+    bytes_out bigint NOT NULL,
+    errors bigint NOT NULL,
+    client_errors bigint NOT NULL,
+    latency_n bigint NOT NULL,
+    latency_sum double precision NOT NULL,
+    latency_max double precision,
+    latency_hist bigint[] NOT NULL
+);
+
+
+--
 -- Name: comm_rollup_pair; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1104,6 +1198,14 @@ ALTER TABLE ONLY public.comm_rollup_dst
 
 ALTER TABLE ONLY public.comm_rollup_geo
     ADD CONSTRAINT comm_rollup_geo_key UNIQUE NULLS NOT DISTINCT (res, bucket, src_country, src_asn, dst_country, dst_asn, threat);
+
+
+--
+-- Name: comm_rollup_host comm_rollup_host_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.comm_rollup_host
+    ADD CONSTRAINT comm_rollup_host_key UNIQUE NULLS NOT DISTINCT (res, bucket, producer, service, protocol, host, status);
 
 
 --

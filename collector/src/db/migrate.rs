@@ -96,6 +96,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sources by port",
         include_str!("../../../db/migrations/0018_src_ports.sql"),
     ),
+    (
+        19,
+        "rollup by host",
+        include_str!("../../../db/migrations/0019_host_rollup.sql"),
+    ),
 ];
 
 /// Whether the database has the Citus extension (it is a Citus coordinator).

@@ -495,12 +495,16 @@ mod tests {
         let dst = Table::Rollup(&catalog::DST);
         let pair = Table::Rollup(&catalog::PAIR);
         let full = Table::Rollup(&catalog::FULL);
+        let host = Table::Rollup(&catalog::HOST);
         for (q, group, latency, grain, want) in [
             ("", Dims::NONE, false, 60, service),
             ("", Dims::NONE, true, 300, service),
             ("service=web", Dims::SERVICE, true, 300, service),
-            ("host=a", Dims::NONE, true, 300, full),
-            ("status=500", Dims::SERVICE, false, 300, full),
+            ("host=a", Dims::NONE, true, 300, host),
+            ("status=500", Dims::SERVICE, false, 300, host),
+            ("", Dims::PRODUCER, false, 60, host),
+            ("status=500&dst_port=443", Dims::NONE, false, 300, full),
+            ("host=a", Dims::DST_PORT, true, 300, full),
             ("src=10.0.0.0/8", Dims::NONE, false, 300, src_net),
             ("src=10.0.1.0/24", Dims::NONE, false, 3600, src_net),
             ("src=2001:db8::/64", Dims::NONE, false, 300, src_net),

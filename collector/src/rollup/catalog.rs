@@ -240,6 +240,30 @@ pub static FULL: Shape = Shape {
     sealed: false,
 };
 
+/// Every event by producer, service, protocol, host and status: [`FULL`] without the destination port, which
+/// multiplies its rows (db/migrations/0019_host_rollup.sql).
+pub static HOST: Shape = Shape {
+    table: "comm_rollup_host",
+    keys: &[
+        key("producer", Source::Producer),
+        key("service", Source::Service),
+        key("protocol", Source::Protocol),
+        key("host", Source::Host),
+        key("status", Source::Status),
+    ],
+    tiers: &TIERS,
+    dims: Dims::SERVICE
+        .with(Dims::PROTOCOL)
+        .with(Dims::HOST)
+        .with(Dims::PRODUCER)
+        .with(Dims::STATUS),
+    latency: true,
+    percentiles: false,
+    top_lists: None,
+    src_networks: false,
+    sealed: false,
+};
+
 /// Per service: the narrowest shape, and the one most answers read.
 pub static SERVICE: Shape = Shape {
     table: "comm_rollup_service",
@@ -350,8 +374,8 @@ pub static GEO: Shape = Shape {
 /// Every shape, narrowest first: the read planner takes the first that holds what a query needs, and writes go
 /// in this order (a fixed order of row locks across writers). Sources by port come after the full shape, which
 /// answers a port alone in fewer rows.
-pub static SHAPES: [&Shape; 8] = [
-    &SERVICE, &SRC_NET, &SRC, &DST, &GEO, &PAIR, &FULL, &SRC_PORT,
+pub static SHAPES: [&Shape; 9] = [
+    &SERVICE, &SRC_NET, &SRC, &DST, &GEO, &HOST, &PAIR, &FULL, &SRC_PORT,
 ];
 
 /// The shapes rolled up by the seal rather than by the writers.

@@ -53,7 +53,7 @@ async fn volume_equals_sql_with_every_bucket_present() {
         (
             "&service=web&status_class=5xx",
             "service = 'web' AND status BETWEEN 500 AND 599",
-            "comm_rollup",
+            "comm_rollup_host",
         ),
         (
             "&dst_port=443&producer=producer-a",

@@ -255,8 +255,9 @@ impl Drop for TestApp {
 /// computes: counts, bytes, latency sums and the histograms themselves. The writer's rollups are restored
 /// afterwards (the check runs in a transaction it rolls back).
 pub async fn assert_rollup_matches_raw(db: &tokio_postgres::Client) {
-    const TABLES: [&str; 6] = [
+    const TABLES: [&str; 7] = [
         "comm_rollup",
+        "comm_rollup_host",
         "comm_rollup_service",
         "comm_rollup_src",
         "comm_rollup_dst",
@@ -350,7 +351,10 @@ pub async fn assert_rollup_matches_raw(db: &tokio_postgres::Client) {
     .await
     .unwrap();
     for t in TABLES {
-        if t == "comm_rollup" || t == "comm_rollup_service" {
+        if matches!(
+            t,
+            "comm_rollup" | "comm_rollup_host" | "comm_rollup_service"
+        ) {
             // Float sums in another order: equal to 6 decimals.
             for side in [format!("written_{t}"), t.to_string()] {
                 db.batch_execute(&format!(
