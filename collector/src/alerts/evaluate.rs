@@ -37,9 +37,9 @@ pub struct Evaluator {
 }
 
 /// How many times its own evaluation time a rule waits before it is evaluated again. A rule's reads share the
-/// database's cores with ingest: at 20, the rules together keep them busy at most about 5% of the time,
-/// whatever they read, and a costly rule (a port scan over a busy window) is evaluated less often rather than
-/// slowing ingest.
+/// database's cores with ingest: at 20, one rule keeps a core busy at most about 5% of the time, whatever it
+/// reads, and a costly rule (a port scan over a busy window) is evaluated less often rather than slowing ingest.
+/// The rules together cost the sum of their reads each interval (BENCHMARKS.md, "Alerts", measures it).
 pub const PACING: u32 = 20;
 
 /// Groups of one rule whose firing in one cycle carries their top talkers in its evidence.
@@ -450,6 +450,23 @@ impl Evaluator {
     ) -> Result<Vec<Observation>, AlertError> {
         let spec = &rule.spec;
         let talker = spec.talker();
+        // History in whole hours, up to the hour the window starts in.
+        let start = now - window;
+        let history_to =
+            DateTime::from_timestamp(start.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(start);
+        let days = chrono::Duration::days(spec.history_days.unwrap_or(7) as i64);
+        // Warm-up: with no history at all before the window (a new collector), every talker would be new. Asked
+        // first: it is one index probe, the window's talkers are a GROUP BY over every source.
+        if !crate::query::watch::has_history(
+            &self.read_pool.get().await?,
+            talker,
+            history_to - days,
+            history_to,
+        )
+        .await?
+        {
+            return Ok(Vec::new());
+        }
         let mut params = spec.params.clone();
         params.insert("by".into(), talker.into());
         params.insert("limit".into(), "1000".into());
@@ -470,17 +487,7 @@ impl Evaluator {
             })
             .collect();
         let values: Vec<String> = current.iter().map(|(k, _)| k.clone()).collect();
-        // History in whole hours, up to the hour the window starts in.
-        let start = now - window;
-        let history_to =
-            DateTime::from_timestamp(start.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(start);
-        let days = chrono::Duration::days(spec.history_days.unwrap_or(7) as i64);
         let client = self.read_pool.get().await?;
-        // Warm-up: with no history at all before the window (a new collector), every talker would be new.
-        if !crate::query::watch::has_history(&client, talker, history_to - days, history_to).await?
-        {
-            return Ok(Vec::new());
-        }
         let seen =
             crate::query::watch::seen(&client, talker, &values, history_to - days, history_to)
                 .await?;
