@@ -3,8 +3,9 @@
 //!
 //! Groups per shape of `rollup::catalog`, keyed by its key columns, each at every tier it keeps. Rows are read
 //! back from the encoded COPY buffer (length-prefixed fields, see `copy.rs`): nothing is kept per event between
-//! decode and COPY. Each row costs one hash-map update per shape at minute resolution; the coarser tiers are
-//! summed from those minute groups, which are few.
+//! decode and COPY. Each row costs one hash-map update per root shape at minute resolution; a shape whose key
+//! another shape's key holds (by service within by host within the full shape; source networks within sources)
+//! is summed from that shape's minute groups, which are far fewer than the rows, and the coarser tiers likewise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -306,6 +307,76 @@ impl Default for Rollup<'_> {
     }
 }
 
+/// Where a derived shape's key column comes from in its parent's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Derived {
+    /// The parent's column at this position.
+    Same(usize),
+    /// The network of the parent's address at this position.
+    Network(usize),
+}
+
+/// The shape `shape`'s minute groups are summed from, and how its key columns are read from that shape's: the
+/// unsealed shape with the fewest key columns, more than `shape`'s, that holds every one of them (a source
+/// network from its address) and a histogram when `shape` keeps one. `None`: a root shape, rolled up per row.
+fn parent_of(shape: &Shape) -> Option<(usize, [Derived; MAX_KEYS])> {
+    if shape.sealed {
+        return None;
+    }
+    SHAPES
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.sealed && p.table != shape.table && (p.latency || !shape.latency))
+        .filter_map(|(i, p)| {
+            let mut from = [Derived::Same(0); MAX_KEYS];
+            for (f, c) in from.iter_mut().zip(shape.keys) {
+                let at = |source| p.keys.iter().position(|k| k.source == source);
+                *f = match (at(c.source), c.source) {
+                    (Some(j), _) => Derived::Same(j),
+                    (None, Source::SrcNet) => Derived::Network(at(Source::SrcIp)?),
+                    (None, _) => return None,
+                };
+            }
+            // Strictly finer than `shape`: more columns, or the address where `shape` has its network (so no
+            // two shapes are each other's parent).
+            let network = from[..shape.keys.len()]
+                .iter()
+                .any(|f| matches!(f, Derived::Network(_)));
+            (p.keys.len() > shape.keys.len() || network).then_some((i, from))
+        })
+        .min_by_key(|(i, _)| SHAPES[*i].keys.len())
+}
+
+/// `shape`'s minute groups summed from its parent's (see [`parent_of`]).
+fn derive<'a>(parent: &Groups<'a>, shape: &Shape, from: &[Derived; MAX_KEYS]) -> Groups<'a> {
+    let mut out: HashMap<Key<'a>, Agg, Hasher> = HashMap::default();
+    for (k, agg) in parent {
+        let Ok(dims) = KeyValues::of(shape, |j, _| {
+            Ok::<_, std::convert::Infallible>(match from[j] {
+                Derived::Same(i) => k.dims[i],
+                Derived::Network(i) => match k.dims[i] {
+                    Value::Inet(ip) => Value::Inet(src_network(ip)),
+                    other => other,
+                },
+            })
+        });
+        let key = Key {
+            res: k.res,
+            bucket_us: k.bucket_us,
+            dims,
+        };
+        out.entry(key).or_default().merge(agg);
+    }
+    out.into_iter()
+        .map(|(k, mut agg)| {
+            if !shape.latency {
+                agg.hist.clear();
+            }
+            (k, agg)
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("malformed COPY row at byte {0}")]
 pub struct MalformedRow(pub usize);
@@ -383,8 +454,10 @@ impl<'a> Rollup<'a> {
         let row = RowKeys::read(f)?;
         row.producer?;
         let v = f.values(row.status)?;
-        for (shape, minutes) in SHAPES.iter().zip(&mut self.minutes) {
-            if !shape.sealed {
+        // Only the root shapes, per row: each shape costs a hash of its key and (with latency) a histogram
+        // update per row, and the others are summed from these groups afterwards, once per group.
+        for ((shape, minutes), root) in SHAPES.iter().zip(&mut self.minutes).zip(ROOTS.iter()) {
+            if *root {
                 minutes.add(minute, &row, shape, &v);
             }
         }
@@ -394,20 +467,48 @@ impl<'a> Rollup<'a> {
     /// Each shape's groups at its finest tier, sorted by key: what a writer appends as deltas. The compactor
     /// adds the coarser tiers ([`Flush::expand`]).
     pub fn into_deltas(self) -> Flush<'a> {
+        let mut minute: Vec<Groups<'a>> = SHAPES
+            .iter()
+            .zip(self.minutes)
+            .map(|(shape, m)| m.into_groups(shape))
+            .collect();
+        // Each derived shape once its parent's groups are complete (a parent may be derived itself).
+        let mut done: Vec<bool> = ROOTS
+            .iter()
+            .zip(SHAPES)
+            .map(|(r, s)| *r || s.sealed)
+            .collect();
+        while done.contains(&false) {
+            for i in 0..SHAPES.len() {
+                if let (false, Some((p, from))) = (done[i], parent_of(SHAPES[i])) {
+                    if done[p] {
+                        minute[i] = derive(&minute[p], SHAPES[i], &from);
+                        done[i] = true;
+                    }
+                }
+            }
+        }
         Flush {
             groups: SHAPES
                 .iter()
-                .zip(self.minutes)
-                .map(|(shape, m)| finest(shape, m))
+                .zip(minute)
+                .map(|(shape, g)| finest(shape, g))
                 .collect(),
             earliest_us: self.earliest_us.unwrap_or(i64::MAX),
         }
     }
 }
 
+/// Which shapes of [`SHAPES`] the writers roll up row by row: unsealed, with no parent to be summed from.
+static ROOTS: std::sync::LazyLock<Vec<bool>> = std::sync::LazyLock::new(|| {
+    SHAPES
+        .iter()
+        .map(|s| !s.sealed && parent_of(s).is_none())
+        .collect()
+});
+
 /// Minute groups at `shape`'s finest tier: when that is the minute, only sorted, not summed again.
-fn finest<'a>(shape: &Shape, m: Minutes<'a>) -> Groups<'a> {
-    let groups = m.into_groups(shape);
+fn finest<'a>(shape: &Shape, groups: Groups<'a>) -> Groups<'a> {
     if shape.finest() == TIERS[0] {
         sorted(groups)
     } else {
@@ -512,7 +613,7 @@ pub fn late<'a>(
             Some(())
         })?;
     }
-    Ok(finest(shape, m))
+    Ok(finest(shape, m.into_groups(shape)))
 }
 
 impl<'a> Flush<'a> {
@@ -727,6 +828,57 @@ mod tests {
             dst.iter().map(|(k, _)| k.res).collect::<Vec<_>>(),
             [300, 3600]
         );
+    }
+
+    #[test]
+    fn derived_shapes_equal_their_rows_rolled_up_one_by_one() {
+        // Which shapes are summed from which: by service from by host, by host from the full shape, source
+        // networks from sources.
+        let parent = |s: &Shape| parent_of(s).map(|(p, _)| SHAPES[p].table);
+        assert_eq!(parent(&SERVICE), Some("comm_rollup_host"));
+        assert_eq!(parent(&catalog::HOST), Some("comm_rollup"));
+        assert_eq!(parent(&SRC_NET), Some("comm_rollup_src"));
+        for root in [&FULL, &SRC, &DST, &catalog::GEO, &catalog::PAIR] {
+            assert_eq!(parent(root), None, "{}", root.table);
+        }
+        let mut events = Vec::new();
+        for i in 0..400 {
+            let latency = if i % 7 == 0 {
+                String::new()
+            } else {
+                format!(r#","latency_ms":{}"#, (i * 37) % 900)
+            };
+            events.push(format!(
+                r#"{{"timestamp":"2026-11-22T10:{:02}:{:02}Z","service":"s{}","host":"h{}","protocol":"{}","status":{},"dst_port":{},"src_ip":"10.0.{}.{}","bytes_in":{}{latency}}}"#,
+                i / 60 % 60,
+                i % 60,
+                i % 5,
+                i % 3,
+                ["tcp", "udp"][i % 2],
+                [200, 404, 500][i % 3],
+                1000 + i,
+                i % 4,
+                i % 11,
+                i
+            ));
+        }
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        let chunks = [rows(&refs)];
+        let derived = of_chunks(&chunks).unwrap();
+        for shape in [&SERVICE, &catalog::HOST, &SRC_NET] {
+            let one_by_one = late(&chunks, shape, i64::MIN, i64::MAX).unwrap();
+            let got = derived.of(shape);
+            assert_eq!(got.len(), one_by_one.len(), "{}", shape.table);
+            for ((k1, a1), (k2, a2)) in got.iter().zip(&one_by_one) {
+                assert_eq!(k1, k2, "{}", shape.table);
+                let whole = |a: &Agg| {
+                    let mut a = a.clone();
+                    a.latency_sum = (a.latency_sum * 1e6).round();
+                    a
+                };
+                assert_eq!(whole(a1), whole(a2), "{} {k1:?}", shape.table);
+            }
+        }
     }
 
     #[test]

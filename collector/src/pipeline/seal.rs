@@ -51,8 +51,15 @@ async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Resul
     // On Citus each worker takes its snapshot when the seal's statements first reach it, not at the first
     // statement: the writers wait until those statements have run.
     let distributed = crate::db::migrate::is_citus(&*client).await?;
+    // The span's events are grouped in memory, within a stated bound (beyond it the hash spills to disk): the
+    // statistics of a partition being filled lag far behind its rows, and with them the planner expected a
+    // tenth of the groups and sorted every event on disk instead (seal_sql).
     client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ;
+             SET LOCAL work_mem = '32MB';
+             SET LOCAL enable_sort = off",
+        )
         .await?;
     // The snapshot: every writer that used the old bound has committed, none using the new one has started.
     client.query_one("SELECT 1", &[]).await?;
@@ -188,7 +195,7 @@ async fn pair_seal_commit(
                  errors = r.errors + excluded.errors,
                  client_errors = r.client_errors + excluded.client_errors",
             table = shape.table,
-            events = shape.events_sql("$1", "$2"),
+            events = shape.seal_sql("$1", "$2"),
             keys = shape.key_list(),
         );
         rows += client.execute(&sql, &[&from, &to]).await?;
