@@ -86,6 +86,8 @@ pub(crate) fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> S
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
+    // The defaults, whatever this run was given.
+    let defaults = <crate::args::BenchArgs as clap::Parser>::parse_from(["bench"]);
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
@@ -95,7 +97,7 @@ pub(crate) fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> S
          cell; `--suite ingest|queries|enrich|alerts|citus` runs one section and keeps the others). \
          Every figure of a section comes from one run; the raw COPY rows are the limit for the same rows into the \
          same schema on the same server.\n",
-        args.events, args.batch_size, args.clients
+        defaults.events, defaults.batch_size, defaults.clients
     );
     let _ = writeln!(s, "## Machine\n");
     let _ = writeln!(s, "- {cores} cores ({cpu}), {mem_gib:.1} GiB memory");

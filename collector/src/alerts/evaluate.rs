@@ -671,7 +671,12 @@ impl Evaluator {
         let (from, to) = judged_window(spec, now);
         let mut params = self.group_filters(rule, &o.group);
         params.insert("limit".into(), "5".into());
-        let top = if talkers {
+        // A group that is a source address (a scan, a new source, a rule grouped by source) is its own top
+        // talker by source: the read, filtered to it, would answer it alone, at the cost of a read per firing.
+        let own = spec.group_name() == Some("src_ip") && o.group != NONE && o.group != OVERALL;
+        let top = if own {
+            json!([{ "src_ip": o.group, "events": o.events }])
+        } else if talkers {
             self.answer(rule, QueryKind::TopTalkers, from, to, &params)
                 .await
                 .map(|v| v["top"].clone())

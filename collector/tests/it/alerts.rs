@@ -558,6 +558,25 @@ async fn the_detector_finds_the_seeded_burst_and_scan_and_stays_quiet_on_steady_
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
     assert_eq!(fired, want, "{open}");
+    // The port scan's evidence: the scanner is its own top talker, with its events in the window.
+    let scan = open["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["rule_name"] == "port scan")
+        .unwrap();
+    let scan = app
+        .ok_json(&format!("/api/alerts/incidents/{}", scan["id"]))
+        .await;
+    let evidence = &scan["timeline"][0]["evidence"];
+    assert_eq!(
+        evidence["top_talkers"][0]["src_ip"], "203.0.113.50",
+        "{scan}"
+    );
+    assert!(
+        evidence["top_talkers"][0]["events"].as_i64().unwrap() >= 100,
+        "{scan}"
+    );
     // No steady service went even pending (the burst and the scan were scored against the same baselines).
     let scored = app
         .count(
