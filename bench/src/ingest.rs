@@ -92,7 +92,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     } else {
         (ingest_section, None)
     };
-    let mut report = header(&args, &cfg, &pg_version)
+    let mut report = header(&cfg, &pg_version)
         + &section(&previous, "ingest", ingest_new)
         + &section(&previous, "ingest-pinned", pinned_new)
         + &section(&previous, "enrich", enrich_section)

@@ -68,7 +68,7 @@ pub(crate) fn bucket_bound_ms(v: Option<f64>) -> String {
 }
 
 /// Title, how to regenerate, and the machine.
-pub(crate) fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> String {
+pub(crate) fn header(cfg: &ServeConfig, pg_version: &str) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -87,7 +87,7 @@ pub(crate) fn header(args: &BenchArgs, cfg: &ServeConfig, pg_version: &str) -> S
         })
         .unwrap_or_default();
     // The defaults, whatever this run was given.
-    let defaults = <crate::args::BenchArgs as clap::Parser>::parse_from(["bench"]);
+    let defaults = <BenchArgs as clap::Parser>::parse_from(["bench"]);
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
     let _ = writeln!(
