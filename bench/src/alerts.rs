@@ -202,7 +202,7 @@ pub(crate) async fn run(args: &BenchArgs, url: &str, pool: &Pool) -> anyhow::Res
     // One cycle of the 50 rules over the rows of the last run (all inside the rules' windows), in this process.
     let evaluator = Evaluator {
         pool: pool.clone(),
-        read_pool: collector::db::pool(url, 4)?,
+        read_pool: collector::db::background_pool(url, 1)?,
         keys: KeyRing::new(ApiKeys::parse(&format!("bench:{}", crate::args::KEY))?),
         stats: std::sync::Arc::new(AlertStats::default()),
         public_url: String::new(),

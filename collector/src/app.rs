@@ -295,7 +295,9 @@ pub async fn run(
     if cfg.alert_eval_ms > 0 {
         let evaluator = crate::alerts::evaluate::Evaluator {
             pool: pool.clone(),
-            read_pool: read_pool.clone(),
+            // Its own connection: rules are evaluated one after another, and their reads run without parallel
+            // workers (db::background_pool).
+            read_pool: db::background_pool(database_url, 1)?,
             keys: key_ring.clone(),
             stats: alert_stats.clone(),
             public_url: cfg.public_url.trim_end_matches('/').to_string(),

@@ -119,6 +119,28 @@ pub fn pool_with_wait(
     wait: Option<std::time::Duration>,
 ) -> Result<Pool, DbError> {
     let (pg_config, tls) = tls::configure(url)?;
+    build_pool(pg_config, tls, size, wait)
+}
+
+/// A pool for reads in the background (the alert rules'): each statement runs in its own backend alone, with no
+/// parallel workers, so that one such read takes at most one of the database's cores from ingest whatever it
+/// scans; it takes longer instead, which nobody waits for.
+pub fn background_pool(url: &str, size: usize) -> Result<Pool, DbError> {
+    let (mut pg_config, tls) = tls::configure(url)?;
+    let options = match pg_config.get_options() {
+        Some(o) if !o.trim().is_empty() => format!("{o} -c max_parallel_workers_per_gather=0"),
+        _ => "-c max_parallel_workers_per_gather=0".to_string(),
+    };
+    pg_config.options(&options);
+    build_pool(pg_config, tls, size, None)
+}
+
+fn build_pool(
+    pg_config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    size: usize,
+    wait: Option<std::time::Duration>,
+) -> Result<Pool, DbError> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
