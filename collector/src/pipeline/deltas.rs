@@ -317,9 +317,10 @@ enum Derived {
 }
 
 /// The shape `shape`'s minute groups are summed from, and how its key columns are read from that shape's: the
-/// unsealed shape with the fewest key columns, more than `shape`'s, that holds every one of them (a source
-/// network from its address) and a histogram when `shape` keeps one. `None`: a root shape, rolled up per row.
-fn parent_of(shape: &Shape) -> Option<(usize, [Derived; MAX_KEYS])> {
+/// unsealed shape with the fewest key columns that holds every one of them (a source network from its address),
+/// strictly finer than `shape`, and with a histogram when `shape` keeps one. `None`: a root shape, rolled up
+/// per row.
+fn parent_of(shape: &Shape) -> Option<Parent> {
     if shape.sealed {
         return None;
     }
@@ -472,17 +473,14 @@ impl<'a> Rollup<'a> {
             .zip(self.minutes)
             .map(|(shape, m)| m.into_groups(shape))
             .collect();
-        // Each derived shape once its parent's groups are complete (a parent may be derived itself).
-        let mut done: Vec<bool> = ROOTS
-            .iter()
-            .zip(SHAPES)
-            .map(|(r, s)| *r || s.sealed)
-            .collect();
-        while done.contains(&false) {
-            for i in 0..SHAPES.len() {
-                if let (false, Some((p, from))) = (done[i], parent_of(SHAPES[i])) {
-                    if done[p] {
-                        minute[i] = derive(&minute[p], SHAPES[i], &from);
+        // Each derived shape once its parent's groups are complete (a parent may be derived itself, so a chain
+        // takes a pass a link; no chain is longer than the shapes).
+        let mut done: Vec<bool> = PARENTS.iter().map(Option::is_none).collect();
+        for _ in 0..SHAPES.len() {
+            for (i, parent) in PARENTS.iter().enumerate() {
+                if let (false, Some((p, from))) = (done[i], parent) {
+                    if done[*p] {
+                        minute[i] = derive(&minute[*p], SHAPES[i], from);
                         done[i] = true;
                     }
                 }
@@ -499,11 +497,19 @@ impl<'a> Rollup<'a> {
     }
 }
 
+/// A shape's parent (its index in [`SHAPES`]) and where its key columns come from.
+type Parent = (usize, [Derived; MAX_KEYS]);
+
+/// Each shape's parent in [`SHAPES`] order ([`parent_of`]).
+static PARENTS: std::sync::LazyLock<Vec<Option<Parent>>> =
+    std::sync::LazyLock::new(|| SHAPES.iter().map(|s| parent_of(s)).collect());
+
 /// Which shapes of [`SHAPES`] the writers roll up row by row: unsealed, with no parent to be summed from.
 static ROOTS: std::sync::LazyLock<Vec<bool>> = std::sync::LazyLock::new(|| {
     SHAPES
         .iter()
-        .map(|s| !s.sealed && parent_of(s).is_none())
+        .zip(PARENTS.iter())
+        .map(|(s, p)| !s.sealed && p.is_none())
         .collect()
 });
 
