@@ -190,10 +190,7 @@ impl Shape {
         let group: Vec<String> = (1..=self.keys.len() + 2).map(|i| i.to_string()).collect();
         format!(
             "SELECT t.res, date_bin(t.res * interval '1 second', l.ts, to_timestamp(0)) AS bucket, {keys},
-                    count(*) AS events, coalesce(sum(l.bytes_in), 0)::int8 AS bytes_in,
-                    coalesce(sum(l.bytes_out), 0)::int8 AS bytes_out,
-                    count(*) FILTER (WHERE l.status >= 500) AS errors,
-                    count(*) FILTER (WHERE l.status BETWEEN 400 AND 499) AS client_errors
+                    {RAW_COUNTS}
              FROM comm_logs AS l, (VALUES {tiers}) AS t(res)
              WHERE l.ts >= {from} AND l.ts < {to}
              GROUP BY {group}",
@@ -230,10 +227,7 @@ impl Shape {
         format!(
             "WITH fine AS MATERIALIZED (
                  SELECT date_bin({fine} * interval '1 second', l.ts, to_timestamp(0)) AS bucket, {events},
-                        count(*) AS events, coalesce(sum(l.bytes_in), 0)::int8 AS bytes_in,
-                        coalesce(sum(l.bytes_out), 0)::int8 AS bytes_out,
-                        count(*) FILTER (WHERE l.status >= 500) AS errors,
-                        count(*) FILTER (WHERE l.status BETWEEN 400 AND 499) AS client_errors
+                        {RAW_COUNTS}
                  FROM comm_logs AS l
                  WHERE l.ts >= {from} AND l.ts < {to}
                  GROUP BY {group})
@@ -261,6 +255,11 @@ impl Shape {
         }
     }
 }
+
+/// The count columns of a rollup row, aggregated from `comm_logs AS l` (the sealed shapes' rows, sealed or not yet).
+const RAW_COUNTS: &str = "count(*) AS events, coalesce(sum(l.bytes_in), 0)::int8 AS bytes_in,
+     coalesce(sum(l.bytes_out), 0)::int8 AS bytes_out, count(*) FILTER (WHERE l.status >= 500) AS errors,
+     count(*) FILTER (WHERE l.status BETWEEN 400 AND 499) AS client_errors";
 
 /// Every event by producer, service, protocol, host, destination port and status.
 pub static FULL: Shape = Shape {
