@@ -3,12 +3,14 @@
 //!
 //! Parsing happens in two phases so that nothing is copied on the hot path:
 //! 1. [`RawEvent::collect`] walks the object once and keeps, for each canonical field, the borrowed JSON text of
-//!    its value (`&RawValue`); keys it does not know are appended verbatim to the `tags` JSON being built.
+//!    its value ([`Raw`]); keys it does not know are appended verbatim to the `tags` JSON being built. The walk
+//!    is [`scan`]'s for the common shapes, and serde_json's ([`visitor`]) for the rest and for every error.
 //! 2. [`RawEvent::normalize`] converts each kept span into its typed value, with a precise error naming the field.
 
 mod fields;
 pub mod jsonb;
 mod normalize;
+mod scan;
 mod visitor;
 
 use std::borrow::Cow;
@@ -16,16 +18,15 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use serde::de::Deserializer;
-use serde_json::value::RawValue;
-
 use fields::FIELD_COUNT;
+use fields::NESTED;
 pub use fields::{Field, FIELDS};
 use normalize::{
     as_str, parse_int, parse_ip, parse_latency, parse_port, parse_seconds_as_ms, parse_text,
     parse_timestamp,
 };
-pub use visitor::for_each_in_array;
+pub use scan::for_each_in_array;
+use serde::de::Deserializer;
 use visitor::CollectVisitor;
 
 /// Most bytes one event may count in or out: 1 PiB, more than any one connection carries, and small enough that
@@ -115,7 +116,18 @@ struct Slot<'a> {
     canonical: bool,
     /// A latency in seconds (see `fields::SECONDS_ALIASES`).
     seconds: bool,
-    value: &'a RawValue,
+    value: Raw<'a>,
+}
+
+/// The JSON text of one value as it was sent, without the whitespace around it. Always valid JSON: whichever
+/// walked it (the scanner or serde_json) checked it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Raw<'a>(&'a str);
+
+impl<'a> Raw<'a> {
+    pub(super) fn get(self) -> &'a str {
+        self.0
+    }
 }
 
 /// Reusable buffers, so that parsing a batch allocates per batch, not per event.
@@ -138,7 +150,7 @@ impl Scratch {
 }
 
 /// A value that marks a field absent: JSON null, an empty string, or the `-` that web servers log for "none".
-fn is_absent(raw: &RawValue) -> bool {
+fn is_absent(raw: Raw<'_>) -> bool {
     matches!(raw.get(), "null" | "\"\"" | "\"-\"")
 }
 
@@ -146,9 +158,37 @@ impl<'a> RawEvent<'a> {
     /// Walks one JSON object. Unknown keys (and values displaced by a higher-priority key for the same field)
     /// are appended to `tags` as `"key":value` pairs, verbatim.
     pub fn collect(json: &'a str, tags: &mut String) -> Result<Self, FieldError> {
+        let mark = tags.len();
+        if let Some(event) = scan::object(json, tags) {
+            return Ok(event);
+        }
+        tags.truncate(mark);
         let mut de = serde_json::Deserializer::from_str(json);
         de.deserialize_map(CollectVisitor { tags })
             .map_err(|e| FieldError::new("", format!("not a JSON object: {e}")))
+    }
+
+    /// Takes one member of the event object: a field's value into its slot, anything else into `tags`.
+    fn take(&mut self, key: &'a str, value: Raw<'a>, tags: &mut String) {
+        match Field::lookup(key) {
+            Some(_) if is_absent(value) => {}
+            Some(named) => self.set(
+                named.field,
+                Slot {
+                    key,
+                    canonical: named.canonical,
+                    seconds: named.seconds,
+                    value,
+                },
+                tags,
+            ),
+            None => {
+                if let Some((_, members)) = NESTED.iter().find(|(name, _)| *name == key) {
+                    visitor::collect_nested(value, members, self);
+                }
+                push_tag(tags, key, value.get());
+            }
+        }
     }
 
     fn set(&mut self, field: Field, slot: Slot<'a>, tags: &mut String) {

@@ -4,9 +4,10 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDateTime};
-use serde_json::value::RawValue;
 
-fn shown(raw: &RawValue) -> String {
+use super::Raw;
+
+fn shown(raw: Raw<'_>) -> String {
     let t = raw.get();
     if t.len() > 48 {
         let mut end = 45;
@@ -20,7 +21,7 @@ fn shown(raw: &RawValue) -> String {
 }
 
 /// The string content of a JSON string value, borrowed unless it has escapes; `Ok(None)` for non-strings.
-pub(super) fn as_str(raw: &RawValue) -> Result<Option<Cow<'_, str>>, String> {
+pub(super) fn as_str(raw: Raw<'_>) -> Result<Option<Cow<'_, str>>, String> {
     let t = raw.get();
     if !t.starts_with('"') {
         return Ok(None);
@@ -35,7 +36,7 @@ pub(super) fn as_str(raw: &RawValue) -> Result<Option<Cow<'_, str>>, String> {
 }
 
 /// Number text of a value: a JSON number, or a string holding one (agents often send numbers as strings).
-fn number_text(raw: &RawValue) -> Option<&str> {
+fn number_text(raw: Raw<'_>) -> Option<&str> {
     let t = raw.get();
     let t = if t.starts_with('"') {
         t[1..t.len() - 1].trim()
@@ -46,7 +47,7 @@ fn number_text(raw: &RawValue) -> Option<&str> {
     (first.is_ascii_digit() || *first == b'-' || *first == b'.').then_some(t)
 }
 
-pub(super) fn parse_int(raw: &RawValue, min: i64, max: i64) -> Result<i64, String> {
+pub(super) fn parse_int(raw: Raw<'_>, min: i64, max: i64) -> Result<i64, String> {
     let expected = || {
         format!(
             "expected an integer from {min} to {max}, got {}",
@@ -70,16 +71,16 @@ pub(super) fn parse_int(raw: &RawValue, min: i64, max: i64) -> Result<i64, Strin
     Ok(v)
 }
 
-pub(super) fn parse_port(raw: &RawValue) -> Result<u16, String> {
+pub(super) fn parse_port(raw: Raw<'_>) -> Result<u16, String> {
     parse_int(raw, 0, 65_535).map(|v| v as u16)
 }
 
-pub(super) fn parse_latency(raw: &RawValue) -> Result<f64, String> {
+pub(super) fn parse_latency(raw: Raw<'_>) -> Result<f64, String> {
     parse_duration_ms(raw, Unit::Milliseconds)
 }
 
 /// A duration in seconds (Zeek's `duration`, nginx's `request_time`), as milliseconds.
-pub(super) fn parse_seconds_as_ms(raw: &RawValue) -> Result<f64, String> {
+pub(super) fn parse_seconds_as_ms(raw: Raw<'_>) -> Result<f64, String> {
     parse_duration_ms(raw, Unit::Seconds)
 }
 
@@ -90,7 +91,7 @@ enum Unit {
 }
 
 /// A non-negative duration in `unit`, as milliseconds, up to [`super::MAX_LATENCY_MS`].
-fn parse_duration_ms(raw: &RawValue, unit: Unit) -> Result<f64, String> {
+fn parse_duration_ms(raw: Raw<'_>, unit: Unit) -> Result<f64, String> {
     let (name, symbol, per_ms) = match unit {
         Unit::Milliseconds => ("milliseconds", "ms", 1.0),
         Unit::Seconds => ("seconds", "s", 1000.0),
@@ -119,7 +120,7 @@ fn parse_duration_ms(raw: &RawValue, unit: Unit) -> Result<f64, String> {
     Ok(ms)
 }
 
-pub(super) fn parse_ip(raw: &RawValue) -> Result<IpAddr, String> {
+pub(super) fn parse_ip(raw: Raw<'_>) -> Result<IpAddr, String> {
     let expected = || format!("expected an IPv4 or IPv6 address, got {}", shown(raw));
     let s = as_str(raw)?.ok_or_else(expected)?;
     let s = s.trim();
@@ -131,7 +132,7 @@ pub(super) fn parse_ip(raw: &RawValue) -> Result<IpAddr, String> {
     s.parse().map_err(|_| expected())
 }
 
-pub(super) fn parse_text<'a>(raw: &'a RawValue, max: usize) -> Result<Cow<'a, str>, String> {
+pub(super) fn parse_text<'a>(raw: Raw<'a>, max: usize) -> Result<Cow<'a, str>, String> {
     let s = match as_str(raw)? {
         Some(s) => s,
         // Numbers and booleans are accepted as their text (e.g. `"service": 42`); objects are not text.
@@ -154,7 +155,7 @@ pub(super) fn parse_text<'a>(raw: &'a RawValue, max: usize) -> Result<Cow<'a, st
 /// timestamp outside this is a producer bug worth a clear error rather than a row in year 200000.
 const MAX_TS_US: i64 = 253_402_300_799_999_999;
 
-pub(super) fn parse_timestamp(raw: &RawValue) -> Result<i64, String> {
+pub(super) fn parse_timestamp(raw: Raw<'_>) -> Result<i64, String> {
     let expected = || {
         format!(
             "expected an RFC 3339 time or epoch seconds/milliseconds between 1970 and 9999, got {}",

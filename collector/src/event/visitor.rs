@@ -8,8 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::fields::NESTED;
-use super::{is_absent, push_tag, Field, FieldError, RawEvent, Scratch, Slot};
+use super::{is_absent, push_tag, Field, FieldError, Raw, RawEvent, Scratch, Slot};
 
 #[derive(Deserialize)]
 struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
@@ -38,25 +37,7 @@ fn collect_map<'de, A: MapAccess<'de>>(
     while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
         let value: &'de RawValue = map.next_value()?;
         match key {
-            Cow::Borrowed(k) => match Field::lookup(k) {
-                Some(_) if is_absent(value) => {}
-                Some(named) => event.set(
-                    named.field,
-                    Slot {
-                        key: k,
-                        canonical: named.canonical,
-                        seconds: named.seconds,
-                        value,
-                    },
-                    tags,
-                ),
-                None => {
-                    if let Some((_, members)) = NESTED.iter().find(|(name, _)| *name == k) {
-                        collect_nested(value, members, &mut event);
-                    }
-                    push_tag(tags, k, value.get());
-                }
-            },
+            Cow::Borrowed(k) => event.take(k, Raw(value.get()), tags),
             // A key with escapes is never one of our names: keep it as a tag.
             Cow::Owned(k) => push_tag(tags, &k, value.get()),
         }
@@ -66,7 +47,11 @@ fn collect_map<'de, A: MapAccess<'de>>(
 
 /// Takes the `members` of a nested object (Suricata's `flow`, `http`, `alert`) as the fields they name, after
 /// any top-level key for the same field. Not an object, or malformed: nothing is taken (it is kept in tags).
-fn collect_nested<'de>(value: &'de RawValue, members: &[(&str, Field)], event: &mut RawEvent<'de>) {
+pub(super) fn collect_nested<'de>(
+    value: Raw<'de>,
+    members: &[(&str, Field)],
+    event: &mut RawEvent<'de>,
+) {
     if !value.get().starts_with('{') {
         return;
     }
@@ -75,6 +60,7 @@ fn collect_nested<'de>(value: &'de RawValue, members: &[(&str, Field)], event: &
         return;
     };
     for (k, v) in pairs {
+        let v = Raw(v.get());
         if is_absent(v) {
             continue;
         }
@@ -112,11 +98,9 @@ impl<'de> Visitor<'de> for PairsVisitor {
     }
 }
 
-/// Walks a JSON array of events in a single pass, handing each element's collected fields to `f` with its
-/// index; an element that is not an object arrives as an error. Scanning the array once, instead of first
-/// splitting it into elements, saves a fifth of the decode cost (BENCHMARKS.md). A syntax error anywhere
-/// makes the whole body undecodable.
-pub fn for_each_in_array<'de>(
+/// serde_json's walk of a whole array of events: [`super::scan::for_each_in_array`] asks it for the error of
+/// a body it found malformed, so that the error is the same as this walk's.
+pub(super) fn for_each_in_array<'de>(
     text: &'de str,
     scratch: &mut Scratch,
     f: impl FnMut(usize, Result<RawEvent<'de>, FieldError>, &mut Scratch),
@@ -157,8 +141,8 @@ where
     }
 }
 
-struct ElementSeed<'t> {
-    tags: &'t mut String,
+pub(super) struct ElementSeed<'t> {
+    pub(super) tags: &'t mut String,
 }
 
 impl<'de> DeserializeSeed<'de> for ElementSeed<'_> {
