@@ -105,7 +105,7 @@ pub struct Event<'a> {
 }
 
 /// Phase 1 of parsing: the raw span of each canonical field, plus unknown fields written into `tags`.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct RawEvent<'a> {
     slots: [Option<Slot<'a>>; FIELD_COUNT],
 }
@@ -189,6 +189,10 @@ impl<'a> RawEvent<'a> {
                 push_tag(tags, key, value.get());
             }
         }
+    }
+
+    fn clear(&mut self) {
+        self.slots = Default::default();
     }
 
     fn set(&mut self, field: Field, slot: Slot<'a>, tags: &mut String) {
@@ -404,13 +408,13 @@ pub fn parse_event<'a>(
 ) -> Result<Event<'a>, FieldError> {
     scratch.unknown.clear();
     let raw = RawEvent::collect(json, &mut scratch.unknown)?;
-    finish_event(raw, default_ts_us, limits, scratch)
+    finish_event(&raw, default_ts_us, limits, scratch)
 }
 
 /// Completes an event whose fields were collected (unknown fields already in the scratch's buffer): unpack a
 /// JSON object carried in `message`, close the tags, normalize.
 pub fn finish_event<'a>(
-    mut raw: RawEvent<'a>,
+    raw: &RawEvent<'a>,
     default_ts_us: i64,
     limits: &Limits,
     scratch: &'a mut Scratch,
@@ -420,16 +424,22 @@ pub fn finish_event<'a>(
         unknown,
         inner_src,
     } = scratch;
+    let mut merged;
+    let mut raw = raw;
     if raw.message_object(inner_src) {
         let inner_src: &'a String = inner_src;
         // A message that only looks like an object stays the message.
         let mark = unknown.len();
         match RawEvent::collect(inner_src, unknown) {
-            Ok(inner) => raw.overlay(inner, unknown),
+            Ok(inner) => {
+                merged = *raw;
+                merged.overlay(inner, unknown);
+                raw = &merged;
+            }
             Err(_) => unknown.truncate(mark),
         }
     }
-    finish_tags(&raw, unknown, tags)?;
+    finish_tags(raw, unknown, tags)?;
     let tags: &'a String = tags;
     raw.normalize(tags, default_ts_us, limits)
 }

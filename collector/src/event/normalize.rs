@@ -1,7 +1,7 @@
 //! From a field's raw JSON text to its typed value, or an error saying what is wrong with it.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use chrono::{DateTime, NaiveDateTime};
 
@@ -129,7 +129,38 @@ pub(super) fn parse_ip(raw: Raw<'_>) -> Result<IpAddr, String> {
         .strip_prefix('[')
         .and_then(|x| x.strip_suffix(']'))
         .unwrap_or(s);
-    s.parse().map_err(|_| expected())
+    match dotted_quad(s) {
+        Some(v4) => Ok(IpAddr::V4(v4)),
+        None => s.parse().map_err(|_| expected()),
+    }
+}
+
+/// `a.b.c.d` with each part 0–255 written without leading zeros: what the standard parser accepts as IPv4,
+/// at a fraction of its cost (it was the largest step of normalizing an event). `None` for anything else,
+/// which the standard parser then decides.
+fn dotted_quad(s: &str) -> Option<Ipv4Addr> {
+    let mut parts = [0u8; 4];
+    let mut bytes = s.as_bytes().iter();
+    for (i, part) in parts.iter_mut().enumerate() {
+        let mut value: u16 = 0;
+        let mut digits = 0;
+        loop {
+            match bytes.next() {
+                Some(&b) if b.is_ascii_digit() && digits < 3 => {
+                    if digits == 1 && value == 0 {
+                        return None;
+                    }
+                    value = value * 10 + u16::from(b - b'0');
+                    digits += 1;
+                }
+                Some(b'.') if i < 3 && digits > 0 => break,
+                None if i == 3 && digits > 0 => break,
+                _ => return None,
+            }
+        }
+        *part = u8::try_from(value).ok()?;
+    }
+    Some(Ipv4Addr::from(parts))
 }
 
 pub(super) fn parse_text<'a>(raw: Raw<'a>, max: usize) -> Result<Cow<'a, str>, String> {
@@ -220,4 +251,60 @@ fn parse_time_text(s: &str) -> Option<i64> {
 /// Nanosecond times (Vector sends them) rounded half-up to PostgreSQL's microsecond, as its text input does.
 fn rounded_micros(t: DateTime<chrono::Utc>) -> i64 {
     t.timestamp() * 1_000_000 + i64::from((t.timestamp_subsec_nanos() + 500) / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_quads_are_read_as_the_standard_parser_reads_them() {
+        let mut cases: Vec<String> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "1.2.3.4",
+            "256.1.1.1",
+            "1.2.3.256",
+            "01.2.3.4",
+            "1.02.3.4",
+            "1.2.3.00",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4 ",
+            "a.b.c.d",
+            "1000.1.1.1",
+            "1.2.3.4a",
+            "",
+            "::1",
+            "::ffff:1.2.3.4",
+            "1.2.3.-4",
+            "+1.2.3.4",
+            "0.0.0.00",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every part 0–300 in each position, with and without a leading zero.
+        for v in 0..300 {
+            for part in [format!("{v}"), format!("0{v}")] {
+                cases.push(format!("{part}.1.2.3"));
+                cases.push(format!("1.2.3.{part}"));
+                cases.push(format!("9.{part}.{part}.9"));
+            }
+        }
+        for case in cases {
+            let standard = case.parse::<Ipv4Addr>().ok();
+            let ours = dotted_quad(&case);
+            if ours.is_some() {
+                assert_eq!(ours, standard, "{case}");
+            }
+            if standard.is_some() && !case.contains(':') {
+                assert_eq!(ours, standard, "{case}: the fast path should take it");
+            }
+        }
+    }
 }

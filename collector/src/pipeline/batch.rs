@@ -90,7 +90,7 @@ impl Builder<'_> {
     fn add<'a>(
         &mut self,
         index: usize,
-        collected: Result<RawEvent<'a>, FieldError>,
+        collected: Result<&RawEvent<'a>, FieldError>,
         scratch: &'a mut Scratch,
     ) {
         let result = collected
@@ -353,7 +353,10 @@ impl Batch {
                     None => RawEvent::collect(record.text, scratch.unknown_mut()),
                     Some(e) => Err(FieldError::new("", e)),
                 };
-                b.add(index, collected, &mut scratch);
+                match collected {
+                    Ok(raw) => b.add(index, Ok(&raw), &mut scratch),
+                    Err(e) => b.add(index, Err(e), &mut scratch),
+                }
             }
         }
         let Builder {
