@@ -7,7 +7,7 @@
 //! another shape's key holds (by service within by host within the full shape; source networks within sources)
 //! is summed from that shape's minute groups, which are far fewer than the rows, and the coarser tiers likewise.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
@@ -146,7 +146,7 @@ pub struct Agg {
     pub latency_sum: f64,
     pub latency_max: Option<f64>,
     /// Histogram bucket → count (see [`latency`]); kept for the shapes that have latency.
-    pub hist: BTreeMap<i16, i64>,
+    pub hist: latency::Counts,
 }
 
 impl Agg {
@@ -162,9 +162,7 @@ impl Agg {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        for (b, c) in &o.hist {
-            *self.hist.entry(*b).or_default() += c;
-        }
+        self.hist.merge(&o.hist);
     }
 }
 
@@ -191,7 +189,7 @@ impl Values {
             agg.latency_sum += ms;
             agg.latency_max = Some(agg.latency_max.map_or(ms, |m| m.max(ms)));
             if with_hist {
-                *agg.hist.entry(latency::bucket(ms)).or_default() += 1;
+                agg.hist.add(latency::bucket(ms), 1);
             }
         }
     }
@@ -799,7 +797,7 @@ mod tests {
             (1, 10, 0, 1)
         );
         assert_eq!(service_of(&full[0].0), Some("api"), "sorted by key");
-        assert_eq!(full[0].1.hist.get(&latency::ZERO), Some(&1));
+        assert_eq!(full[0].1.hist.get(latency::ZERO), Some(1));
         assert_eq!(full[0].1.errors, 1);
         let (k, a) = &full[6];
         assert_eq!(
@@ -816,7 +814,7 @@ mod tests {
             (3, 10, 7, 2)
         );
         assert_eq!((a.latency_sum, a.latency_max), (10.0, Some(8.0)));
-        assert_eq!(a.hist.values().sum::<i64>(), 2);
+        assert_eq!(a.hist.total(), 2);
 
         // Per source: no histogram; a missing address is its own group.
         let hour: Vec<_> = src.iter().filter(|(k, _)| k.res == 3600).collect();

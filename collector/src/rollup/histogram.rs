@@ -4,7 +4,6 @@
 //! (γ-1)/(γ+1) = 0.9901% of any value in the bucket. So a percentile computed from the histogram is within 1% of
 //! the exact latency of the event at that rank (nearest-rank definition: rank ⌈p·n⌉, as `percentile_disc`).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 const GAMMA: f64 = 1.02;
@@ -81,6 +80,73 @@ impl Histogram {
                     .map(|(i, c)| ((self.lo + i as i32) as i16, *c)),
             )
             .filter(|(_, c)| *c != 0)
+    }
+}
+
+/// A histogram as a rollup row keeps it and a flush sums it: its non-empty buckets as (bucket, count), in bucket
+/// order. Sparse, so that its size is bounded by the events it counts whatever latencies a client sends; a
+/// sorted vector rather than a tree, so that counting an event is a binary search among a few hundred entries
+/// and summing two histograms is one walk (the tree's inserts were the largest cost of summing rollup deltas).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts(Vec<(i16, i64)>);
+
+impl Counts {
+    pub fn add(&mut self, bucket: i16, n: i64) {
+        match self.0.binary_search_by_key(&bucket, |e| e.0) {
+            Ok(i) => self.0[i].1 += n,
+            Err(i) => self.0.insert(i, (bucket, n)),
+        }
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        if other.0.len() <= 4 || self.0.is_empty() {
+            for &(b, n) in &other.0 {
+                self.add(b, n);
+            }
+            return;
+        }
+        let mut out = Vec::with_capacity(self.0.len() + other.0.len());
+        let (a, b) = (&self.0, &other.0);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            let (x, y) = (a[i], b[j]);
+            if x.0 == y.0 {
+                out.push((x.0, x.1 + y.1));
+                i += 1;
+                j += 1;
+            } else if x.0 < y.0 {
+                out.push(x);
+                i += 1;
+            } else {
+                out.push(y);
+                j += 1;
+            }
+        }
+        out.extend_from_slice(&a[i..]);
+        out.extend_from_slice(&b[j..]);
+        self.0 = out;
+    }
+
+    /// (bucket, count) in ascending bucket order.
+    pub fn iter(&self) -> impl Iterator<Item = (i16, i64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn get(&self, bucket: i16) -> Option<i64> {
+        let i = self.0.binary_search_by_key(&bucket, |e| e.0).ok()?;
+        Some(self.0[i].1)
+    }
+
+    pub fn total(&self) -> i64 {
+        self.0.iter().map(|e| e.1).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -197,14 +263,14 @@ impl StoredHistogram<'_> {
 
 /// A histogram as the array literal of its stored numbers (see [`pack`]), in ascending bucket order; `None` when
 /// a count does not fit.
-pub fn to_stored_literal(hist: &BTreeMap<i16, i64>) -> Option<String> {
-    let mut s = String::with_capacity(2 + hist.len() * 18);
+pub fn to_stored_literal(hist: &Counts) -> Option<String> {
+    let mut s = String::with_capacity(2 + hist.0.len() * 18);
     s.push('{');
     for (i, (b, c)) in hist.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{}", pack(*b, *c)?);
+        let _ = write!(s, "{}", pack(b, c)?);
     }
     s.push('}');
     Some(s)
@@ -274,7 +340,7 @@ mod tests {
         v.sort_unstable();
         assert_eq!(v.map(|n| unpack(n).0), [ZERO, -5, -4, 300]);
 
-        let h = BTreeMap::from([(ZERO, 2), (-5, 1), (300, 7)]);
+        let h = Counts(vec![(ZERO, 2), (-5, 1), (300, 7)]);
         let literal = to_stored_literal(&h).unwrap();
         let numbers: Vec<i64> = literal
             .trim_matches(['{', '}'])
@@ -285,8 +351,8 @@ mod tests {
             numbers,
             [pack(ZERO, 2), pack(-5, 1), pack(300, 7)].map(Option::unwrap)
         );
-        assert_eq!(to_stored_literal(&BTreeMap::new()).as_deref(), Some("{}"));
-        assert_eq!(to_stored_literal(&BTreeMap::from([(1, 1 << 50)])), None);
+        assert_eq!(to_stored_literal(&Counts::default()).as_deref(), Some("{}"));
+        assert_eq!(to_stored_literal(&Counts(vec![(1, 1 << 50)])), None);
         let mut back = Histogram::default();
         add_stored(&numbers, &mut back);
         add_stored(
@@ -337,5 +403,36 @@ mod tests {
         null.truncate(20);
         null.extend((-1_i32).to_be_bytes());
         assert!(read(&null).is_err());
+    }
+
+    #[test]
+    fn counts_add_and_merge_as_a_map_would() {
+        use std::collections::BTreeMap;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..200 {
+            let (mut ours, mut map) = (Counts::default(), BTreeMap::new());
+            for _ in 0..round % 17 {
+                let mut other = Counts::default();
+                for _ in 0..next() % 12 {
+                    let bucket = match next() % 5 {
+                        0 => ZERO,
+                        _ => (next() % 40) as i16 - 20,
+                    };
+                    let n = (next() % 3 + 1) as i64;
+                    other.add(bucket, n);
+                    *map.entry(bucket).or_insert(0) += n;
+                }
+                ours.merge(&other);
+            }
+            let want: Vec<(i16, i64)> = map.into_iter().collect();
+            assert_eq!(ours.iter().collect::<Vec<_>>(), want);
+            assert_eq!(ours.total(), want.iter().map(|e| e.1).sum::<i64>());
+        }
     }
 }
