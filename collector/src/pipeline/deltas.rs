@@ -463,7 +463,7 @@ impl<'a> Rollup<'a> {
         Some(())
     }
 
-    /// Each shape's groups at its finest tier, sorted by key: what a writer appends as deltas. The compactor
+    /// Each shape's groups at its finest tier, in no order: what a writer appends as deltas. The compactor
     /// adds the coarser tiers ([`Flush::expand`]).
     pub fn into_deltas(self) -> Flush<'a> {
         let mut minute: Vec<Groups<'a>> = SHAPES
@@ -511,10 +511,11 @@ static ROOTS: std::sync::LazyLock<Vec<bool>> = std::sync::LazyLock::new(|| {
         .collect()
 });
 
-/// Minute groups at `shape`'s finest tier: when that is the minute, only sorted, not summed again.
+/// Minute groups at `shape`'s finest tier: when that is the minute, as they are. Deltas are appended, never
+/// upserted, so they need no lock order; sorting them cost a tenth of this stage.
 fn finest<'a>(shape: &Shape, groups: Groups<'a>) -> Groups<'a> {
     if shape.finest() == TIERS[0] {
-        sorted(groups)
+        groups
     } else {
         expand(groups, &shape.tiers[..1])
     }
@@ -659,7 +660,8 @@ fn expand<'a>(groups: impl IntoIterator<Item = (Key<'a>, Agg)>, tiers: &[i32]) -
 }
 
 fn sorted(mut groups: Groups<'_>) -> Groups<'_> {
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    // Keys are unique: an unstable sort gives the same order, without the stable sort's buffer.
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     groups
 }
 
@@ -870,8 +872,8 @@ mod tests {
         let chunks = [rows(&refs)];
         let derived = of_chunks(&chunks).unwrap();
         for shape in [&SERVICE, &catalog::HOST, &SRC_NET] {
-            let one_by_one = late(&chunks, shape, i64::MIN, i64::MAX).unwrap();
-            let got = derived.of(shape);
+            let one_by_one = sorted(late(&chunks, shape, i64::MIN, i64::MAX).unwrap());
+            let got = sorted(derived.of(shape).clone());
             assert_eq!(got.len(), one_by_one.len(), "{}", shape.table);
             for ((k1, a1), (k2, a2)) in got.iter().zip(&one_by_one) {
                 assert_eq!(k1, k2, "{}", shape.table);
