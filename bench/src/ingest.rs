@@ -609,19 +609,36 @@ pub(crate) async fn end_to_end_watched(
                 if let Some(iv) = interval {
                     tokio::time::sleep_until((started + iv * i as u32).into()).await;
                 }
+                let mut broken = 0;
                 loop {
                     let t = Instant::now();
-                    let resp = http
+                    let sent = http
                         .post(&endpoint)
                         .header("x-api-key", KEY)
                         .header("content-type", "application/json")
                         .body(body.clone())
                         .send()
-                        .await?;
-                    let status = resp.status();
-                    let _ = resp.bytes().await?;
-                    latencies.push((t.elapsed().as_secs_f64() * 1000.0, status.as_u16()));
-                    match status.as_u16() {
+                        .await;
+                    let status = match sent {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            resp.bytes().await.map(|_| status)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    // A refusal answered before the body is read closes the connection, and a client still
+                    // sending its body sees the connection broken, not the 503: it retries, as agents do (a
+                    // batch accepted meanwhile would be answered as a duplicate, not stored twice).
+                    let status = match status {
+                        Ok(status) => status,
+                        Err(_) if broken < 100 => {
+                            broken += 1;
+                            503
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    latencies.push((t.elapsed().as_secs_f64() * 1000.0, status));
+                    match status {
                         202 => break,
                         503 | 429 => tokio::time::sleep(Duration::from_millis(50)).await,
                         other => anyhow::bail!("ingest answered {other}"),
