@@ -239,8 +239,8 @@ async fn ingest(
         end_to_end(cfg, url, pool, &batches, args.clients, None, Ack::Spool).await?;
     // The collector's CPU per event over both plain full-speed runs: one run's figure moved by a tenth between
     // identical runs (the compactor's share depends on where the run ends in its cycle).
-    let cpu_per_event = (resources.cpu_secs + plain2_resources.cpu_secs)
-        / (full.events + plain2.events) as f64;
+    let cpu_per_event =
+        (resources.cpu_secs + plain2_resources.cpu_secs) / (full.events + plain2.events) as f64;
     truncate(pool).await?;
     let (watched2, _) =
         end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
