@@ -332,7 +332,7 @@ impl Request {
 
 /// The request body, read frame by frame into a buffer the reservation covers; past `limit` bytes, 413. The
 /// buffer is sized from the announced length (within the limit and the budget) up front: grown by doubling from
-/// empty, a 250 KB body was copied four more times.
+/// empty, a 250 KB body was reallocated four times, copying about one more body's worth.
 async fn read_body(
     body: Body,
     limit: usize,
