@@ -632,8 +632,8 @@ pub(crate) async fn end_to_end_watched(
                         Err(e) => Err(e),
                     };
                     // A refusal answered before the body is read closes the connection, and a client still
-                    // sending its body sees the connection broken, not the 503: it retries, as agents do (a
-                    // batch accepted meanwhile would be answered as a duplicate, not stored twice).
+                    // sending its body sees the connection broken, not the 503: it is counted as refused and
+                    // retried (a batch accepted meanwhile would be answered as a duplicate, not stored twice).
                     let status = match status {
                         Ok(status) => status,
                         Err(_) if broken < 100 => {

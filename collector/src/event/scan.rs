@@ -164,27 +164,16 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object or array nested in a value.
-    fn container(&mut self, depth: usize, close: u8, object: bool) -> Option<()> {
-        if depth >= MAX_DEPTH {
-            return None;
-        }
+    /// The items of an object or array at the current opening byte, up to `close`: `item` reads one (an
+    /// object's item is its key, the colon and the value), and this reads the commas and whitespace between.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.pos += 1;
         self.ws();
         if self.eat(close).is_some() {
             return Some(());
         }
         loop {
-            if object {
-                if self.peek()? != b'"' {
-                    return None;
-                }
-                self.string()?;
-                self.ws();
-                self.eat(b':')?;
-                self.ws();
-            }
-            self.value(depth + 1)?;
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
@@ -198,40 +187,46 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// An object's key and colon: the key's span without its quotes, and whether it has escapes.
+    fn key(&mut self) -> Option<(&'a str, bool)> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.pos;
+        let escaped = self.string()?;
+        let key = &self.text[start + 1..self.pos - 1];
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some((key, escaped))
+    }
+
+    /// An object or array nested in a value.
+    fn container(&mut self, depth: usize, close: u8, object: bool) -> Option<()> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        self.items(close, |s| {
+            if object {
+                s.key()?;
+            }
+            s.value(depth + 1)
+        })
+    }
+
     /// The event object at the current `{`, into `event` (empty).
     fn event(&mut self, event: &mut RawEvent<'a>, tags: &mut String) -> Option<()> {
-        self.pos += 1;
-        self.ws();
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            if self.peek()? != b'"' {
-                return None;
-            }
-            let start = self.pos;
+        self.items(b'}', |s| {
+            let (key, escaped) = s.key()?;
             // A key with escapes is never one of our names, but serde_json unescapes it for the tags.
-            if self.string()? {
+            if escaped {
                 return None;
             }
-            let key = &self.text[start + 1..self.pos - 1];
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            let start = self.pos;
-            self.value(2)?;
-            event.take(key, Raw(&self.text[start..self.pos]), tags);
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-            self.ws();
-        }
+            let start = s.pos;
+            s.value(2)?;
+            event.take(key, Raw(&s.text[start..s.pos]), tags);
+            Some(())
+        })
     }
 }
 
@@ -329,6 +324,9 @@ fn body_error(text: &str) -> serde_json::Error {
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::super::{finish_event, Limits};
     use super::*;
 
@@ -439,13 +437,7 @@ mod tests {
             r#"[{"src_ip":"10.0.0.1","src_port":5000,"dst_ip":"2001:db8::1","dst_port":"443","protocol":"TCP","status":503,"bytes_in":10,"latency_ms":1.25,"host":"h1","message":"m \"q\"","tags":{"env":"prod"},"x":[true,false,null,{"y":-1.5e3}]}, {"ts":1795341600,"source_ip":"1.1.1.1","src_ip":"2.2.2.2"}]"#,
             include_str!("../../tests/fixtures/sources/nginx-access.json"),
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = StdRng::seed_from_u64(7);
         const PIECES: &[u8] = b"{}[]\",:\\ 0123456789-+.eEtrufalsn\n\tu";
         let mut checked = 0;
         for body in valid {
@@ -458,10 +450,10 @@ mod tests {
             same(&body);
             let bytes = body.as_bytes();
             for _ in 0..3000 {
-                let at = (next() % bytes.len() as u64) as usize;
-                let piece = PIECES[(next() % PIECES.len() as u64) as usize];
+                let at = rng.random_range(0..bytes.len());
+                let piece = PIECES[rng.random_range(0..PIECES.len())];
                 let mut mutated = bytes.to_vec();
-                match next() % 3 {
+                match rng.random_range(0..3) {
                     0 => mutated[at] = piece,
                     1 => mutated.insert(at, piece),
                     _ => {

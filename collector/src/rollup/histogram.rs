@@ -99,7 +99,11 @@ impl Counts {
     }
 
     pub fn merge(&mut self, other: &Counts) {
-        if other.0.len() <= 4 || self.0.is_empty() {
+        if self.0.is_empty() {
+            self.0.extend_from_slice(&other.0);
+            return;
+        }
+        if other.0.len() <= 4 {
             for &(b, n) in &other.0 {
                 self.add(b, n);
             }
@@ -407,24 +411,20 @@ mod tests {
 
     #[test]
     fn counts_add_and_merge_as_a_map_would() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
         use std::collections::BTreeMap;
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = StdRng::seed_from_u64(7);
         for round in 0..200 {
             let (mut ours, mut map) = (Counts::default(), BTreeMap::new());
             for _ in 0..round % 17 {
                 let mut other = Counts::default();
-                for _ in 0..next() % 12 {
-                    let bucket = match next() % 5 {
+                for _ in 0..rng.random_range(0..12) {
+                    let bucket = match rng.random_range(0..5) {
                         0 => ZERO,
-                        _ => (next() % 40) as i16 - 20,
+                        _ => rng.random_range(-20..20),
                     };
-                    let n = (next() % 3 + 1) as i64;
+                    let n: i64 = rng.random_range(1..4);
                     other.add(bucket, n);
                     *map.entry(bucket).or_insert(0) += n;
                 }
