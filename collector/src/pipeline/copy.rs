@@ -55,13 +55,7 @@ pub fn encode_row(
     put_i32(buf, event.status);
     put_i64(buf, event.bytes_in);
     put_i64(buf, event.bytes_out);
-    match event.latency_ms {
-        Some(v) => {
-            buf.extend_from_slice(&8_i32.to_be_bytes());
-            buf.extend_from_slice(&v.to_be_bytes());
-        }
-        None => put_null(buf),
-    }
+    put_f64(buf, event.latency_ms);
     put_text(buf, event.host.as_deref());
     put_text(buf, event.message.as_deref());
     match event.tags {
@@ -82,16 +76,16 @@ pub fn encode_row(
     put_text(buf, enriched.threat);
 }
 
-fn put_null(buf: &mut Vec<u8>) {
+pub(super) fn put_null(buf: &mut Vec<u8>) {
     buf.extend_from_slice(&(-1_i32).to_be_bytes());
 }
 
-fn put_ts(buf: &mut Vec<u8>, unix_us: i64) {
+pub(super) fn put_ts(buf: &mut Vec<u8>, unix_us: i64) {
     buf.extend_from_slice(&8_i32.to_be_bytes());
     buf.extend_from_slice(&(unix_us - PG_EPOCH_OFFSET_US).to_be_bytes());
 }
 
-fn put_i32(buf: &mut Vec<u8>, v: Option<i32>) {
+pub(super) fn put_i32(buf: &mut Vec<u8>, v: Option<i32>) {
     match v {
         Some(v) => {
             buf.extend_from_slice(&4_i32.to_be_bytes());
@@ -101,7 +95,7 @@ fn put_i32(buf: &mut Vec<u8>, v: Option<i32>) {
     }
 }
 
-fn put_i64(buf: &mut Vec<u8>, v: Option<i64>) {
+pub(super) fn put_i64(buf: &mut Vec<u8>, v: Option<i64>) {
     match v {
         Some(v) => {
             buf.extend_from_slice(&8_i32.to_be_bytes());
@@ -111,7 +105,38 @@ fn put_i64(buf: &mut Vec<u8>, v: Option<i64>) {
     }
 }
 
-fn put_text(buf: &mut Vec<u8>, v: Option<&str>) {
+pub(super) fn put_f64(buf: &mut Vec<u8>, v: Option<f64>) {
+    match v {
+        Some(v) => {
+            buf.extend_from_slice(&8_i32.to_be_bytes());
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+        None => put_null(buf),
+    }
+}
+
+/// A one-dimensional `int8[]` without nulls: dimensions, null flag, element type (int8's OID, 20), then the
+/// length and lower bound of its one dimension, then each element as its byte length and value. An empty array
+/// has no dimension.
+pub(super) fn put_i64_array(buf: &mut Vec<u8>, values: impl ExactSizeIterator<Item = i64>) {
+    let n = values.len();
+    let dims = i32::from(n > 0);
+    let len = 12 + if n > 0 { 8 + 12 * n } else { 0 };
+    buf.extend_from_slice(&(len as i32).to_be_bytes());
+    buf.extend_from_slice(&dims.to_be_bytes());
+    buf.extend_from_slice(&0_i32.to_be_bytes());
+    buf.extend_from_slice(&20_i32.to_be_bytes());
+    if n > 0 {
+        buf.extend_from_slice(&(n as i32).to_be_bytes());
+        buf.extend_from_slice(&1_i32.to_be_bytes());
+        for v in values {
+            buf.extend_from_slice(&8_i32.to_be_bytes());
+            buf.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
+pub(super) fn put_text(buf: &mut Vec<u8>, v: Option<&str>) {
     match v {
         Some(s) => {
             buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
@@ -121,7 +146,7 @@ fn put_text(buf: &mut Vec<u8>, v: Option<&str>) {
     }
 }
 
-fn put_inet(buf: &mut Vec<u8>, v: Option<IpAddr>) {
+pub(super) fn put_inet(buf: &mut Vec<u8>, v: Option<IpAddr>) {
     match v {
         Some(IpAddr::V4(a)) => {
             buf.extend_from_slice(&8_i32.to_be_bytes());

@@ -265,6 +265,15 @@ impl StoredHistogram<'_> {
     }
 }
 
+/// A histogram's stored numbers (see [`pack`]) in ascending bucket order; `None` when a count does not fit.
+pub fn to_stored(hist: &Counts) -> Option<impl ExactSizeIterator<Item = i64> + '_> {
+    hist.0.iter().all(|&(_, c)| pack(0, c).is_some()).then(|| {
+        hist.0
+            .iter()
+            .map(|&(b, c)| (i64::from(b) << COUNT_BITS) | c)
+    })
+}
+
 /// A histogram as the array literal of its stored numbers (see [`pack`]), in ascending bucket order; `None` when
 /// a count does not fit.
 pub fn to_stored_literal(hist: &Counts) -> Option<String> {
