@@ -235,6 +235,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn int8_arrays_are_framed_as_array_send_writes_them() {
+        let be = |xs: &[i32]| xs.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+        let mut buf = Vec::new();
+        put_i64_array(&mut buf, [].into_iter());
+        // Its length, then no dimension, no nulls, int8.
+        assert_eq!(buf, be(&[12, 0, 0, 20]));
+
+        buf.clear();
+        put_i64_array(&mut buf, [7_i64, -1].into_iter());
+        let mut want = be(&[12 + 8 + 24, 1, 0, 20, 2, 1, 8]);
+        want.extend(7_i64.to_be_bytes());
+        want.extend(be(&[8]));
+        want.extend((-1_i64).to_be_bytes());
+        assert_eq!(buf, want);
+    }
+
+    #[test]
     fn a_row_reads_back_as_its_values() {
         let mut scratch = crate::event::Scratch::default();
         let e = crate::event::parse_event(
