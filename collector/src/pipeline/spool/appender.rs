@@ -3,7 +3,10 @@
 //! covers many requests, and a lone request waits for one fsync only), then answers each request.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Write};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+
+use rustix::fs::Advice;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -445,24 +448,120 @@ impl Spare {
     }
 }
 
-/// A segment file at `path`: its header, zeros up to `size`, synced with its directory entry.
+/// A segment file at `path`: its header, zeros up to `size`, synced with its directory entry. It must not exist:
+/// an existing file is an error, and left as it is.
 fn new_segment(dir: &std::path::Path, path: &std::path::Path, size: u64) -> std::io::Result<File> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    let made = (|| {
-        file.write_all(&format::segment_header())?;
-        let zeros = vec![0u8; 1 << 20];
-        let mut left = (size as usize).saturating_sub(format::SEGMENT_HEADER_LEN);
-        while left > 0 {
-            let n = left.min(zeros.len());
-            file.write_all(&zeros[..n])?;
-            left -= n;
+    let direct = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path);
+    let created = match direct {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            OpenOptions::new().write(true).create_new(true).open(path)?
         }
+        other => other?,
+    };
+    // From here on the file is the one just created: a failure removes it.
+    let made = (|| {
+        let direct = rustix::fs::fcntl_getfl(&created)?.contains(rustix::fs::OFlags::DIRECT);
+        let written = if direct {
+            zero_fill_direct(&created, size)?
+        } else {
+            0
+        };
+        let mut file = if direct {
+            OpenOptions::new().write(true).open(path)?
+        } else {
+            created
+        };
+        file.seek(SeekFrom::Start(written))?;
+        write_zeros(&mut file, size.saturating_sub(written))?;
+        file.write_all_at(&format::segment_header(), 0)?;
         file.sync_all()?;
-        File::open(dir)?.sync_all()
+        if written > 0 {
+            // An append that ends inside a page must read the page first, unless it is cached: read ahead
+            // now, off the acknowledgements' path.
+            let _ =
+                rustix::fs::fadvise(&file, 0, std::num::NonZeroU64::new(size), Advice::WillNeed);
+        }
+        File::open(dir)?.sync_all()?;
+        Ok(file)
     })();
-    if let Err(e) = made {
+    if made.is_err() {
         let _ = std::fs::remove_file(path);
-        return Err(e);
     }
-    Ok(file)
+    made
+}
+
+/// Bytes of zeros a direct write takes at once; a multiple of any block size.
+const DIRECT_CHUNK: usize = 1 << 20;
+const DIRECT_ALIGN: usize = 4096;
+
+/// Writes zeros into `file` (opened with O_DIRECT) around the page cache, from its start as far as whole
+/// blocks go; returns the bytes written, fewer (even 0) where the filesystem refuses a direct write, and the
+/// caller writes the rest through the cache. Through the cache, copying a segment's zeros into pages was 4% of
+/// the collector's CPU at full speed, and their writeback pushed PostgreSQL's pages out of memory.
+fn zero_fill_direct(mut file: &File, size: u64) -> std::io::Result<u64> {
+    let buf = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+    let at = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let zeros = &buf[at..at + DIRECT_CHUNK];
+    let whole = size - size % DIRECT_ALIGN as u64;
+    let mut written = 0u64;
+    while written < whole {
+        let n = (whole - written).min(DIRECT_CHUNK as u64) as usize;
+        match file.write(&zeros[..n]) {
+            Ok(w) if w > 0 && w % DIRECT_ALIGN == 0 => written += w as u64,
+            Ok(_) => break,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+fn write_zeros(file: &mut File, mut left: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; (left as usize).min(DIRECT_CHUNK)];
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new segment is its header then zeros, to its full size, whether its zeros went around the page cache
+    /// (whole blocks), through it (the tail past them), or both.
+    #[test]
+    fn a_new_segment_is_its_header_then_zeros() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for (i, size) in [
+            3 * DIRECT_CHUNK as u64 + 100,
+            DIRECT_ALIGN as u64 * 5,
+            1000,
+            4,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = dir.path().join(format!("{i}.spool"));
+            drop(new_segment(dir.path(), &path, size).expect("a new segment"));
+            let bytes = std::fs::read(&path).expect("the segment");
+            let header = format::segment_header();
+            assert_eq!(
+                bytes.len() as u64,
+                size.max(header.len() as u64),
+                "size {size}"
+            );
+            assert_eq!(bytes[..header.len()], header, "size {size}");
+            assert!(bytes[header.len()..].iter().all(|&b| b == 0), "size {size}");
+            // A second segment under the same name is refused: it would overwrite acknowledged batches.
+            assert!(new_segment(dir.path(), &path, size).is_err(), "size {size}");
+            assert_eq!(std::fs::read(&path).expect("the segment"), bytes);
+        }
+    }
 }
