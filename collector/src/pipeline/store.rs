@@ -20,7 +20,8 @@ use crate::rollup::histogram as latency;
 /// How rollup groups are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
-    /// Appended to the `_delta` tables: what a writer does in its COPY's transaction.
+    /// Appended to the `_delta` tables: a writer's rows of a sealed shape (its own deltas go by COPY, see
+    /// [`insert_rollup_deltas`]).
     Delta,
     /// Added into the keyed rows: what the compactor does with the deltas it takes.
     Merge,
@@ -138,7 +139,7 @@ fn encode_deltas(shape: &Shape, groups: &Groups<'_>) -> Result<Vec<u8>, DbError>
 /// Adds groups into the keyed rollup rows (each shape sorted by key), stores the percentiles of the rows whose
 /// histograms changed, and voids the top lists of the buckets changed.
 pub async fn merge_rollup(client: &impl GenericClient, flush: &Flush<'_>) -> Result<(), DbError> {
-    write_rollup(client, flush, Write::Merge).await?;
+    write_rollup(client, flush).await?;
     for shape in SHAPES {
         let groups = flush.of(shape);
         if shape.percentiles {
@@ -156,17 +157,13 @@ pub async fn merge_rollup(client: &impl GenericClient, flush: &Flush<'_>) -> Res
     Ok(())
 }
 
-/// Every shape of `flush`, in catalog order.
-async fn write_rollup(
-    client: &impl GenericClient,
-    flush: &Flush<'_>,
-    how: Write,
-) -> Result<(), DbError> {
+/// Every shape of `flush` added into the keyed rows, in catalog order.
+async fn write_rollup(client: &impl GenericClient, flush: &Flush<'_>) -> Result<(), DbError> {
     for shape in SHAPES {
         let groups = flush.of(shape);
         let keys = key_arrays(shape, groups);
         let columns = Columns::of(groups, shape.latency)?;
-        write_shape(client, shape, how, &refs(&keys), &[], &columns).await?;
+        write_shape(client, shape, Write::Merge, &refs(&keys), &[], &columns).await?;
     }
     Ok(())
 }

@@ -274,16 +274,15 @@ pub fn to_stored(hist: &Counts) -> Option<impl ExactSizeIterator<Item = i64> + '
     })
 }
 
-/// A histogram as the array literal of its stored numbers (see [`pack`]), in ascending bucket order; `None` when
-/// a count does not fit.
+/// A histogram as the array literal of its stored numbers (see [`to_stored`]); `None` when a count does not fit.
 pub fn to_stored_literal(hist: &Counts) -> Option<String> {
     let mut s = String::with_capacity(2 + hist.0.len() * 18);
     s.push('{');
-    for (i, (b, c)) in hist.iter().enumerate() {
+    for (i, n) in to_stored(hist)?.enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{}", pack(b, c)?);
+        let _ = write!(s, "{n}");
     }
     s.push('}');
     Some(s)
