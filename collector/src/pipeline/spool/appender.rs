@@ -450,20 +450,20 @@ impl Spare {
 /// A segment file at `path`: its header, zeros up to `size`, synced with its directory entry. It must not exist:
 /// an existing file is an error, and left as it is.
 fn new_segment(dir: &std::path::Path, path: &std::path::Path, size: u64) -> std::io::Result<File> {
-    let direct = OpenOptions::new()
+    let opened = OpenOptions::new()
         .write(true)
         .create_new(true)
         .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
         .open(path);
-    let created = match direct {
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-            OpenOptions::new().write(true).create_new(true).open(path)?
-        }
-        other => other?,
+    let (created, direct) = match opened {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => (
+            OpenOptions::new().write(true).create_new(true).open(path)?,
+            false,
+        ),
+        other => (other?, true),
     };
     // From here on the file is the one just created: a failure removes it.
     let made = (|| {
-        let direct = rustix::fs::fcntl_getfl(&created)?.contains(rustix::fs::OFlags::DIRECT);
         let written = if direct {
             zero_fill_direct(&created, size)?
         } else {
