@@ -85,6 +85,7 @@ pub(crate) async fn run(
             None,
             Ack::Spool,
             0,
+            false,
         )
         .await?;
         figures.push((raw, m.rate()));

@@ -217,8 +217,18 @@ async fn ingest(
     truncate(pool).await?;
     eprintln!("End to end, {} clients at full speed ...", args.clients);
     let pg_before = pg_cpu_secs(&pg_data);
-    let (full, resources) =
-        end_to_end(cfg, url, pool, &batches, args.clients, None, Ack::Spool).await?;
+    let (full, resources) = end_to_end_watched(
+        &[],
+        url,
+        pool,
+        &batches,
+        args.clients,
+        None,
+        Ack::Spool,
+        0,
+        true,
+    )
+    .await?;
     let full_pg_cpu = pg_cpu_secs(&pg_data) - pg_before;
     let full_rate = full.events as f64 / full.secs;
     results.push(Measured {
@@ -229,15 +239,35 @@ async fn ingest(
     // The same full-speed run followed by five live tails and a dashboard refreshing every 10 s.
     truncate(pool).await?;
     eprintln!("End to end, full speed, 5 live tails and a dashboard refreshing ...");
-    let (watched, _) =
-        end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
+    let (watched, _) = end_to_end_watched(
+        &[],
+        url,
+        pool,
+        &batches,
+        args.clients,
+        None,
+        Ack::Spool,
+        5,
+        false,
+    )
+    .await?;
     let watched_rate = watched.rate();
     // Runs here differ by up to ±20%: a second plain and watched pair, alternated, and the ratio of the sums.
     truncate(pool).await?;
     eprintln!("End to end, full speed, plain and watched again ...");
     let pg_before = pg_cpu_secs(&pg_data);
-    let (plain2, plain2_resources) =
-        end_to_end(cfg, url, pool, &batches, args.clients, None, Ack::Spool).await?;
+    let (plain2, plain2_resources) = end_to_end_watched(
+        &[],
+        url,
+        pool,
+        &batches,
+        args.clients,
+        None,
+        Ack::Spool,
+        0,
+        true,
+    )
+    .await?;
     // PostgreSQL's CPU per event over both plain runs too: pinned, one run's figure moved by half between runs
     // of the same code (its backends contend on one core).
     let collector_pg_cpu_per_event =
@@ -247,8 +277,18 @@ async fn ingest(
     let cpu_per_event =
         (resources.cpu_secs + plain2_resources.cpu_secs) / (full.events + plain2.events) as f64;
     truncate(pool).await?;
-    let (watched2, _) =
-        end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
+    let (watched2, _) = end_to_end_watched(
+        &[],
+        url,
+        pool,
+        &batches,
+        args.clients,
+        None,
+        Ack::Spool,
+        5,
+        false,
+    )
+    .await?;
     let (plain2_rate, watched2_rate) = (plain2.rate(), watched2.rate());
     results.push(Measured {
         label: format!(
@@ -442,6 +482,10 @@ async fn ingest(
         collector_pg_cpu_per_event * 1e6,
         collector_pg_cpu_per_event / raw_pg_cpu_per_row.max(1e-12),
     );
+    matrix += &db_time_table(
+        &[&resources.db_seconds, &plain2_resources.db_seconds],
+        full.events + plain2.events,
+    );
     let watched = format!(
         "\nWatched: with five live tails following all events (each sent up to COLLECTOR_TAIL_EVENTS_PER_SEC, 200 a \
          second) and a dashboard refreshing every 10 s (status, volume, two error rates, latency, top talkers and a \
@@ -568,11 +612,14 @@ async fn end_to_end(
     durability: Ack,
 ) -> anyhow::Result<(Measured, Resources)> {
     let _ = base;
-    end_to_end_watched(&[], url, pool, batches, clients, rate, durability, 0).await
+    end_to_end_watched(&[], url, pool, batches, clients, rate, durability, 0, false).await
 }
 
 /// [`end_to_end`] with `tails` live tails following all events (at their rate) and, when there are any, a dashboard
-/// refreshing every 10 s (the reads its page makes).
+/// refreshing every 10 s (the reads its page makes). With `settle`, once every event has committed it waits for
+/// the seal to pass the last of them before taking the collector's figures and stopping it: the rollup work of
+/// the run's events then falls in the run (in a run of seconds, most of it comes after, the seal lagging
+/// `COLLECTOR_PAIR_SEAL_LAG_MS` behind), and the caller's PostgreSQL CPU window holds all of it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn end_to_end_watched(
     env: &[(String, String)],
@@ -583,6 +630,7 @@ pub(crate) async fn end_to_end_watched(
     rate: Option<f64>,
     durability: Ack,
     tails: usize,
+    settle: bool,
 ) -> anyhow::Result<(Measured, Resources)> {
     let collector =
         Collector::start_process(url, durability, &bench_dir().join("spool"), env).await?;
@@ -681,6 +729,16 @@ pub(crate) async fn end_to_end_watched(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    if settle {
+        let committed: std::time::SystemTime = client.query_one("SELECT now()", &[]).await?.get(0);
+        while !client
+            .query_one("SELECT sealed_to >= $1 FROM comm_pair_seal", &[&committed])
+            .await?
+            .get::<_, bool>(0)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     if let Some(w) = watchers {
         let seen = w.stop().await;
         eprintln!("  the tails received {seen} events; the dashboard refreshed during the run");
@@ -715,6 +773,7 @@ pub(crate) async fn end_to_end_watched(
             .map(|s| s * 1000.0),
         sync_p99_ms: histogram_quantile(&exposition, "collector_spool_sync_seconds", 0.99)
             .map(|s| s * 1000.0),
+        db_seconds: db_seconds(&exposition),
     };
     let collector_p99_ms =
         histogram_quantile(&exposition, "collector_ingest_duration_seconds", 0.99)
@@ -762,6 +821,83 @@ pub(crate) struct Resources {
     /// The spool's group commits (write + fsync), median and p99 (`collector_spool_sync_seconds`).
     sync_p50_ms: Option<f64>,
     sync_p99_ms: Option<f64>,
+    /// `collector_db_seconds_total`: (table, step, seconds).
+    db_seconds: Vec<(String, String, f64)>,
+}
+
+/// Where the database's time went, by table and step, from `collector_db_seconds_total` of `runs` over `events`.
+fn db_time_table(runs: &[&[(String, String, f64)]], events: usize) -> String {
+    // (heading, steps summed into it)
+    const COLUMNS: [(&str, &[&str]); 5] = [
+        ("writers: COPY, commit", &["copy", "commit"]),
+        ("writers: deltas", &["append"]),
+        ("compaction", &["take", "merge"]),
+        ("seal", &["seal", "summarize"]),
+        ("top lists", &["top_lists"]),
+    ];
+    let mut tables: Vec<&str> = Vec::new();
+    for (t, _, _) in runs.iter().flat_map(|r| r.iter()) {
+        if !tables.contains(&t.as_str()) {
+            tables.push(t);
+        }
+    }
+    let ms = |table: &str, steps: &[&str]| -> f64 {
+        runs.iter()
+            .flat_map(|r| r.iter())
+            .filter(|(t, s, _)| t == table && steps.contains(&s.as_str()))
+            .map(|(_, _, secs)| secs * 1000.0 * 1_000_000.0 / events.max(1) as f64)
+            .sum()
+    };
+    let all: f64 = tables
+        .iter()
+        .map(|t| COLUMNS.iter().map(|(_, s)| ms(t, s)).sum::<f64>())
+        .sum();
+    let mut out = format!(
+        "\nWhere the database's time went, by table: the write side's statements as the collector timed them \
+         (`collector_db_seconds_total`, from sending each statement to its answer), in ms per million events over \
+         both plain full-speed runs, each run held until the seal had passed its last event. Wall time, not \
+         CPU: statements that wait for a busy core count the wait, so compare the rows with each other.\n\n\
+         | table | {} | all | share |\n|---|{}---:|---:|\n",
+        COLUMNS.map(|(h, _)| h).join(" | "),
+        "---:|".repeat(COLUMNS.len()),
+    );
+    for t in tables {
+        let cells: Vec<f64> = COLUMNS.iter().map(|(_, s)| ms(t, s)).collect();
+        let sum: f64 = cells.iter().sum();
+        let cells: Vec<String> = cells
+            .iter()
+            .map(|v| {
+                if *v > 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    "–".into()
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{t}` | {} | {sum:.0} | {:.0}% |",
+            cells.join(" | "),
+            sum / all.max(1e-9) * 100.0
+        );
+    }
+    out
+}
+
+/// The `collector_db_seconds_total{table, step}` samples of an exposition.
+fn db_seconds(exposition: &str) -> Vec<(String, String, f64)> {
+    exposition
+        .lines()
+        .filter_map(|l| {
+            let labels = l.strip_prefix("collector_db_seconds_total{")?;
+            let (labels, value) = labels.split_once("} ")?;
+            let label = |name: &str| -> Option<String> {
+                let rest = labels.split(&format!("{name}=\"")).nth(1)?;
+                Some(rest.split('"').next()?.to_string())
+            };
+            Some((label("table")?, label("step")?, value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn fmt_ms(v: Option<f64>) -> String {

@@ -39,6 +39,7 @@ pub(super) async fn metrics(
         render_redactions(&mut body, redactor);
     }
     state.alerts.render(&mut body);
+    crate::pipeline::cost::render(&mut body);
     if let Some(spool) = &state.spool {
         render_spool(&mut body, &spool.status());
         spool.render_sync_histogram(&mut body);

@@ -9,11 +9,12 @@
 //! Source × destination pairs are instead sealed from `comm_logs` a few seconds behind now (see
 //! `db/migrations/0008_pairs.sql`), here too, after each compaction ([`seal`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
+use super::cost::{self, Step};
 use super::{seal, store, top_lists};
 use crate::db::{locks, DbError};
 use crate::rollup::catalog;
@@ -62,7 +63,9 @@ pub async fn once(pool: &Pool) -> Result<usize, DbError> {
     // bucket marks it pending again.
     let mut listed = 0;
     for shape in catalog::SHAPES.iter().filter(|s| s.top_lists.is_some()) {
+        let started = Instant::now();
         listed += top_lists::make_top_lists(&tx, shape).await?;
+        cost::record(Some(shape), Step::TopLists, started);
     }
     if deltas.is_empty() && listed == 0 {
         return Ok(0);

@@ -4,12 +4,13 @@
 //! transaction per flush: [`copy`] the rows, [`deltas`] their rollup contributions written by [`store`], the
 //! dead letters and the flush in the [`ledger`]) → [`compact`] (deltas merged into the rollups, [`top_lists`]
 //! made) and [`seal`] (source × destination pairs rolled up from the raw events); [`tail`] hands committed
-//! events to the live tail's followers.
+//! events to the live tail's followers; [`cost`] sums what each step's statements took.
 
 pub mod batch;
 pub mod budget;
 pub mod compact;
 pub mod copy;
+pub mod cost;
 pub mod dedup;
 pub mod deltas;
 pub mod disk;

@@ -3,12 +3,13 @@
 //! COPY). Writers roll up only the late events the seal has already passed. The protocol, its locks and bounds
 //! are described in `db/migrations/0008_pairs.sql`; both sealed shapes share one bound (0018_src_ports.sql).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 
+use super::cost::{self, Step};
 use super::deltas::Groups;
 use super::store::{key_arrays, write_shape, Columns, Write};
 use super::top_lists;
@@ -42,7 +43,9 @@ async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Resul
         unlock(client).await?;
         return Ok(false);
     };
+    let started = Instant::now();
     summarize_new_events(&*client, from, to).await?;
+    cost::record(None, Step::Summarize, started);
     // Waits for the writers that read the old bound to commit, and keeps new ones waiting.
     client
         .execute("SELECT pg_advisory_lock($1)", &[&locks::SEAL_WRITERS])
@@ -123,6 +126,7 @@ pub async fn insert_sealed_deltas(
     let keys = key_arrays(shape, groups);
     let keys: Vec<&(dyn ToSql + Sync)> = keys.iter().map(|b| &**b as _).collect();
     let gen = vec![gen.map(us_to_datetime); groups.len()];
+    let started = Instant::now();
     write_shape(
         client,
         shape,
@@ -131,7 +135,9 @@ pub async fn insert_sealed_deltas(
         &[("gen", "timestamptz", &gen)],
         &Columns::of(groups, shape.latency)?,
     )
-    .await
+    .await?;
+    cost::record(Some(shape), Step::Append, started);
+    Ok(())
 }
 
 /// The next seal's span: from the current bound to `lag_ms` before now, an hour at most (a backlog, as after
@@ -205,12 +211,16 @@ async fn pair_seal_commit(
             events = shape.seal_sql("$1", "$2"),
             keys = shape.key_list(),
         );
+        let started = Instant::now();
         let written = client.execute(&sql, &[&from, &to]).await?;
+        cost::record(Some(shape), Step::Seal, started);
         rows += written;
         // A span without events changed no bucket: listing the open ones again would read them whole for
         // nothing, every second an idle collector seals (after 6M events, PostgreSQL was busy 70% of the time).
         if shape.top_lists.is_some() && written > 0 {
+            let started = Instant::now();
             list_sealed_buckets(client, shape, from, to).await?;
+            cost::record(Some(shape), Step::TopLists, started);
         }
     }
     client

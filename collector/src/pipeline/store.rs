@@ -4,12 +4,14 @@
 //! comes from `rollup::catalog`.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::cost::{self, Step};
 use super::deltas::{Agg, Flush, Groups, Key, KeyValues, Value};
 use super::{copy, top_lists};
 use crate::db::sql::Sql;
@@ -87,6 +89,7 @@ pub async fn insert_rollup_deltas(
             continue;
         }
         let rows = encode_deltas(shape, groups)?;
+        let started = Instant::now();
         let sql = format!(
             "COPY {}_delta (res, bucket, {}, {COUNT_COLUMNS}{}) FROM STDIN (FORMAT BINARY)",
             shape.table,
@@ -97,6 +100,7 @@ pub async fn insert_rollup_deltas(
         futures_util::pin_mut!(sink);
         futures_util::SinkExt::feed(&mut sink, bytes::Bytes::from(rows)).await?;
         sink.as_mut().finish().await?;
+        cost::record(Some(shape), Step::Append, started);
     }
     Ok(())
 }
@@ -143,7 +147,9 @@ pub async fn merge_rollup(client: &impl GenericClient, flush: &Flush<'_>) -> Res
     for shape in SHAPES {
         let groups = flush.of(shape);
         if shape.percentiles {
+            let started = Instant::now();
             store_percentiles(client, shape, groups).await?;
+            cost::record(Some(shape), Step::Merge, started);
         }
         if shape.top_lists.is_some() {
             let mut touched: Vec<(i32, DateTime<Utc>)> = groups
@@ -151,7 +157,9 @@ pub async fn merge_rollup(client: &impl GenericClient, flush: &Flush<'_>) -> Res
                 .map(|(k, _)| (k.res, us_to_datetime(k.bucket_us)))
                 .collect();
             touched.dedup();
+            let started = Instant::now();
             top_lists::void(client, shape, touched).await?;
+            cost::record(Some(shape), Step::TopLists, started);
         }
     }
     Ok(())
@@ -163,7 +171,9 @@ async fn write_rollup(client: &impl GenericClient, flush: &Flush<'_>) -> Result<
         let groups = flush.of(shape);
         let keys = key_arrays(shape, groups);
         let columns = Columns::of(groups, shape.latency)?;
+        let started = Instant::now();
         write_shape(client, shape, Write::Merge, &refs(&keys), &[], &columns).await?;
+        cost::record(Some(shape), Step::Merge, started);
     }
     Ok(())
 }
@@ -277,7 +287,9 @@ pub async fn take_rollup_deltas(client: &impl GenericClient) -> Result<Deltas, D
             keys = shape.key_list(),
             latency = shape.latency_columns(),
         );
+        let started = Instant::now();
         rows.push(client.query(&sql, &[]).await?);
+        cost::record(Some(shape), Step::Take, started);
     }
     Ok(Deltas { rows })
 }

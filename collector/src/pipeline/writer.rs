@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::db::DbError;
 use crate::pipeline::batch::{Batch, Reject, SingleRow};
+use crate::pipeline::cost::{self, Step};
 use crate::pipeline::dedup::{self, Digest};
 use crate::pipeline::queue::QueueReceiver;
 use crate::pipeline::{copy, deltas, ledger, seal, store};
@@ -324,6 +325,7 @@ async fn write_once(
                 seal::insert_sealed_deltas(&tx, shape, &in_flight, Some(sealing)).await?;
             }
         }
+        let started = std::time::Instant::now();
         let sink = tx.copy_in::<_, Bytes>(copy_sql).await?;
         futures_util::pin_mut!(sink);
         sink.feed(Bytes::from_static(copy::HEADER)).await?;
@@ -332,11 +334,14 @@ async fn write_once(
         }
         sink.feed(Bytes::from_static(copy::TRAILER)).await?;
         sink.as_mut().finish().await?;
+        cost::record(None, Step::Copy, started);
     }
     store::insert_rollup_deltas(&tx, &rollups).await?;
     ledger::insert_rejects(&tx, side.rejects.iter().copied()).await?;
     dedup::record(&tx, side.identities).await?;
     ledger::record_flush(&tx, flush_id, rows, side.rejects.len()).await?;
+    let started = std::time::Instant::now();
     tx.commit().await?;
+    cost::record(None, Step::Commit, started);
     Ok(())
 }
