@@ -910,3 +910,33 @@ fn count_events(batch: &Bytes) -> usize {
         .and_then(|t| decode::split(t, Format::Json).ok())
         .map_or(0, |r| r.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use collector::pipeline::cost::{self, Step};
+    use collector::rollup::catalog;
+
+    #[test]
+    fn the_database_time_is_read_as_the_collector_writes_it() {
+        cost::record(
+            Some(&catalog::SRC_PORT),
+            Step::Seal,
+            Instant::now() - Duration::from_millis(3),
+        );
+        let mut exposition = String::new();
+        cost::render(&mut exposition);
+        let samples = super::db_seconds(&exposition);
+        let seal = samples
+            .iter()
+            .find(|(t, s, _)| t == "comm_rollup_src_port" && s == "seal")
+            .unwrap_or_else(|| panic!("no sample read from {exposition}"));
+        assert!(seal.2 >= 0.003, "{seal:?}");
+        let table = super::db_time_table(&[&samples], 1_000_000);
+        assert!(
+            table.contains("| `comm_rollup_src_port` | – | – | – | "),
+            "{table}"
+        );
+    }
+}

@@ -1302,6 +1302,58 @@ async fn top_pairs_count_the_tail_row_of_a_bucket_the_seal_cuts() {
     app.stop().await.unwrap();
 }
 
+/// A seal whose span holds no event changes no bucket, so it lists none again: an idle collector seals every
+/// second, and listing the open buckets anew reads them whole each time.
+#[tokio::test]
+async fn a_seal_of_an_empty_span_lists_no_bucket_again() {
+    use collector::pipeline::seal;
+    let t0 = chrono::Utc::now().timestamp() - 60;
+    let events: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"timestamp":{},"src_ip":"10.9.0.{}","dst_ip":"10.8.0.1","bytes_out":1}}"#,
+                t0 + i % 5,
+                i % 3
+            )
+        })
+        .collect();
+    let app = spawn_app_with(|c| c.rollup_compact_ms = 3_600_000).await;
+    let pool = collector::db::pool(&app.db_url, 2).unwrap();
+    app.db
+        .batch_execute(&format!(
+            "UPDATE comm_pair_seal SET sealing_to = to_timestamp({}), sealed_to = to_timestamp({})",
+            t0 - 10,
+            t0 - 10
+        ))
+        .await
+        .unwrap();
+    let (status, _) = app.ingest_json(&format!("[{}]", events.join(","))).await;
+    assert_eq!(status, 202);
+    assert_eq!(app.wait_rows(20).await, 20);
+    let lag = Duration::from_secs(30);
+    assert!(seal::seal_pairs(&pool, lag).await.unwrap());
+    let floors =
+        "SELECT count(*)::int8, coalesce(string_agg(xmin::text, ',' ORDER BY res, bucket), '')
+                  FROM comm_rollup_pair_top_floor";
+    let floors = || async {
+        let r = app.db.query_one(floors, &[]).await.unwrap();
+        (r.get::<_, i64>(0), r.get::<_, String>(1))
+    };
+    let listed = floors().await;
+    assert!(
+        listed.0 >= 2,
+        "the buckets of the events are listed: {listed:?}"
+    );
+    // Past the events: the next spans are empty.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(seal::seal_pairs(&pool, lag).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(seal::seal_pairs(&pool, lag).await.unwrap());
+    assert_eq!(floors().await, listed, "an empty span listed buckets again");
+    assert_eq!(app.sealed_differing_from_raw().await, 0);
+    app.stop().await.unwrap();
+}
+
 /// Seals run while writers commit events around now, some a few seconds old: each event must land in exactly
 /// one of the sealed rollup, a late delta or the raw tail, in every snapshot along the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
