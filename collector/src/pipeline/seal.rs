@@ -61,9 +61,10 @@ async fn seal_with(client: &mut deadpool_postgres::Object, lag_ms: i64) -> Resul
     // the hash spills to disk): 10 s, most of it the upsert. No sequential scan either: without statistics (a
     // day's partition before autovacuum first analyzes it) the planner cannot tell that the BRIN on ts narrows
     // the span, and read the whole day at every seal. Measured after 4M events: each seal, even of an empty
-    // span, took 0.7 s, and an idle collector kept PostgreSQL half busy; by the BRIN, 1 ms. No JIT: a path
-    // turned off counts as vastly expensive, so every statement here that sorts was compiled with inlining and
-    // optimization, 0.19 s each time (of 1.6 s for a pair seal of 500,000 events).
+    // span, took 0.7 s, and an idle collector kept PostgreSQL half busy; through the BRIN, the empty span's
+    // index and heap scans took 0.2 ms each. No JIT: a path turned off counts as vastly expensive, so every
+    // statement here that sorts was compiled with inlining and optimization, 0.19 s each time (of 1.6 s for a
+    // pair seal of 500,000 events).
     client
         .batch_execute(
             "BEGIN ISOLATION LEVEL REPEATABLE READ;
