@@ -474,8 +474,8 @@ async fn ingest(
     let _ = writeln!(
         matrix,
         "\nPostgreSQL's own CPU (every backend and background process, from /proc) per committed event: \
-         {:.2} µs for the raw COPY with {} connections, {:.2} µs for the collector's rows at full speed (both plain runs) \
-         ({:.2}×: the rollup deltas written with each COPY, their compaction, the top lists, the pair seals, the \
+         {:.2} µs for the raw COPY with {} connections, {:.2} µs for the collector's rows at full speed (both plain \
+         runs, each held until the seal had passed its events) ({:.2}×: the rollup deltas written with each COPY, their compaction, the top lists, the pair seals, the \
          flush ledger and the batch identities).",
         raw_pg_cpu_per_row * 1e6,
         cfg.writers,
@@ -731,11 +731,16 @@ pub(crate) async fn end_to_end_watched(
     let secs = started.elapsed().as_secs_f64();
     if settle {
         let committed: std::time::SystemTime = client.query_one("SELECT now()", &[]).await?.get(0);
+        let waiting = Instant::now();
         while !client
             .query_one("SELECT sealed_to >= $1 FROM comm_pair_seal", &[&committed])
             .await?
             .get::<_, bool>(0)
         {
+            anyhow::ensure!(
+                waiting.elapsed() < Duration::from_secs(300),
+                "the seal did not pass the run's events within 5 minutes"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

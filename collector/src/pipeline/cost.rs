@@ -2,7 +2,8 @@
 //! sending each statement to its answer, summed, on GET /metrics as `collector_db_seconds_total{table, step}`.
 //! It is wall time seen from the collector, not the server's CPU: on a server with cores to spare they are
 //! close, on a saturated one every statement's time includes its wait for a core. It shows how the database's
-//! work divides among the rollup families, so a new family shows its price beside the others.
+//! work divides among the rollup families, so a new family shows its price beside the others. The cells are
+//! the process's: collectors sharing a process (tests) add to the same ones.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
