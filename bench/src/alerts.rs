@@ -124,18 +124,7 @@ pub(crate) async fn run(args: &BenchArgs, url: &str, pool: &Pool) -> anyhow::Res
     eprintln!("Alerts: warm-up ...");
     truncate(pool).await?;
     set_rules(false).await?;
-    end_to_end_watched(
-        &env,
-        url,
-        pool,
-        &batches,
-        args.clients,
-        None,
-        Ack::Spool,
-        0,
-        false,
-    )
-    .await?;
+    end_to_end_watched(&env, url, pool, &batches, args.clients, None, Ack::Spool, 0).await?;
     // Yesterday's sources: the warm-up's, an hour a day ago. Without history a new-talker rule is warming up
     // and reads nothing; with it, it reads the window's talkers and looks each up, as on a collector that has
     // run for a day.
@@ -184,19 +173,10 @@ pub(crate) async fn run(args: &BenchArgs, url: &str, pool: &Pool) -> anyhow::Res
                 }
             );
             start(on).await?;
-            let m = end_to_end_watched(
-                &env,
-                url,
-                pool,
-                &batches,
-                args.clients,
-                None,
-                Ack::Spool,
-                0,
-                false,
-            )
-            .await?
-            .0;
+            let m =
+                end_to_end_watched(&env, url, pool, &batches, args.clients, None, Ack::Spool, 0)
+                    .await?
+                    .0;
             if on {
                 with_rules.push(m);
             } else {

@@ -85,7 +85,6 @@ pub(crate) async fn run(
             None,
             Ack::Spool,
             0,
-            false,
         )
         .await?;
         figures.push((raw, m.rate()));

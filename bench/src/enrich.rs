@@ -113,54 +113,22 @@ pub(crate) async fn run(args: &BenchArgs, url: &str, pool: &Pool) -> anyhow::Res
     // A first run warms PostgreSQL and the page cache; it is not counted.
     eprintln!("Enrichment: warm-up ...");
     truncate(pool).await?;
-    end_to_end_watched(
-        &[],
-        url,
-        pool,
-        &batches,
-        args.clients,
-        None,
-        Ack::Spool,
-        0,
-        false,
-    )
-    .await?;
+    end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 0).await?;
     let mut plain = Vec::new();
     let mut enriched = Vec::new();
     for round in 1..=2 {
         eprintln!("Enrichment, round {round}: plain ...");
         truncate(pool).await?;
         plain.push(
-            end_to_end_watched(
-                &[],
-                url,
-                pool,
-                &batches,
-                args.clients,
-                None,
-                Ack::Spool,
-                0,
-                false,
-            )
-            .await?,
+            end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 0).await?,
         );
         eprintln!(
             "Enrichment, round {round}: city + ASN + 100k-network list + 2 redaction rules ..."
         );
         truncate(pool).await?;
         enriched.push(
-            end_to_end_watched(
-                &env,
-                url,
-                pool,
-                &batches,
-                args.clients,
-                None,
-                Ack::Spool,
-                0,
-                false,
-            )
-            .await?,
+            end_to_end_watched(&env, url, pool, &batches, args.clients, None, Ack::Spool, 0)
+                .await?,
         );
     }
     let client = pool.get().await?;

@@ -217,18 +217,7 @@ async fn ingest(
     truncate(pool).await?;
     eprintln!("End to end, {} clients at full speed ...", args.clients);
     let pg_before = pg_cpu_secs(&pg_data);
-    let (full, resources) = end_to_end_watched(
-        &[],
-        url,
-        pool,
-        &batches,
-        args.clients,
-        None,
-        Ack::Spool,
-        0,
-        true,
-    )
-    .await?;
+    let (full, resources) = end_to_end_settled(url, pool, &batches, args.clients).await?;
     let full_pg_cpu = pg_cpu_secs(&pg_data) - pg_before;
     let full_rate = full.events as f64 / full.secs;
     results.push(Measured {
@@ -239,35 +228,14 @@ async fn ingest(
     // The same full-speed run followed by five live tails and a dashboard refreshing every 10 s.
     truncate(pool).await?;
     eprintln!("End to end, full speed, 5 live tails and a dashboard refreshing ...");
-    let (watched, _) = end_to_end_watched(
-        &[],
-        url,
-        pool,
-        &batches,
-        args.clients,
-        None,
-        Ack::Spool,
-        5,
-        false,
-    )
-    .await?;
+    let (watched, _) =
+        end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
     let watched_rate = watched.rate();
     // Runs here differ by up to ±20%: a second plain and watched pair, alternated, and the ratio of the sums.
     truncate(pool).await?;
     eprintln!("End to end, full speed, plain and watched again ...");
     let pg_before = pg_cpu_secs(&pg_data);
-    let (plain2, plain2_resources) = end_to_end_watched(
-        &[],
-        url,
-        pool,
-        &batches,
-        args.clients,
-        None,
-        Ack::Spool,
-        0,
-        true,
-    )
-    .await?;
+    let (plain2, plain2_resources) = end_to_end_settled(url, pool, &batches, args.clients).await?;
     // PostgreSQL's CPU per event over both plain runs too: pinned, one run's figure moved by half between runs
     // of the same code (its backends contend on one core).
     let collector_pg_cpu_per_event =
@@ -277,18 +245,8 @@ async fn ingest(
     let cpu_per_event =
         (resources.cpu_secs + plain2_resources.cpu_secs) / (full.events + plain2.events) as f64;
     truncate(pool).await?;
-    let (watched2, _) = end_to_end_watched(
-        &[],
-        url,
-        pool,
-        &batches,
-        args.clients,
-        None,
-        Ack::Spool,
-        5,
-        false,
-    )
-    .await?;
+    let (watched2, _) =
+        end_to_end_watched(&[], url, pool, &batches, args.clients, None, Ack::Spool, 5).await?;
     let (plain2_rate, watched2_rate) = (plain2.rate(), watched2.rate());
     results.push(Measured {
         label: format!(
@@ -612,16 +570,44 @@ async fn end_to_end(
     durability: Ack,
 ) -> anyhow::Result<(Measured, Resources)> {
     let _ = base;
-    end_to_end_watched(&[], url, pool, batches, clients, rate, durability, 0, false).await
+    end_to_end_watched(&[], url, pool, batches, clients, rate, durability, 0).await
+}
+
+/// [`end_to_end`] at full speed, held once every event has committed until the seal has passed the last of them,
+/// before the collector's figures are taken and it stops: the rollup work of the run's events then falls in the
+/// run (in a run of seconds, most of it comes after, the seal lagging `COLLECTOR_PAIR_SEAL_LAG_MS` behind), and
+/// the caller's PostgreSQL CPU window holds all of it.
+async fn end_to_end_settled(
+    url: &str,
+    pool: &Pool,
+    batches: &[Bytes],
+    clients: usize,
+) -> anyhow::Result<(Measured, Resources)> {
+    run_once(&[], url, pool, batches, clients, None, Ack::Spool, 0, true).await
 }
 
 /// [`end_to_end`] with `tails` live tails following all events (at their rate) and, when there are any, a dashboard
-/// refreshing every 10 s (the reads its page makes). With `settle`, once every event has committed it waits for
-/// the seal to pass the last of them before taking the collector's figures and stopping it: the rollup work of
-/// the run's events then falls in the run (in a run of seconds, most of it comes after, the seal lagging
-/// `COLLECTOR_PAIR_SEAL_LAG_MS` behind), and the caller's PostgreSQL CPU window holds all of it.
+/// refreshing every 10 s (the reads its page makes).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn end_to_end_watched(
+    env: &[(String, String)],
+    url: &str,
+    pool: &Pool,
+    batches: &[Bytes],
+    clients: usize,
+    rate: Option<f64>,
+    durability: Ack,
+    tails: usize,
+) -> anyhow::Result<(Measured, Resources)> {
+    run_once(
+        env, url, pool, batches, clients, rate, durability, tails, false,
+    )
+    .await
+}
+
+/// One end-to-end run; `settle` as in [`end_to_end_settled`].
+#[allow(clippy::too_many_arguments)]
+async fn run_once(
     env: &[(String, String)],
     url: &str,
     pool: &Pool,
