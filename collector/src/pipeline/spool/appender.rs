@@ -16,7 +16,7 @@ use rustix::fs::Advice;
 use tokio::sync::oneshot;
 
 use super::format::{self, Record};
-use super::{Position, Segment, Shared, SpoolError, Ticket};
+use super::{Parked, Position, Segment, Shared, SpoolError, Ticket};
 use crate::pipeline::batch::Batch;
 use crate::pipeline::queue::Queue;
 
@@ -310,7 +310,8 @@ impl Appender {
                 written
             };
             state.bytes += written as u64;
-            for (a, offset) in group.into_iter().zip(offsets) {
+            let nexts: Vec<usize> = offsets.iter().skip(1).copied().chain([end]).collect();
+            for ((a, offset), next) in group.into_iter().zip(offsets).zip(nexts) {
                 let Append {
                     record,
                     mut batch,
@@ -338,7 +339,10 @@ impl Appender {
                     let size = batch.source.len() + batch.rows.len();
                     if state.parked_bytes + size <= self.shared.cfg.park_bytes {
                         state.parked_bytes += size;
-                        state.parked.insert(Position { segment, offset }, *batch);
+                        let batch = *batch;
+                        state
+                            .parked
+                            .insert(Position { segment, offset }, Parked { batch, next });
                     } else {
                         // Its ticket is not given back: the feeder's copy carries the segment's claim.
                         batch.spooled = None;

@@ -142,11 +142,19 @@ struct State {
     free_bytes: u64,
     /// Records found at start that PostgreSQL already has: the feeder passes over them.
     committed_before: HashSet<Position>,
-    /// Batches appended while a backlog lasts, already decoded, by their record's position: the feeder queues
-    /// them as they are (a second decode cost as much CPU as the first, under sustained load).
-    parked: HashMap<Position, Batch>,
+    /// Batches appended while a backlog lasts, already decoded, by their record's position, with the offset of
+    /// the record after theirs: the feeder queues them as they are (a second decode cost as much CPU as the first,
+    /// under sustained load), and a run of them without reading their bytes back.
+    parked: HashMap<Position, Parked>,
     /// Their text and rows, in bytes (at most `SpoolConfig::park_bytes`).
     parked_bytes: usize,
+}
+
+/// A batch kept decoded behind a backlog (`State::parked`).
+struct Parked {
+    batch: Batch,
+    /// Where the next record of its segment starts.
+    next: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
