@@ -341,10 +341,44 @@ $$;
 --
 
 CREATE FUNCTION public.latency_hist_merge(a bigint[], b bigint[]) RETURNS bigint[]
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT coalesce(array_agg(latency_hist_pack(k, n) ORDER BY k), '{}')
-    FROM (SELECT x >> 48 AS k, sum(x & 281474976710655)::int8 AS n FROM unnest(a || b) AS x GROUP BY 1) AS s
+DECLARE
+    na integer := coalesce(cardinality(a), 0);
+    nb integer := coalesce(cardinality(b), 0);
+    i integer := 1;
+    j integer := 1;
+    x int8;
+    y int8;
+    merged int8[] := '{}';
+BEGIN
+    IF nb = 0 THEN
+        RETURN coalesce(a, '{}');
+    ELSIF na = 0 THEN
+        RETURN b;
+    END IF;
+    WHILE i <= na AND j <= nb LOOP
+        x := a[i];
+        y := b[j];
+        IF (x >> 48) = (y >> 48) THEN
+            merged := array_append(merged, x + (y & 281474976710655));
+            i := i + 1;
+            j := j + 1;
+        ELSIF (x >> 48) < (y >> 48) THEN
+            merged := array_append(merged, x);
+            i := i + 1;
+        ELSE
+            merged := array_append(merged, y);
+            j := j + 1;
+        END IF;
+    END LOOP;
+    IF i <= na THEN
+        merged := merged || a[i:na];
+    ELSIF j <= nb THEN
+        merged := merged || b[j:nb];
+    END IF;
+    RETURN merged;
+END
 $$;
 
 

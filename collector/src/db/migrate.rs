@@ -101,6 +101,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "rollup by host",
         include_str!("../../../db/migrations/0019_host_rollup.sql"),
     ),
+    (
+        20,
+        "histogram merge as one walk",
+        include_str!("../../../db/migrations/0020_hist_merge_walk.sql"),
+    ),
 ];
 
 /// Whether the database has the Citus extension (it is a Citus coordinator).

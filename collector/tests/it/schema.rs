@@ -162,3 +162,59 @@ fn the_citus_layout_places_every_rollup() {
         );
     }
 }
+
+/// `latency_hist_merge` (the compactor's merge of a delta's histogram into its row's) adds bucket by bucket,
+/// as the collector's own merge does, on histograms of every length and overlap, empty and NULL ones included.
+#[tokio::test]
+async fn the_histogram_merge_in_sql_adds_as_the_collector_does() {
+    use collector::rollup::histogram::{self, Counts};
+    use rand::{Rng, SeedableRng};
+
+    let db = pg::connect(&pg::fresh_database().await).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+    let random = |rng: &mut rand::rngs::StdRng| {
+        let mut c = Counts::default();
+        let len = [0, 1, 2, 5, 40, 300][rng.random_range(0..6)];
+        for _ in 0..len {
+            // Negative buckets (under 1 ms) and the zero bucket included.
+            c.add(rng.random_range(-60..200), rng.random_range(1..1_000_000));
+        }
+        if rng.random_bool(0.05) {
+            c.add(i16::MIN, 1);
+        }
+        c
+    };
+    let stored = |c: &Counts| {
+        histogram::to_stored(c)
+            .expect("counts under 2^48")
+            .collect::<Vec<i64>>()
+    };
+    for case in 0..400 {
+        let (a, b) = (random(&mut rng), random(&mut rng));
+        let mut want = a.clone();
+        want.merge(&b);
+        let got: Vec<i64> = db
+            .query_one(
+                "SELECT latency_hist_merge($1, $2)",
+                &[&stored(&a), &stored(&b)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(got, stored(&want), "case {case}: {a:?} + {b:?}");
+    }
+    let null: Option<Vec<i64>> = None;
+    let one = stored(&random(&mut rng));
+    for (a, b, want) in [
+        (null.clone(), null.clone(), Vec::new()),
+        (null.clone(), Some(one.clone()), one.clone()),
+        (Some(one.clone()), null.clone(), one.clone()),
+    ] {
+        let got: Vec<i64> = db
+            .query_one("SELECT latency_hist_merge($1, $2)", &[&a, &b])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(got, want);
+    }
+}
