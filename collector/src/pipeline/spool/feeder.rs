@@ -69,8 +69,8 @@ impl Feeder {
 
     /// Feeds the records from `at` to what is written of its segment now, then moves the backlog on.
     async fn feed_from(&self, mut at: Position) -> std::io::Result<()> {
-        // A run of batches kept decoded is queued without reading its bytes back (that read and its checksums
-        // were a tenth of the feeder's CPU behind a backlog).
+        // A run of batches kept decoded is queued without reading its bytes back: reading and checksumming them
+        // only to find where each record ends was 2–3% of the collector's CPU during a 2M-event backlog.
         while let Some(parked) = self.take_parked(at) {
             self.queue_parked(parked.batch).await;
             at.offset = parked.next;
