@@ -4,7 +4,7 @@
 -- once per conflicting row). As a SQL function with a subquery (0006), every call started an executor for an
 -- unnest, a GROUP BY and a sorted array_agg. Upserting a copy of comm_rollup's minute rows into itself (51,674
 -- conflicts, histograms of 1–2 buckets) took 12.7–15.6 µs a row with it, 7.6 without merging histograms at all,
--- and 8.6–9.1 with this walk. Calls alone: 2.8 against 6.9 µs at ~7 buckets a side, 57 against 92 at 240.
+-- and 8.6–9.1 with this walk. Calls alone: 2.8 against 6.9 µs with 3–7 buckets a side, 57 against 92 with 140–190.
 --
 -- The walk relies on what every stored histogram is: one number per bucket, in bucket order (the collector
 -- writes them so, every SQL that builds one aggregates ORDER BY bucket, and this merge keeps the order).
