@@ -310,8 +310,9 @@ impl Appender {
                 written
             };
             state.bytes += written as u64;
-            let nexts: Vec<usize> = offsets.iter().skip(1).copied().chain([end]).collect();
-            for ((a, offset), next) in group.into_iter().zip(offsets).zip(nexts) {
+            // Each record's successor starts where the next one in the group does; the last's, at the end.
+            let nexts = offsets.iter().skip(1).copied().chain([end]);
+            for ((a, &offset), next) in group.into_iter().zip(&offsets).zip(nexts) {
                 let Append {
                     record,
                     mut batch,
